@@ -1,0 +1,1 @@
+"""Owlet firmware package."""

@@ -1,0 +1,1 @@
+"""Owlet hdl package."""

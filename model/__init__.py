@@ -1,0 +1,1 @@
+"""Owlet model package: darknet I/O, float reference, quantizer, integer golden model."""

@@ -1,0 +1,237 @@
+"""The integer golden model: the arithmetic the RTL must reproduce bit for bit.
+
+Every function here is the executable form of a rule in ``docs/fixed-point.md``. Integer operations
+are spelled the way the hardware does them (multiply, add the rounding constant, arithmetic shift,
+saturate). Each fast, vectorized function has a naive-loop oracle next to it (suffix ``_naive``)
+written independently with Python integers; the tests hold them equal.
+
+Shapes are ``(C, H, W)`` for feature maps and ``(O, C, K, K)`` for weights.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "ACC_BITS",
+    "INT8_MAX",
+    "INT8_MIN",
+    "INPUT_SCALE",
+    "conv2d_int",
+    "conv2d_int_naive",
+    "im2col",
+    "maxpool_int",
+    "maxpool_int_naive",
+    "pool_geometry",
+    "quantize_input",
+    "requantize",
+    "requantize_naive",
+]
+
+INT8_MIN, INT8_MAX = -128, 127
+ACC_BITS = 32
+#: The network input in [0, 1] is quantized with this fixed scale (docs/fixed-point.md §1).
+INPUT_SCALE = 1.0 / 127.0
+
+# float32 adds integers exactly while every partial sum stays below 2**24. With
+# |w_q * x_q| <= 127 * 128 = 16256, any 1024 products sum to at most 16 646 144 < 2**24, whatever
+# order BLAS adds them in. So the GEMM runs in float32 over chunks of at most this many products.
+_EXACT_FLOAT32_TERMS = 1024
+
+
+def quantize_input(x: np.ndarray) -> np.ndarray:
+    """Quantize the letterboxed network input (docs/fixed-point.md §1).
+
+    Parameters
+    ----------
+    x : float array, shape (C, H, W), values in [0, 1]
+
+    Returns
+    -------
+    int8 array, shape (C, H, W): ``clamp(floor(x * 127 + 0.5), 0, 127)`` computed in float64.
+    """
+    q = np.floor(np.asarray(x, dtype=np.float64) * 127.0 + 0.5)
+    return np.clip(q, 0, INT8_MAX).astype(np.int8)
+
+
+def im2col(x: np.ndarray, size: int, stride: int, padding: int, pad_value: int = 0) -> np.ndarray:
+    """Unfold the ``size × size`` windows of a feature map into columns.
+
+    Parameters
+    ----------
+    x : array, shape (C, H, W)
+    size, stride, padding : int
+        Square kernel, stride and symmetric padding (darknet convention).
+    pad_value : int
+        Value of positions outside the map.
+
+    Returns
+    -------
+    array of x's dtype, shape (C * size * size, H_out * W_out)
+        Row index ``(c * size + ky) * size + kx`` matches the OIHW weight layout flattened.
+    """
+    c, h, w = x.shape
+    h_out = (h + 2 * padding - size) // stride + 1
+    w_out = (w + 2 * padding - size) // stride + 1
+    xp = np.pad(x, ((0, 0), (padding, padding), (padding, padding)), constant_values=pad_value)
+    windows = np.lib.stride_tricks.sliding_window_view(xp, (size, size), axis=(1, 2))
+    windows = windows[:, : (h_out - 1) * stride + 1 : stride, : (w_out - 1) * stride + 1 : stride]
+    # windows: (C, H_out, W_out, K, K) -> (C, K, K, H_out, W_out)
+    return windows.transpose(0, 3, 4, 1, 2).reshape(c * size * size, h_out * w_out)
+
+
+def conv2d_int(
+    x_q: np.ndarray, w_q: np.ndarray, bias: np.ndarray, stride: int, padding: int
+) -> np.ndarray:
+    """Integer convolution plus bias: the accumulators of docs/fixed-point.md §3.
+
+    Parameters
+    ----------
+    x_q : int8 array, shape (C, H, W)
+    w_q : int8 array, shape (O, C, K, K), values in [-127, 127]
+    bias : int32 array, shape (O,)
+    stride, padding : int
+        Zero padding (the integer 0) on every side.
+
+    Returns
+    -------
+    int64 array, shape (O, H_out, W_out)
+        ``acc = bias + sum(w_q * x_q)``, exact. The caller checks it fits ``ACC_BITS``.
+    """
+    o, c, k, _ = w_q.shape
+    if x_q.shape[0] != c:
+        raise ValueError(f"conv2d_int: input has {x_q.shape[0]} channels, weights expect {c}")
+    h_out = (x_q.shape[1] + 2 * padding - k) // stride + 1
+    w_out = (x_q.shape[2] + 2 * padding - k) // stride + 1
+    cols = im2col(x_q.astype(np.float32), k, stride, padding)
+    wmat = w_q.reshape(o, c * k * k).astype(np.float32)
+    acc = np.zeros((o, h_out * w_out), dtype=np.int64)
+    for start in range(0, c * k * k, _EXACT_FLOAT32_TERMS):
+        stop = start + _EXACT_FLOAT32_TERMS
+        acc += (wmat[:, start:stop] @ cols[start:stop]).astype(np.int64)
+    acc += bias.astype(np.int64)[:, None]
+    return acc.reshape(o, h_out, w_out)
+
+
+def conv2d_int_naive(
+    x_q: np.ndarray, w_q: np.ndarray, bias: np.ndarray, stride: int, padding: int
+) -> np.ndarray:
+    """Loop oracle for :func:`conv2d_int` (same contract), Python integers throughout."""
+    o_ch, c_ch, k, _ = w_q.shape
+    _, h, w = x_q.shape
+    h_out = (h + 2 * padding - k) // stride + 1
+    w_out = (w + 2 * padding - k) // stride + 1
+    out = np.zeros((o_ch, h_out, w_out), dtype=np.int64)
+    for o in range(o_ch):
+        for y in range(h_out):
+            for x in range(w_out):
+                total = int(bias[o])
+                for c in range(c_ch):
+                    for ky in range(k):
+                        for kx in range(k):
+                            iy, ix = y * stride + ky - padding, x * stride + kx - padding
+                            if 0 <= iy < h and 0 <= ix < w:
+                                total += int(w_q[o, c, ky, kx]) * int(x_q[c, iy, ix])
+                out[o, y, x] = total
+    return out
+
+
+def requantize(
+    acc: np.ndarray, m_pos: np.ndarray, m_neg: np.ndarray, shift: np.ndarray
+) -> np.ndarray:
+    """Requantize accumulators to int8 with the activation folded in (docs/fixed-point.md §4).
+
+    Parameters
+    ----------
+    acc : integer array, shape (O, ...)
+        Accumulators, ``|acc| < 2**31``.
+    m_pos, m_neg : integer arrays, shape (O,), values in [0, 65535]
+        Multiplier for ``acc >= 0`` and for ``acc < 0`` (leaky: about a tenth of ``m_pos``).
+    shift : integer array, shape (O,), values in [1, 47]
+
+    Returns
+    -------
+    int8 array, shape of ``acc``: ``clamp((acc * m + 2**(shift-1)) >> shift, -128, 127)``.
+    """
+    acc = np.asarray(acc, dtype=np.int64)
+    extra = (1,) * (acc.ndim - 1)
+    m_pos = np.asarray(m_pos, dtype=np.int64).reshape(-1, *extra)
+    m_neg = np.asarray(m_neg, dtype=np.int64).reshape(-1, *extra)
+    shift = np.asarray(shift, dtype=np.int64).reshape(-1, *extra)
+    product = acc * np.where(acc < 0, m_neg, m_pos)  # < 2**47 in magnitude: exact in int64
+    rounded = (product + (np.int64(1) << (shift - 1))) >> shift  # >> on int64 is arithmetic
+    return np.clip(rounded, INT8_MIN, INT8_MAX).astype(np.int8)
+
+
+def requantize_naive(
+    acc: np.ndarray, m_pos: np.ndarray, m_neg: np.ndarray, shift: np.ndarray
+) -> np.ndarray:
+    """Loop oracle for :func:`requantize`, written as round-half-up of an exact rational."""
+    acc = np.asarray(acc)
+    out = np.zeros(acc.shape, dtype=np.int8)
+    for index in np.ndindex(acc.shape):
+        o = index[0]
+        a = int(acc[index])
+        m = int(m_neg[o]) if a < 0 else int(m_pos[o])
+        divisor = 2 ** int(shift[o])
+        # floor(a*m/divisor + 1/2) == floor((2*a*m + divisor) / (2*divisor)), exactly.
+        y = (2 * a * m + divisor) // (2 * divisor)
+        out[index] = min(max(y, INT8_MIN), INT8_MAX)
+    return out
+
+
+def pool_geometry(h: int, w: int, size: int, stride: int, padding: int) -> tuple[int, int, int]:
+    """Darknet maxpool geometry: ``(H_out, W_out, offset)``.
+
+    The window of output ``(y, x)`` starts at input ``(y*stride + offset, x*stride + offset)``
+    with ``offset = -(padding // 2)``. Ref: darknet src/maxpool_layer.c (``-l.pad/2``; ``padding``
+    is non-negative so C and Python division agree).
+    """
+    h_out = (h + padding - size) // stride + 1
+    w_out = (w + padding - size) // stride + 1
+    return h_out, w_out, -(padding // 2)
+
+
+def maxpool_int(x_q: np.ndarray, size: int, stride: int, padding: int) -> np.ndarray:
+    """Darknet maxpool on int8 feature maps (docs/fixed-point.md §5).
+
+    Parameters
+    ----------
+    x_q : int8 array, shape (C, H, W)
+    size, stride, padding : int
+        Darknet's maxpool parameters (``padding`` defaults to ``size - 1`` in the cfg).
+
+    Returns
+    -------
+    int8 array, shape (C, H_out, W_out)
+        Positions outside the map never win: they are padded with -128, which cannot exceed the
+        window's real positions.
+    """
+    c, h, w = x_q.shape
+    h_out, w_out, offset = pool_geometry(h, w, size, stride, padding)
+    before = -offset
+    after_h = max(0, (h_out - 1) * stride + size - before - h)
+    after_w = max(0, (w_out - 1) * stride + size - before - w)
+    xp = np.pad(x_q, ((0, 0), (before, after_h), (before, after_w)), constant_values=INT8_MIN)
+    windows = np.lib.stride_tricks.sliding_window_view(xp, (size, size), axis=(1, 2))
+    windows = windows[:, : (h_out - 1) * stride + 1 : stride, : (w_out - 1) * stride + 1 : stride]
+    return windows.max(axis=(3, 4)).astype(np.int8)
+
+
+def maxpool_int_naive(x_q: np.ndarray, size: int, stride: int, padding: int) -> np.ndarray:
+    """Loop oracle for :func:`maxpool_int`: the max over in-range positions only."""
+    c, h, w = x_q.shape
+    h_out, w_out, offset = pool_geometry(h, w, size, stride, padding)
+    out = np.zeros((c, h_out, w_out), dtype=np.int8)
+    for ch in range(c):
+        for y in range(h_out):
+            for x in range(w_out):
+                best = None
+                for ky in range(size):
+                    for kx in range(size):
+                        iy, ix = y * stride + offset + ky, x * stride + offset + kx
+                        if 0 <= iy < h and 0 <= ix < w:
+                            v = int(x_q[ch, iy, ix])
+                            best = v if best is None else max(best, v)
+                out[ch, y, x] = best
+    return out

@@ -1,0 +1,1 @@
+"""Owlet sim package."""
