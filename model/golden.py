@@ -19,6 +19,8 @@ __all__ = [
     "INPUT_SCALE",
     "conv2d_int",
     "conv2d_int_naive",
+    "dequantize_output",
+    "forward_int",
     "im2col",
     "maxpool_int",
     "maxpool_int_naive",
@@ -235,3 +237,64 @@ def maxpool_int_naive(x_q: np.ndarray, size: int, stride: int, padding: int) -> 
                             best = v if best is None else max(best, v)
                 out[ch, y, x] = best
     return out
+
+
+def dequantize_output(layer, acc: np.ndarray) -> np.ndarray:
+    """Host-side dequantization of the last layer's int32 output (docs/fixed-point.md §7).
+
+    Parameters
+    ----------
+    layer : QuantConv with ``output_int32``
+    acc : integer array, shape (O, H, W)
+
+    Returns
+    -------
+    float32 array, shape (O, H, W): ``acc · s_w[o] · s_x`` computed in float64.
+    """
+    scale = np.asarray(layer.w_scale, dtype=np.float64) * layer.in_scale
+    return (acc.astype(np.float64) * scale[:, None, None]).astype(np.float32)
+
+
+def forward_int(qnet, x_q: np.ndarray) -> list[np.ndarray]:
+    """Run a quantized network on an int8 input, layer by layer as darknet indexes them.
+
+    Parameters
+    ----------
+    qnet : QuantizedNetwork
+    x_q : int8 array, shape ``qnet.input_shape`` (see :func:`quantize_input`)
+
+    Returns
+    -------
+    list of arrays, one per layer
+        int8 (C, H, W) for convolutions and maxpools; int32 accumulators for the last convolution;
+        for a region layer, its float32 output computed on the host from the dequantized
+        accumulators (logistic/softmax as darknet), since it is not part of the engine.
+
+    Raises
+    ------
+    OverflowError
+        If an accumulator leaves the 32-bit range (the quantizer's bound makes this impossible).
+    """
+    from model.float_ref import region_forward
+
+    outputs: list[np.ndarray] = []
+    x = x_q
+    for index, layer in enumerate(qnet.layers):
+        if layer.kind == "convolutional":
+            acc = conv2d_int(x, layer.weight, layer.bias, layer.stride, layer.padding)
+            limit = 1 << (ACC_BITS - 1)
+            if acc.min() < -limit or acc.max() >= limit:
+                raise OverflowError(f"layer {index}: accumulator outside {ACC_BITS} bits")
+            if layer.output_int32:
+                x = acc.astype(np.int32)
+            else:
+                x = requantize(acc, layer.m_pos, layer.m_neg, layer.shift)
+        elif layer.kind == "maxpool":
+            x = maxpool_int(x, layer.size, layer.stride, layer.padding)
+        elif layer.kind == "region":
+            producer = qnet.layers[index - 1]
+            x = region_forward(dequantize_output(producer, x), layer.layer)
+        else:
+            raise ValueError(f"layer {index}: unknown layer kind {layer.kind!r}")
+        outputs.append(x)
+    return outputs

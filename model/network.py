@@ -1,8 +1,8 @@
 """The network description shared by every part of Owlet.
 
-A :class:`Network` is the float model as darknet defines it: an input shape and a list of layers
-indexed exactly as darknet indexes them (so ``layers[i]`` is darknet layer ``i``). Layers carry their
-parameters as float32 numpy arrays in darknet's storage order.
+A :class:`Network` is the float model as darknet defines it: an input shape and a list of
+layers indexed exactly as darknet indexes them (so ``layers[i]`` is darknet layer ``i``). Layers
+carry their parameters as float32 numpy arrays in darknet's storage order.
 
 Shapes are always ``(C, H, W)`` (darknet's CHW order, batch dimension dropped).
 """
