@@ -76,10 +76,13 @@ def im2col(x: np.ndarray, size: int, stride: int, padding: int, pad_value: int =
     h_out = (h + 2 * padding - size) // stride + 1
     w_out = (w + 2 * padding - size) // stride + 1
     xp = np.pad(x, ((0, 0), (padding, padding), (padding, padding)), constant_values=pad_value)
-    windows = np.lib.stride_tricks.sliding_window_view(xp, (size, size), axis=(1, 2))
-    windows = windows[:, : (h_out - 1) * stride + 1 : stride, : (w_out - 1) * stride + 1 : stride]
-    # windows: (C, H_out, W_out, K, K) -> (C, K, K, H_out, W_out)
-    return windows.transpose(0, 3, 4, 1, 2).reshape(c * size * size, h_out * w_out)
+    cols = np.empty((c, size, size, h_out, w_out), dtype=x.dtype)
+    # One strided copy per kernel tap: far faster than transposing a sliding-window view.
+    for ky in range(size):
+        for kx in range(size):
+            cols[:, ky, kx] = xp[:, ky : ky + (h_out - 1) * stride + 1 : stride,
+                                 kx : kx + (w_out - 1) * stride + 1 : stride]
+    return cols.reshape(c * size * size, h_out * w_out)
 
 
 def conv2d_int(
@@ -160,9 +163,13 @@ def requantize(
     m_pos = np.asarray(m_pos, dtype=np.int64).reshape(-1, *extra)
     m_neg = np.asarray(m_neg, dtype=np.int64).reshape(-1, *extra)
     shift = np.asarray(shift, dtype=np.int64).reshape(-1, *extra)
-    product = acc * np.where(acc < 0, m_neg, m_pos)  # < 2**47 in magnitude: exact in int64
-    rounded = (product + (np.int64(1) << (shift - 1))) >> shift  # >> on int64 is arithmetic
-    return np.clip(rounded, INT8_MIN, INT8_MAX).astype(np.int8)
+    # In place on one int64 buffer: the products stay below 2**47, so int64 is exact.
+    product = np.where(acc < 0, m_neg, m_pos)
+    product *= acc
+    product += np.int64(1) << (shift - 1)
+    product >>= shift  # arithmetic shift on int64: floor, hence round half up
+    np.clip(product, INT8_MIN, INT8_MAX, out=product)
+    return product.astype(np.int8)
 
 
 def requantize_naive(
@@ -215,9 +222,13 @@ def maxpool_int(x_q: np.ndarray, size: int, stride: int, padding: int) -> np.nda
     after_h = max(0, (h_out - 1) * stride + size - before - h)
     after_w = max(0, (w_out - 1) * stride + size - before - w)
     xp = np.pad(x_q, ((0, 0), (before, after_h), (before, after_w)), constant_values=INT8_MIN)
-    windows = np.lib.stride_tricks.sliding_window_view(xp, (size, size), axis=(1, 2))
-    windows = windows[:, : (h_out - 1) * stride + 1 : stride, : (w_out - 1) * stride + 1 : stride]
-    return windows.max(axis=(3, 4)).astype(np.int8)
+    out = np.full((c, h_out, w_out), INT8_MIN, dtype=np.int8)
+    for ky in range(size):
+        for kx in range(size):
+            tap = xp[:, ky : ky + (h_out - 1) * stride + 1 : stride,
+                     kx : kx + (w_out - 1) * stride + 1 : stride]
+            np.maximum(out, tap, out=out)
+    return out
 
 
 def maxpool_int_naive(x_q: np.ndarray, size: int, stride: int, padding: int) -> np.ndarray:

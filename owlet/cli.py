@@ -1,14 +1,203 @@
-"""The ``owlet`` command line."""
+"""owlet: a bit-exact co-design flow from a quantized tiny-YOLO detector to an FPGA bitstream."""
+
+from __future__ import annotations
 
 import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
 
 __all__ = ["main"]
 
 
-def main(argv=None):
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    from model.zoo import DEFAULT_CFG, DEFAULT_WEIGHTS
+
+    parser.add_argument("--cfg", type=Path, default=DEFAULT_CFG,
+                        help="darknet .cfg (default: the built-in %(default)s)")
+    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS,
+                        help="darknet .weights (default: the built-in %(default)s)")
+
+
+def _add_calibration_arguments(parser: argparse.ArgumentParser) -> None:
+    from model.quant import CALIBRATION_METHODS
+
+    parser.add_argument("--calib", type=Path, nargs="+", metavar="IMAGE",
+                        help="images to calibrate activation scales on (default: the input image)")
+    parser.add_argument("--calib-method", choices=CALIBRATION_METHODS, default="max",
+                        help="activation range estimator (default: %(default)s)")
+
+
+def _load_network(args):
+    from model.darknet import load_darknet
+
+    return load_darknet(args.cfg, args.weights)
+
+
+def _calibrate(net, images, method, quiet=False):
+    from tqdm import tqdm
+
+    from model.pipeline import prepare_input
+    from model.quant import quantize_network
+
+    inputs = [prepare_input(path, net.input_shape)[0]
+              for path in tqdm(images, desc="calibration images", disable=quiet or len(images) < 4,
+                               unit="img")]
+    return quantize_network(net, inputs, method)
+
+
+def _read_names(path: Path | None, classes: int) -> list[str]:
+    if path is None:
+        return [f"class{i}" for i in range(classes)]
+    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if len(names) < classes:
+        raise SystemExit(f"owlet: {path} names {len(names)} classes, the network has {classes}")
+    return names
+
+
+def _time_forward(run, repeat: int) -> float:
+    start = time.perf_counter()
+    for _ in range(repeat):
+        run()
+    return (time.perf_counter() - start) / repeat * 1e3
+
+
+def cmd_infer(args) -> int:
+    from model.image import draw_detections
+    from model.pipeline import infer_float, infer_int8, prepare_input
+
+    net = _load_network(args)
+    x, image_size = prepare_input(args.image, net.input_shape)
+    if args.mode == "float":
+        def run():
+            return infer_float(net, x, image_size, args.thresh, args.nms)
+    else:
+        if args.calib is None:
+            print(f"owlet: no --calib given: calibrating activation scales on {args.image}")
+        qnet = _calibrate(net, args.calib or [args.image], args.calib_method)
+
+        def run():
+            return infer_int8(qnet, x, image_size, args.thresh, args.nms)
+    result = run()
+    if args.repeat:
+        print(f"ms/frame: {_time_forward(run, args.repeat):.1f}")
+    classes = net.region.classes if net.region else 0
+    names = _read_names(args.names, classes)
+    for det in result.detections:
+        for c in np.flatnonzero(det.probs > 0):
+            print(f"{names[c]}: {det.probs[c] * 100:.0f}%  box x={det.x:.3f} y={det.y:.3f} "
+                  f"w={det.w:.3f} h={det.h:.3f}")
+    if args.dump:
+        args.dump.mkdir(parents=True, exist_ok=True)
+        np.save(args.dump / "input.npy", result.input.astype(np.float32))
+        for index, out in enumerate(result.outputs):
+            np.save(args.dump / f"layer{index:02d}.npy", out)
+        print(f"owlet: wrote input.npy and {len(result.outputs)} layer dumps to {args.dump}")
+    if args.json:
+        doc = {
+            "image": list(image_size),
+            "detections": [
+                {"box": [float(d.x), float(d.y), float(d.w), float(d.h)],
+                 "objectness": float(d.objectness), "probs": [float(p) for p in d.probs]}
+                for d in result.detections if np.any(d.probs > 0)
+            ],
+        }
+        args.json.write_text(json.dumps(doc, indent=1))
+        print(f"owlet: wrote {args.json}")
+    if args.out:
+        draw_detections(args.image, result.detections, names, args.out)
+        print(f"owlet: wrote {args.out}")
+    return 0
+
+
+def cmd_quantize(args) -> int:
+    net = _load_network(args)
+    qnet = _calibrate(net, args.calib, args.calib_method)
+    qnet.save(args.output)
+    print(f"{'layer':>5} {'kind':<14} {'output':<14} {'out scale':>10} {'acc bits':>8}")
+    for index, layer in enumerate(qnet.layers):
+        shape = "x".join(map(str, layer.out_shape))
+        if layer.kind == "convolutional":
+            scale = "int32" if layer.output_int32 else f"{layer.out_scale:.4g}"
+            bits = layer.accumulator_bits
+            print(f"{index:>5} {layer.kind:<14} {shape:<14} {scale:>10} {bits:>8}")
+        else:
+            print(f"{index:>5} {layer.kind:<14} {shape:<14}")
+    print(f"owlet: wrote {args.output}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from model.bench import run_golden_bench
+
+    return run_golden_bench(repeat=args.repeat)
+
+
+def cmd_sim(args) -> int:
+    from model.demo import run_golden_demo
+
+    return run_golden_demo(args.cfg, args.weights, args.image, args.outdir)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from model.zoo import DEFAULT_IMAGE
+
     parser = argparse.ArgumentParser(prog="owlet", description=__doc__)
-    parser.parse_args(argv)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    infer = sub.add_parser("infer", help="detect objects with the float reference or int8 golden",
+                           description="Run the float reference or the int8 golden model on an "
+                                       "image, as darknet would, and report the detections.")
+    _add_model_arguments(infer)
+    infer.add_argument("image", type=Path, nargs="?", default=DEFAULT_IMAGE,
+                       help="input image (default: the built-in %(default)s)")
+    infer.add_argument("--mode", choices=("float", "int8"), default="float")
+    _add_calibration_arguments(infer)
+    infer.add_argument("--thresh", type=float, default=0.5, help="detection threshold")
+    infer.add_argument("--nms", type=float, default=0.45, help="NMS IoU threshold")
+    infer.add_argument("--names", type=Path, help="class names, one per line")
+    infer.add_argument("--dump", type=Path, metavar="DIR",
+                       help="write input.npy and layerNN.npy for every layer")
+    infer.add_argument("--json", type=Path, metavar="OUT.json", help="write detections as JSON")
+    infer.add_argument("--out", type=Path, metavar="PNG", help="write an annotated image")
+    infer.add_argument("--repeat", type=int, default=0, metavar="N",
+                       help="time N forward passes and print ms/frame")
+    infer.set_defaults(func=cmd_infer)
+
+    quantize = sub.add_parser("quantize", help="write a quantized model file",
+                              description="Fold batch norm, quantize weights to int8 per output "
+                                          "channel, calibrate activation scales and write the "
+                                          "quantized model (docs/quantized-model-format.md).")
+    _add_model_arguments(quantize)
+    _add_calibration_arguments(quantize)
+    quantize.set_defaults(calib=[DEFAULT_IMAGE])
+    quantize.add_argument("-o", "--output", type=Path, required=True, metavar="MODEL.npz")
+    quantize.set_defaults(func=cmd_quantize)
+
+    bench = sub.add_parser("bench", help="benchmark the golden model on tiny-YOLOv2-VOC 416x416")
+    bench.add_argument("--repeat", type=int, default=5, metavar="N")
+    bench.set_defaults(func=cmd_bench)
+
+    sim = sub.add_parser("sim", help="the main demonstration on the default model and image")
+    _add_model_arguments(sim)
+    sim.add_argument("--image", type=Path, default=DEFAULT_IMAGE)
+    sim.add_argument("--outdir", type=Path, default=Path("build/sim"))
+    sim.set_defaults(func=cmd_sim)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (OSError, ValueError) as exc:
+        # Bad input (files, formats, shapes) ends in one clear line, not a traceback.
+        print(f"owlet: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

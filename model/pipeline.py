@@ -1,0 +1,160 @@
+"""End-to-end inference: image in, every layer's output and the detections out.
+
+One function runs the float reference and one the integer golden model, so the CLI, the
+quantization report and the cosimulation all share the exact same pre- and post-processing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from model.detect import Detection, box_iou, do_nms_sort, get_network_boxes
+from model.float_ref import forward
+from model.golden import forward_int, quantize_input
+from model.image import letterbox, load_image
+from model.network import Network, RegionLayer
+from model.quant import QuantizedNetwork
+
+__all__ = [
+    "Inference",
+    "LayerQuality",
+    "detection_agreement",
+    "infer_float",
+    "infer_int8",
+    "prepare_input",
+    "quantization_quality",
+    "sqnr_db",
+]
+
+
+@dataclass
+class Inference:
+    """What one forward pass produced.
+
+    Attributes
+    ----------
+    input : float32 array, shape (C, H, W): the letterboxed network input in [0, 1]
+    outputs : list of arrays, one per darknet layer (float32, or the golden model's integers)
+    detections : list of Detection, after NMS, boxes relative to the original image
+    image_size : (width, height) of the original image
+    """
+
+    input: np.ndarray
+    outputs: list[np.ndarray]
+    detections: list[Detection]
+    image_size: tuple[int, int]
+
+
+def prepare_input(image_path: str | Path, input_shape: tuple[int, int, int]):
+    """Load an image and letterbox it to the network input.
+
+    Returns
+    -------
+    x : float32 array, shape ``input_shape`` (C, H, W)
+    image_size : (width, height) of the original image
+    """
+    image = load_image(image_path)
+    c, h, w = input_shape
+    if image.shape[0] != c:
+        raise ValueError(f"{image_path}: image has {image.shape[0]} channels, network wants {c}")
+    return letterbox(image, w, h), (image.shape[2], image.shape[1])
+
+
+def _detections(region_output, region: RegionLayer | None, input_shape, image_size, thresh, nms):
+    if region is None:
+        return []
+    _, net_h, net_w = input_shape
+    dets = get_network_boxes(region_output, region, net_w, net_h, *image_size, thresh)
+    do_nms_sort(dets, region.classes, nms)
+    return dets
+
+
+def infer_float(net: Network, x: np.ndarray, image_size, thresh=0.5, nms=0.45) -> Inference:
+    """Float reference forward pass and darknet's box decoding and NMS."""
+    outputs = forward(net, x)
+    dets = _detections(outputs[-1], net.region, net.input_shape, image_size, thresh, nms)
+    return Inference(x, outputs, dets, image_size)
+
+
+def infer_int8(
+    qnet: QuantizedNetwork, x: np.ndarray, image_size, thresh=0.5, nms=0.45
+) -> Inference:
+    """Integer golden model forward pass; decoding as :func:`infer_float` on the host."""
+    outputs = forward_int(qnet, quantize_input(x))
+    last = qnet.layers[-1]
+    region = last.layer if last.kind == "region" else None
+    dets = _detections(outputs[-1], region, qnet.input_shape, image_size, thresh, nms)
+    return Inference(x, outputs, dets, image_size)
+
+
+def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
+    """Signal-to-quantization-noise ratio ``10 log10(Σ ref² / Σ (ref - test)²)`` in dB."""
+    reference = np.asarray(reference, np.float64)
+    noise = np.sum((reference - np.asarray(test, np.float64)) ** 2)
+    signal = np.sum(reference**2)
+    return float("inf") if noise == 0 else float(10 * np.log10(signal / noise))
+
+
+@dataclass
+class LayerQuality:
+    """Quantization quality of one layer: its output dequantized vs the float reference."""
+
+    index: int
+    kind: str
+    shape: tuple[int, int, int]
+    sqnr_db: float
+
+
+def quantization_quality(
+    qnet: QuantizedNetwork, float_run: Inference, int_run: Inference
+) -> list[LayerQuality]:
+    """Per-layer SQNR of the golden model's (dequantized) outputs against the float reference."""
+    rows = []
+    scale: np.ndarray | float = qnet.input_scale
+    for index, (layer, f_out, q_out) in enumerate(
+        zip(qnet.layers, float_run.outputs, int_run.outputs, strict=True)
+    ):
+        if layer.kind == "convolutional":
+            scale = layer.output_scale[:, None, None]
+        if layer.kind == "region":
+            deq = q_out
+        else:
+            deq = q_out.astype(np.float64) * scale
+        rows.append(LayerQuality(index, layer.kind, tuple(f_out.shape), sqnr_db(f_out, deq)))
+    return rows
+
+
+def detection_agreement(reference: list[Detection], test: list[Detection], iou=0.5):
+    """Match detections by best class and IoU.
+
+    Returns
+    -------
+    matched : int
+        Reference detections (with some nonzero class probability) that ``test`` has too: same
+        best class and IoU at least ``iou``.
+    total : int
+        Reference detections with some nonzero class probability.
+    """
+    def kept(dets):
+        return [d for d in dets if np.any(d.probs > 0)]
+
+    ref, cand = kept(reference), kept(test)
+    used = set()
+    matched = 0
+    for d in ref:
+        for j, e in enumerate(cand):
+            if j in used or int(np.argmax(e.probs)) != int(np.argmax(d.probs)):
+                continue
+            if box_iou(_xywh(d), _xywh(e)[None])[0] >= iou:
+                used.add(j)
+                matched += 1
+                break
+    return matched, len(ref)
+
+
+
+def _xywh(d: Detection) -> np.ndarray:
+    return np.array([d.x, d.y, d.w, d.h], np.float32)

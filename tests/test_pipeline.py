@@ -1,0 +1,157 @@
+"""The quantized pipeline end to end on the reference network, and the owlet CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from model.darknet import load_darknet
+from model.float_ref import conv2d, fold_batchnorm, forward, leaky
+from model.golden import dequantize_output, forward_int, quantize_input
+from model.pipeline import (
+    detection_agreement,
+    infer_float,
+    infer_int8,
+    prepare_input,
+    quantization_quality,
+)
+from model.quant import QuantizationError, QuantizedNetwork, quantize_network
+from owlet.cli import main
+
+
+@pytest.fixture(scope="module")
+def ref(reference_dir):
+    return reference_dir / "darknet-tiny96"
+
+
+@pytest.fixture(scope="module")
+def network(ref):
+    return load_darknet(ref / "ref-tiny.cfg", ref / "ref-tiny.weights")
+
+
+@pytest.fixture(scope="module")
+def letterboxed(ref, network):
+    return prepare_input(ref / "dog.png", network.input_shape)
+
+
+@pytest.fixture(scope="module")
+def quantized(network, letterboxed):
+    return quantize_network(network, [letterboxed[0]])
+
+
+def test_bn_folding_matches_float(network, letterboxed):
+    # One conv with folded weights and bias reproduces darknet's conv + batch norm + leaky.
+    x = letterboxed[0]
+    layer = network.layers[0]
+    w, b = fold_batchnorm(layer)
+    folded = leaky(conv2d(x.astype(np.float64), w, layer.stride, layer.padding) + b[:, None, None])
+    expected = forward(network, x)[0]
+    assert np.max(np.abs(folded - expected)) <= 1e-5 * np.max(np.abs(expected))
+
+
+def test_last_layer_int32_dequant(quantized, letterboxed):
+    x_q = quantize_input(letterboxed[0])
+    outputs = forward_int(quantized, x_q)
+    last = quantized.layers[13]
+    assert last.output_int32 and outputs[13].dtype == np.int32
+    # Dequantize by hand: every element times its channel's weight scale and the input scale.
+    acc = outputs[13]
+    by_hand = np.empty(acc.shape, np.float64)
+    for o in range(acc.shape[0]):
+        by_hand[o] = acc[o].astype(np.float64) * float(last.w_scale[o]) * last.in_scale
+    assert np.array_equal(dequantize_output(last, acc), by_hand.astype(np.float32))
+
+
+def test_golden_outputs_close_to_float(network, quantized, letterboxed):
+    x, size = letterboxed
+    float_run = infer_float(network, x, size, thresh=0.2)
+    int_run = infer_int8(quantized, x, size, thresh=0.2)
+    rows = quantization_quality(quantized, float_run, int_run)
+    # int8 with max calibration keeps every layer above 20 dB on its calibration image, and the
+    # detections survive: most float detections are found again by the integer model.
+    assert min(r.sqnr_db for r in rows) > 20, [(r.index, round(r.sqnr_db, 1)) for r in rows]
+    matched, total = detection_agreement(float_run.detections, int_run.detections)
+    assert total > 0 and matched >= 0.8 * total, (matched, total)
+
+
+def test_quantized_model_file_round_trip(quantized, tmp_path):
+    path = tmp_path / "model.npz"
+    quantized.save(path)
+    loaded = QuantizedNetwork.load(path)
+    assert loaded.input_shape == quantized.input_shape
+    for a, b in zip(quantized.layers, loaded.layers, strict=True):
+        assert a.kind == b.kind and a.in_shape == b.in_shape and a.out_shape == b.out_shape
+        if a.kind == "convolutional":
+            for name in ("weight", "bias", "m_pos", "m_neg", "shift", "w_scale"):
+                va, vb = getattr(a, name), getattr(b, name)
+                assert va.dtype == vb.dtype and np.array_equal(va, vb), name
+            assert (a.in_scale, a.out_scale, a.output_int32) == (b.in_scale, b.out_scale,
+                                                                 b.output_int32)
+
+
+def test_quantized_model_file_errors(tmp_path, quantized):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(QuantizationError, match="bad.npz"):
+        QuantizedNetwork.load(bad)
+    other = tmp_path / "other.npz"
+    np.savez(other, meta=np.frombuffer(json.dumps({"format": "x"}).encode(), np.uint8))
+    with pytest.raises(QuantizationError, match="not an Owlet"):
+        QuantizedNetwork.load(other)
+
+
+def test_cli_infer_float_dump_and_json_match_darknet(ref, tmp_path):
+    dump, out_json, png = tmp_path / "dump", tmp_path / "dets.json", tmp_path / "dets.png"
+    status = main(["infer", "--cfg", str(ref / "ref-tiny.cfg"), "--weights",
+                   str(ref / "ref-tiny.weights"), str(ref / "dog.png"), "--thresh", "0.2",
+                   "--dump", str(dump), "--json", str(out_json), "--out", str(png)])
+    assert status == 0
+    expected_input = np.fromfile(ref / "input.f32", np.float32).reshape(3, 96, 96)
+    # The float reference reproduces darknet's summation order: the dumps equal it bit for bit.
+    assert np.array_equal(np.load(dump / "input.npy"), expected_input)
+    for i in range(15):
+        darknet = np.fromfile(ref / f"layer{i:02d}.f32", np.float32)
+        ours = np.load(dump / f"layer{i:02d}.npy")
+        assert ours.dtype == np.float32 and np.array_equal(ours.ravel(), darknet), i
+    doc = json.loads(out_json.read_text())
+    assert doc["image"] == [768, 576]
+    rows = [list(map(float, line.split())) for line in (ref / "boxes.txt").read_text().splitlines()
+            if not line.startswith("#")]
+    darknet_kept = [r for r in rows if any(p > 0 for p in r[5:])]
+    assert len(doc["detections"]) == len(darknet_kept)
+    for det, row in zip(doc["detections"], darknet_kept, strict=True):
+        assert np.allclose(det["box"] + [det["objectness"]] + det["probs"], row, atol=1e-4)
+    assert png.stat().st_size > 0
+
+
+def test_cli_infer_int8_dump_is_integer(ref, tmp_path, capsys):
+    dump = tmp_path / "dump"
+    status = main(["infer", "--cfg", str(ref / "ref-tiny.cfg"), "--weights",
+                   str(ref / "ref-tiny.weights"), str(ref / "dog.png"), "--mode", "int8",
+                   "--dump", str(dump), "--repeat", "2"])
+    assert status == 0
+    out = capsys.readouterr().out
+    assert "calibrating activation scales on" in out and "ms/frame:" in out
+    dtypes = [np.load(dump / f"layer{i:02d}.npy").dtype for i in range(15)]
+    assert dtypes == [np.int8] * 13 + [np.int32, np.float32]
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys, ref):
+    missing = tmp_path / "missing.png"
+    status = main(["infer", "--cfg", str(ref / "ref-tiny.cfg"), "--weights",
+                   str(ref / "ref-tiny.weights"), str(missing)])
+    assert status == 2
+    assert "missing.png" in capsys.readouterr().err
+    truncated = tmp_path / "short.weights"
+    truncated.write_bytes((ref / "ref-tiny.weights").read_bytes()[:5000])
+    status = main(["infer", "--cfg", str(ref / "ref-tiny.cfg"), "--weights", str(truncated)])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert "short.weights" in err and "layer" in err
+
+
+def test_quantizer_refuses_an_empty_calibration_set(network):
+    with pytest.raises(QuantizationError, match="at least one image"):
+        quantize_network(network, [])
