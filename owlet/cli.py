@@ -130,6 +130,24 @@ def cmd_quantize(args) -> int:
     return 0
 
 
+def cmd_calib_report(args) -> int:
+    from model.image import load_image
+    from model.report import compare_calibration, image_variants
+
+    net = _load_network(args)
+    images = [load_image(path) for path in args.images]
+    calibration = images + [v for img in images for v in image_variants(img, args.variants, 1)]
+    held_out = [v for img in images for v in image_variants(img, args.variants, 2)]
+    results = compare_calibration(net, calibration, held_out)
+    print(f"calibrated on {len(calibration)} images, evaluated on {len(held_out)} held-out ones")
+    print("layer  " + "  ".join(f"{r.method:>10}" for r in results) + "   (mean SQNR dB)")
+    for index in range(len(net.layers)):
+        print(f"{index:>5}  " + "  ".join(f"{r.layer_sqnr_db[index]:>10.1f}" for r in results))
+    for r in results:
+        print(f"{r.method}: {r.matched}/{r.total} float detections reproduced by int8")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from model.bench import run_golden_bench
 
@@ -176,6 +194,15 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.set_defaults(calib=[DEFAULT_IMAGE])
     quantize.add_argument("-o", "--output", type=Path, required=True, metavar="MODEL.npz")
     quantize.set_defaults(func=cmd_quantize)
+
+    report = sub.add_parser("calib-report", help="compare activation calibration methods",
+                            description="Calibrate with each method on images and variants of "
+                                        "them, and measure int8 vs float on held-out variants.")
+    _add_model_arguments(report)
+    report.add_argument("images", type=Path, nargs="*", default=[DEFAULT_IMAGE])
+    report.add_argument("--variants", type=int, default=8,
+                        help="crops/flips/brightness variants per image (default: %(default)s)")
+    report.set_defaults(func=cmd_calib_report)
 
     bench = sub.add_parser("bench", help="benchmark the golden model on tiny-YOLOv2-VOC 416x416")
     bench.add_argument("--repeat", type=int, default=5, metavar="N")

@@ -16,6 +16,7 @@ from model.pipeline import (
     infer_int8,
     prepare_input,
     quantization_quality,
+    sqnr_db,
 )
 from model.quant import QuantizationError, QuantizedNetwork, quantize_network
 from owlet.cli import main
@@ -155,3 +156,24 @@ def test_cli_errors_are_one_line(tmp_path, capsys, ref):
 def test_quantizer_refuses_an_empty_calibration_set(network):
     with pytest.raises(QuantizationError, match="at least one image"):
         quantize_network(network, [])
+
+
+def test_sqnr_db_by_hand():
+    # signal 1 + 1 = 2, noise 0 + 1 = 1: 10 log10(2) dB.
+    assert sqnr_db(np.array([1.0, 1.0]), np.array([1.0, 0.0])) == pytest.approx(3.0103, abs=1e-4)
+    assert sqnr_db(np.array([2.0]), np.array([2.0])) == float("inf")
+
+
+def test_calibration_comparison_covers_every_method(network, ref):
+    from model.image import load_image
+    from model.quant import CALIBRATION_METHODS
+    from model.report import compare_calibration, image_variants
+
+    image = load_image(ref / "dog.png")
+    variants = image_variants(image, 2, seed=3)
+    assert all(np.array_equal(a, b) for a, b in zip(variants, image_variants(image, 2, seed=3),
+                                                      strict=True))
+    results = compare_calibration(network, [image], variants)
+    assert [r.method for r in results] == list(CALIBRATION_METHODS)
+    for r in results:
+        assert len(r.layer_sqnr_db) == len(network.layers) and 0 <= r.matched <= r.total
