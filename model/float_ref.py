@@ -15,7 +15,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from model.network import ConvLayer, MaxpoolLayer, Network, RegionLayer, conv_output_hw
+from model.network import (
+    ConvLayer,
+    MaxpoolLayer,
+    Network,
+    RegionLayer,
+    conv_output_hw,
+    maxpool_output_hw,
+)
+from model.windows import im2col, max_pool, pool_offset
 
 __all__ = [
     "batchnorm",
@@ -23,7 +31,6 @@ __all__ = [
     "conv2d_naive",
     "fold_batchnorm",
     "forward",
-    "im2col",
     "leaky",
     "maxpool",
     "maxpool_naive",
@@ -35,43 +42,6 @@ _F64 = np.float64
 _FLT_MAX = np.finfo(np.float32).max
 # darknet's ``.000001f``: the float32 constant, promoted to double in ``normalize_cpu``.
 _BN_EPS_F32 = _F64(_F32(1e-6))
-
-
-def im2col(x: np.ndarray, size: int, stride: int, padding: int) -> np.ndarray:
-    """Unfold the convolution windows of ``x`` into columns.
-
-    Parameters
-    ----------
-    x : float32 array, shape (C, H, W)
-    size, stride, padding : int
-        Square kernel, stride, zero padding on every side.
-
-    Returns
-    -------
-    float32 array, shape (C * size * size, out_h * out_w)
-        Row ``(c * size + ky) * size + kx``, column ``oy * out_w + ox`` holds
-        ``x[c, oy * stride + ky - padding, ox * stride + kx - padding]`` (0 outside the map).
-        Ref: darknet src/im2col.c ``im2col_cpu``.
-    """
-    c, h, w = x.shape
-    out_h, out_w = conv_output_hw(h, w, size, stride, padding)
-    xp = np.pad(np.asarray(x, _F32), ((0, 0), (padding, padding), (padding, padding)))
-    cols = np.empty((c, size, size, out_h, out_w), _F32)
-    for ky in range(size):
-        for kx in range(size):
-            cols[:, ky, kx] = _window_tap(xp, ky, kx, stride, out_h, out_w)
-    return cols.reshape(c * size * size, out_h * out_w)
-
-
-def _window_tap(a: np.ndarray, dy: int, dx: int, stride: int, out_h: int, out_w: int) -> np.ndarray:
-    """The tap ``(dy, dx)`` of every window of a padded map ``a`` (C, H, W), as a strided view.
-
-    Returns ``a[:, i * stride + dy, j * stride + dx]`` for all outputs ``(i, j)``: shape
-    (C, out_h, out_w).
-    """
-    return a[
-        :, dy : dy + stride * (out_h - 1) + 1 : stride, dx : dx + stride * (out_w - 1) + 1 : stride
-    ]
 
 
 def _gemm_darknet(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -125,7 +95,7 @@ def conv2d(
     if x.shape[0] != c:
         raise ValueError(f"input has {x.shape[0]} channels, weights expect {c}")
     out_h, out_w = conv_output_hw(x.shape[1], x.shape[2], k, stride, padding)
-    cols = im2col(x, k, stride, padding)
+    cols = im2col(np.asarray(x, _F32), k, stride, padding)
     a = np.asarray(w, _F32).reshape(o, c * k * k)
     out = _gemm_darknet(a, cols) if exact else a @ cols
     return out.reshape(o, out_h, out_w)
@@ -218,16 +188,6 @@ def _conv_layer(x: np.ndarray, layer: ConvLayer, exact: bool) -> np.ndarray:
     raise ValueError(f"unsupported activation {layer.activation!r}")
 
 
-def _maxpool_geometry(h: int, w: int, size: int, stride: int, padding: int) -> tuple[int, int, int]:
-    """``(out_h, out_w, offset)``: the window at output ``(i, j)`` starts at input
-    ``(i * stride - offset, j * stride - offset)``; ``offset = padding // 2`` (C's ``-l.pad/2``
-    truncates toward zero). Ref: darknet src/maxpool_layer.c ``make_maxpool_layer``.
-    """
-    out_h = (h + padding - size) // stride + 1
-    out_w = (w + padding - size) // stride + 1
-    return out_h, out_w, padding // 2
-
-
 def maxpool(x: np.ndarray, size: int, stride: int, padding: int) -> np.ndarray:
     """Darknet max pooling.
 
@@ -245,17 +205,7 @@ def maxpool(x: np.ndarray, size: int, stride: int, padding: int) -> np.ndarray:
         ``out = (in + padding - size) // stride + 1``.
         Ref: darknet src/maxpool_layer.c ``forward_maxpool_layer``.
     """
-    c, h, w = x.shape
-    out_h, out_w, offset = _maxpool_geometry(h, w, size, stride, padding)
-    span_h, span_w = (out_h - 1) * stride + size, (out_w - 1) * stride + size
-    framed = np.full((c, span_h, span_w), -_FLT_MAX, _F32)
-    rows, cols = max(0, min(h, span_h - offset)), max(0, min(w, span_w - offset))
-    framed[:, offset : offset + rows, offset : offset + cols] = x[:, :rows, :cols]
-    out = np.full((c, out_h, out_w), -_FLT_MAX, _F32)
-    for dy in range(size):
-        for dx in range(size):
-            np.maximum(out, _window_tap(framed, dy, dx, stride, out_h, out_w), out=out)
-    return out
+    return max_pool(np.asarray(x, _F32), size, stride, padding, -_FLT_MAX)
 
 
 def conv2d_naive(x: np.ndarray, w: np.ndarray, stride: int, padding: int) -> np.ndarray:
@@ -300,7 +250,8 @@ def maxpool_naive(x: np.ndarray, size: int, stride: int, padding: int) -> np.nda
     float32 array, shape (C, out_h, out_w)
     """
     c, h, w = x.shape
-    out_h, out_w, offset = _maxpool_geometry(h, w, size, stride, padding)
+    out_h, out_w = maxpool_output_hw(h, w, size, stride, padding)
+    offset = pool_offset(padding)
     out = np.empty((c, out_h, out_w), _F32)
     for ch in range(c):
         for i in range(out_h):

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from model.network import maxpool_output_hw
+from model.windows import im2col, max_pool, pool_offset
+
 __all__ = [
     "ACC_BITS",
     "INT8_MAX",
@@ -21,10 +24,8 @@ __all__ = [
     "conv2d_int_naive",
     "dequantize_output",
     "forward_int",
-    "im2col",
     "maxpool_int",
     "maxpool_int_naive",
-    "pool_geometry",
     "quantize_input",
     "requantize",
     "requantize_naive",
@@ -54,35 +55,6 @@ def quantize_input(x: np.ndarray) -> np.ndarray:
     """
     q = np.floor(np.asarray(x, dtype=np.float64) * 127.0 + 0.5)
     return np.clip(q, 0, INT8_MAX).astype(np.int8)
-
-
-def im2col(x: np.ndarray, size: int, stride: int, padding: int, pad_value: int = 0) -> np.ndarray:
-    """Unfold the ``size × size`` windows of a feature map into columns.
-
-    Parameters
-    ----------
-    x : array, shape (C, H, W)
-    size, stride, padding : int
-        Square kernel, stride and symmetric padding (darknet convention).
-    pad_value : int
-        Value of positions outside the map.
-
-    Returns
-    -------
-    array of x's dtype, shape (C * size * size, H_out * W_out)
-        Row index ``(c * size + ky) * size + kx`` matches the OIHW weight layout flattened.
-    """
-    c, h, w = x.shape
-    h_out = (h + 2 * padding - size) // stride + 1
-    w_out = (w + 2 * padding - size) // stride + 1
-    xp = np.pad(x, ((0, 0), (padding, padding), (padding, padding)), constant_values=pad_value)
-    cols = np.empty((c, size, size, h_out, w_out), dtype=x.dtype)
-    # One strided copy per kernel tap: far faster than transposing a sliding-window view.
-    for ky in range(size):
-        for kx in range(size):
-            cols[:, ky, kx] = xp[:, ky : ky + (h_out - 1) * stride + 1 : stride,
-                                 kx : kx + (w_out - 1) * stride + 1 : stride]
-    return cols.reshape(c * size * size, h_out * w_out)
 
 
 def conv2d_int(
@@ -189,18 +161,6 @@ def requantize_naive(
     return out
 
 
-def pool_geometry(h: int, w: int, size: int, stride: int, padding: int) -> tuple[int, int, int]:
-    """Darknet maxpool geometry: ``(H_out, W_out, offset)``.
-
-    The window of output ``(y, x)`` starts at input ``(y*stride + offset, x*stride + offset)``
-    with ``offset = -(padding // 2)``. Ref: darknet src/maxpool_layer.c (``-l.pad/2``; ``padding``
-    is non-negative so C and Python division agree).
-    """
-    h_out = (h + padding - size) // stride + 1
-    w_out = (w + padding - size) // stride + 1
-    return h_out, w_out, -(padding // 2)
-
-
 def maxpool_int(x_q: np.ndarray, size: int, stride: int, padding: int) -> np.ndarray:
     """Darknet maxpool on int8 feature maps (docs/fixed-point.md §5).
 
@@ -213,28 +173,17 @@ def maxpool_int(x_q: np.ndarray, size: int, stride: int, padding: int) -> np.nda
     Returns
     -------
     int8 array, shape (C, H_out, W_out)
-        Positions outside the map never win: they are padded with -128, which cannot exceed the
-        window's real positions.
+        Positions outside the map never win: they read as -128, which cannot exceed the window's
+        real positions.
     """
-    c, h, w = x_q.shape
-    h_out, w_out, offset = pool_geometry(h, w, size, stride, padding)
-    before = -offset
-    after_h = max(0, (h_out - 1) * stride + size - before - h)
-    after_w = max(0, (w_out - 1) * stride + size - before - w)
-    xp = np.pad(x_q, ((0, 0), (before, after_h), (before, after_w)), constant_values=INT8_MIN)
-    out = np.full((c, h_out, w_out), INT8_MIN, dtype=np.int8)
-    for ky in range(size):
-        for kx in range(size):
-            tap = xp[:, ky : ky + (h_out - 1) * stride + 1 : stride,
-                     kx : kx + (w_out - 1) * stride + 1 : stride]
-            np.maximum(out, tap, out=out)
-    return out
+    return max_pool(np.asarray(x_q, np.int8), size, stride, padding, INT8_MIN)
 
 
 def maxpool_int_naive(x_q: np.ndarray, size: int, stride: int, padding: int) -> np.ndarray:
     """Loop oracle for :func:`maxpool_int`: the max over in-range positions only."""
     c, h, w = x_q.shape
-    h_out, w_out, offset = pool_geometry(h, w, size, stride, padding)
+    h_out, w_out = maxpool_output_hw(h, w, size, stride, padding)
+    offset = -pool_offset(padding)
     out = np.zeros((c, h_out, w_out), dtype=np.int8)
     for ch in range(c):
         for y in range(h_out):

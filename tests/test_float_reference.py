@@ -12,13 +12,13 @@ from model.float_ref import (
     conv2d_naive,
     fold_batchnorm,
     forward,
-    im2col,
     leaky,
     maxpool,
     maxpool_naive,
     region_forward,
 )
 from model.network import ConvLayer, Network, RegionLayer
+from model.windows import im2col
 
 # Tolerance of the BLAS (exact=False) path, relative to the layer's largest magnitude: the
 # summation order differs from darknet's, so a few float32 ulps of the largest partial sums.
