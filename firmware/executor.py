@@ -1,0 +1,148 @@
+"""The reference executor: the engine's job, done in numpy on a DDR image.
+
+:func:`execute` walks a program's descriptor list *as it sits in DDR*: it unpacks each descriptor,
+reads the input map, the weight stream and the requant table back from the addresses the
+descriptor holds (with the inverses of ``sim/layer.py``'s layouts), runs the golden model's
+integer functions, and writes the output where the descriptor says. Agreement with
+:func:`model.golden.forward_int` on every layer therefore proves that the compiler's addresses,
+layouts and descriptor fields are consistent, before any RTL runs; the same executor can check a
+cosimulation's DDR model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from amaranth import Shape
+
+from firmware.program import Program
+from hdl.descriptor import DESCRIPTOR_WORDS, Descriptor, Pool
+from model.golden import conv2d_int, maxpool_int, requantize
+from sim.layer import fm_from_ddr, fm_to_ddr
+
+__all__ = [
+    "execute",
+    "params_from_ddr",
+    "unpack_descriptor",
+    "weights_from_ddr",
+]
+
+
+def unpack_descriptor(words: Sequence[int]) -> dict:
+    """Inverse of :func:`hdl.descriptor.pack_descriptor`: 32-bit words → field values.
+
+    Parameters
+    ----------
+    words : :data:`DESCRIPTOR_WORDS` unsigned 32-bit integers
+
+    Returns
+    -------
+    dict keyed by :class:`hdl.descriptor.Descriptor` field name; ``pad_value`` is sign-extended.
+    """
+    if len(words) != DESCRIPTOR_WORDS:
+        raise ValueError(f"a descriptor is {DESCRIPTOR_WORDS} words, got {len(words)}")
+    value = sum(int(w) << (32 * i) for i, w in enumerate(words))
+    fields = {}
+    for name, field in Descriptor.as_shape():
+        v = (value >> field.offset) & ((1 << field.width) - 1)
+        if Shape.cast(field.shape).signed and v >> (field.width - 1):
+            v -= 1 << field.width
+        fields[name] = v
+    return fields
+
+
+def weights_from_ddr(raw, out_channels: int, in_channels: int, kernel: int, p_ic: int,
+                     p_oc: int) -> np.ndarray:
+    """Inverse of :func:`sim.layer.weights_to_ddr` for padded channel counts.
+
+    Parameters
+    ----------
+    raw : bytes-like, ``out_channels * in_channels * kernel**2`` bytes
+    out_channels, in_channels : int
+        Multiples of ``p_oc`` and ``p_ic``.
+
+    Returns
+    -------
+    int8 array, shape (out_channels, in_channels, kernel, kernel)
+    """
+    og, ig = out_channels // p_oc, in_channels // p_ic
+    stream = np.frombuffer(bytes(raw), np.int8).reshape(og, ig, kernel, kernel, p_oc, p_ic)
+    # (OG, IG, K, K, P_oc, P_ic) -> (OG, P_oc, IG, P_ic, K, K)
+    return stream.transpose(0, 4, 1, 5, 2, 3).reshape(out_channels, in_channels, kernel, kernel)
+
+
+def params_from_ddr(raw, channels: int) -> tuple[np.ndarray, ...]:
+    """Inverse of :func:`sim.layer.params_to_ddr`.
+
+    Returns
+    -------
+    bias : int32 array, shape (channels,)
+    m_pos, m_neg, shift : int64 arrays, shape (channels,)
+    """
+    words = np.frombuffer(bytes(raw), "<u8").reshape(channels, 2)
+    bias = (words[:, 0] & np.uint64(0xFFFFFFFF)).astype(np.uint32).view(np.int32)
+    shift = (words[:, 0] >> np.uint64(32)).astype(np.int64)
+    m_pos = (words[:, 1] & np.uint64(0xFFFF)).astype(np.int64)
+    m_neg = (words[:, 1] >> np.uint64(16)).astype(np.int64)
+    return bias, m_pos, m_neg, shift
+
+
+def execute(program: Program, mem: bytearray,
+            on_layer: Callable[[int, bytearray], None] | None = None) -> None:
+    """Run every descriptor of ``program`` on the DDR image ``mem``, in place.
+
+    Geometry, addresses, kernel, pool mode and output width come from the descriptors read out
+    of ``mem``; the program's layer table supplies only the real channel counts, which a
+    descriptor holds rounded up to channel groups.
+
+    Parameters
+    ----------
+    program : Program
+    mem : bytearray
+        DDR contents (:meth:`Program.ddr_image` plus the input), at least ``program.footprint``
+        bytes.
+    on_layer : callable(index, mem), optional
+        Called after each layer, e.g. to check its output before a later layer reuses the buffer.
+    """
+    cfg = program.config
+    for index, layer in enumerate(program.layers):
+        at = program.descriptor_addr + 4 * DESCRIPTOR_WORDS * index
+        d = unpack_descriptor(np.frombuffer(bytes(mem[at:at + 4 * DESCRIPTOR_WORDS]), "<u4"))
+        kernel = 3 if d["kernel3"] else 1
+        c_pad, o_pad = d["in_groups"] * cfg.p_ic, d["og_passes"] * cfg.p_oc
+        in_shape = (c_pad, d["height"], d["width"])
+        x = fm_from_ddr(mem[_within(mem, d["in_addr"], c_pad * d["in_plane"])], in_shape,
+                        group=cfg.p_ic)
+        w = weights_from_ddr(mem[_within(mem, d["w_addr"], o_pad * c_pad * kernel * kernel)],
+                             o_pad, c_pad, kernel, cfg.p_ic, cfg.p_oc)
+        table = params_from_ddr(mem[_within(mem, d["param_addr"], 16 * o_pad)], o_pad)
+        bias, m_pos, m_neg, shift = (a[:layer.out_shape[0]] for a in table)
+        # Padded input channels hold zeros and meet zero weights; padded output channels
+        # (zero table entries) are never requantized and leave the layout's zero padding.
+        acc = conv2d_int(x, w[:layer.out_shape[0]], bias, 1, kernel // 2)
+        if d["out_int32"]:
+            y = acc.astype(np.int32)
+        else:
+            y = requantize(acc, m_pos, m_neg, shift)
+            pool = Pool(d["pool"])
+            if pool != Pool.NONE:
+                y = maxpool_int(y, 2, 2 if pool == Pool.P2S2 else 1, 1)
+        if y.shape[1:] != (d["out_height"], d["out_width"]):
+            raise ValueError(f"descriptor {index}: output {y.shape[1:]} is not the descriptor's "
+                             f"{(d['out_height'], d['out_width'])}")
+        blob = fm_to_ddr(y, cfg.p_ic)
+        beats = d["out_groups"] * d["out_plane"]
+        if len(blob) != beats * cfg.p_ic:
+            raise ValueError(f"descriptor {index}: {len(blob)} output bytes, the descriptor "
+                             f"says {beats} beats of {cfg.p_ic}")
+        mem[_within(mem, d["out_addr"], len(blob))] = blob
+        if on_layer is not None:
+            on_layer(index, mem)
+
+
+def _within(mem, addr: int, size: int) -> slice:
+    """The slice ``[addr, addr + size)`` of ``mem``, refusing an access past its end."""
+    if addr + size > len(mem):
+        raise ValueError(f"access [{addr:#x}, {addr + size:#x}) beyond the {len(mem)}-byte DDR")
+    return slice(addr, addr + size)

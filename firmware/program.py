@@ -1,0 +1,206 @@
+"""The compiled program: engine layers, the DDR memory map and the DDR image it describes.
+
+A :class:`Program` is what :func:`firmware.compiler.compile_network` produces and
+:func:`firmware.image.load_program` reads back. It says where every byte the engine touches lives
+in DDR (:class:`Segment`), which darknet layers each engine layer covers (:class:`ProgramLayer`),
+and what the initial DDR contents are (descriptors, weights, requant tables, optionally the input).
+
+Feature maps use the engine's layouts (``sim/layer.py``): int8 maps ``[C/g][H][W][g]`` and the
+int32 output ``[O/g][H][W][g]`` with ``g = p_ic`` channels per 64-bit beat group.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import numpy as np
+
+from hdl.descriptor import EngineConfig, Pool
+from sim.layer import fm_from_ddr, fm_to_ddr
+
+__all__ = [
+    "HOST_BEFORE",
+    "Program",
+    "ProgramLayer",
+    "Segment",
+    "SegmentKind",
+]
+
+#: ``Segment.first_layer`` of data the host writes before the run (constants, the input).
+HOST_BEFORE = -1
+
+
+class SegmentKind(enum.IntEnum):
+    """What a DDR segment holds (its code in the image's segment table)."""
+
+    DESCRIPTORS = 0
+    WEIGHTS = 1
+    PARAMS = 2
+    INPUT = 3
+    FEATURE_MAP = 4
+    OUTPUT = 5
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One region of DDR.
+
+    Attributes
+    ----------
+    name : str
+        ASCII, at most 24 bytes (``"input"``, ``"conv00.weights"``, ``"layer01.out"``, ...).
+    kind : SegmentKind
+    addr, size : int
+        Byte address and length in DDR.
+    first_layer, last_layer : int
+        Program-layer indices of the first writer and the last reader: the buffer is live over
+        the closed interval ``[first_layer, last_layer]``. :data:`HOST_BEFORE` as the first layer
+        means the host writes it before the run; ``n`` (the number of program layers) as the
+        last, that the host reads it after the run (constants span both).
+        Two segments may share addresses only if these intervals are disjoint.
+    data : bytes or None
+        Initial contents (``size`` bytes), or None for space the engine (or host) fills at run
+        time.
+    """
+
+    name: str
+    kind: SegmentKind
+    addr: int
+    size: int
+    first_layer: int
+    last_layer: int
+    data: bytes | None = None
+
+    @property
+    def end(self) -> int:
+        """One past the last byte."""
+        return self.addr + self.size
+
+
+@dataclass(frozen=True)
+class ProgramLayer:
+    """One engine layer: a convolution, optionally fused with the maxpool that follows it.
+
+    Attributes
+    ----------
+    conv_index : int
+        Darknet index of the convolution.
+    pool_index : int or None
+        Darknet index of the fused maxpool. When set, the convolution's own (un-pooled) output
+        never reaches DDR: the output segment holds the golden model's output of ``pool_index``.
+    in_shape, out_shape : (C, H, W)
+        Engine input and output (after pooling) shapes, real channel counts.
+    kernel : 1 or 3
+    pool : Pool
+    out_int32 : bool
+        Writes int32 accumulators (the last layer, docs/fixed-point.md §7).
+    input_segment, output_segment, weight_segment, param_segment : int
+        Indices into :attr:`Program.segments`.
+    """
+
+    conv_index: int
+    pool_index: int | None
+    in_shape: tuple[int, int, int]
+    out_shape: tuple[int, int, int]
+    kernel: int
+    pool: Pool
+    out_int32: bool
+    input_segment: int
+    output_segment: int
+    weight_segment: int
+    param_segment: int
+
+    @property
+    def output_index(self) -> int:
+        """Darknet index whose golden output the output segment holds."""
+        return self.conv_index if self.pool_index is None else self.pool_index
+
+    @property
+    def out_dtype(self) -> type:
+        return np.int32 if self.out_int32 else np.int8
+
+
+@dataclass(frozen=True)
+class Program:
+    """A compiled network for one engine configuration.
+
+    Attributes
+    ----------
+    config : EngineConfig
+        The engine the program was compiled for.
+    layers : list of ProgramLayer
+        In execution order; descriptor ``i`` (at ``descriptor_addr + i * 4 * DESCRIPTOR_WORDS``)
+        runs ``layers[i]``.
+    segments : list of Segment
+        The memory map, sorted by address (shared addresses: by first layer).
+    descriptor_segment : int
+        Index of the descriptor list in ``segments``.
+    alignment : int
+        Every segment starts (and every feature-map buffer is sized) on this many bytes.
+    """
+
+    config: EngineConfig
+    layers: list[ProgramLayer]
+    segments: list[Segment]
+    descriptor_segment: int
+    alignment: int
+
+    @property
+    def descriptor_addr(self) -> int:
+        return self.segments[self.descriptor_segment].addr
+
+    @property
+    def footprint(self) -> int:
+        """DDR bytes the program needs: one past its highest segment."""
+        return max(s.end for s in self.segments)
+
+    @property
+    def footprint_without_reuse(self) -> int:
+        """DDR bytes if no two run-time buffers shared addresses: the constants, then the input,
+        feature-map and output buffers end to end in table order, each starting on
+        :attr:`alignment` (what the compiler lays out with ``reuse=False``)."""
+        end = max(s.end for s in self.segments if s.kind not in _RUNTIME_KINDS)
+        for s in self.segments:
+            if s.kind in _RUNTIME_KINDS:
+                end = _round_up(end, self.alignment) + s.size
+        return end
+
+    def segment(self, name: str) -> Segment:
+        """The segment called ``name``."""
+        for s in self.segments:
+            if s.name == name:
+                return s
+        raise KeyError(f"program has no segment '{name}'")
+
+    def ddr_image(self) -> bytearray:
+        """DDR contents before the run: ``footprint`` bytes, payloads placed, the rest zero."""
+        mem = bytearray(self.footprint)
+        for s in self.segments:
+            if s.data is not None:
+                mem[s.addr:s.end] = s.data
+        return mem
+
+    def write_input(self, mem: bytearray, x_q: np.ndarray) -> None:
+        """Place the int8 network input ``x_q`` (C, H, W) in ``mem`` at the input segment."""
+        seg = self.segments[self.layers[0].input_segment]
+        if tuple(x_q.shape) != self.layers[0].in_shape:
+            raise ValueError(f"input shape {x_q.shape}, program expects {self.layers[0].in_shape}")
+        mem[seg.addr:seg.end] = fm_to_ddr(np.asarray(x_q, np.int8), self.config.p_ic)
+
+    def read_output(self, mem, index: int) -> np.ndarray:
+        """Layer ``index``'s output from ``mem``: int8 or int32 array ``layers[index].out_shape``.
+
+        Compare it with the golden model's output of darknet layer ``layers[index].output_index``.
+        """
+        layer = self.layers[index]
+        seg = self.segments[layer.output_segment]
+        return fm_from_ddr(mem[seg.addr:seg.end], layer.out_shape, layer.out_dtype,
+                           self.config.p_ic)
+
+
+_RUNTIME_KINDS = (SegmentKind.INPUT, SegmentKind.FEATURE_MAP, SegmentKind.OUTPUT)
+
+
+def _round_up(value: int, align: int) -> int:
+    return -(-value // align) * align
