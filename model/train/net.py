@@ -15,17 +15,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from model.float_ref import fold_batchnorm
+from model.golden import INPUT_SCALE, quantize_input
 from model.network import ConvLayer, MaxpoolLayer, Network, RegionLayer
+from model.quant import quantize_bias, quantize_weights
 from model.train import layers as L
-from model.train.qat import (
-    INPUT_SCALE,
-    QATState,
-    fake_quant_activation,
-    fake_quant_bias,
-    fake_quant_input,
-    fake_quant_weights,
-    fold_bn,
-)
+from model.train.qat import QATState, fake_quant_activation
 from model.train.region import region_loss, region_targets
 
 __all__ = ["ConvBlock", "PoolBlock", "TrainNet"]
@@ -119,31 +114,32 @@ class ConvBlock:
     def _forward_qat(self, x, train, qat, s_x):
         ly = self.layer
         correction = None
+        if ly.batch_normalize and train and not qat.frozen_bn:
+            # Batch statistics from the float convolution keep BN's training behaviour honest;
+            # the quantized path below is rescaled to them (the folding "correction").
+            zf, _ = L.conv_forward(x, ly.weights, ly.stride, ly.padding)
+            _, mean, var, _ = L.batchnorm_forward(zf)
+            self._update_rolling(mean, var)
+            correction = (mean.astype(np.float64), np.sqrt(var.astype(np.float64)) + L.BN_EPS)
+        # The quantizer's own fold and weight quantization: the integers QAT trains with are
+        # those it exports.
+        w_fold, b_fold = fold_batchnorm(ly)
+        w_int, s_w = quantize_weights(w_fold)
+        wq = (w_int * s_w[:, None, None, None]).astype(x.dtype)
+        z, ccache = L.conv_forward(x, wq, ly.stride, ly.padding)
+        d_r = k = None
         if ly.batch_normalize:
-            if train and not qat.frozen_bn:
-                # Batch statistics from the float convolution keep BN's training behaviour
-                # honest; the quantized path below is rescaled to them (the "correction").
-                zf, _ = L.conv_forward(x, ly.weights, ly.stride, ly.padding)
-                _, mean, var, _ = L.batchnorm_forward(zf)
-                self._update_rolling(mean, var)
-                d_b = np.sqrt(var.astype(np.float64)) + L.BN_EPS
-                correction = (mean.astype(np.float64), d_b)
-            w_fold, b_fold, k = fold_bn(
-                ly.weights, ly.scales, ly.rolling_mean, ly.rolling_variance, ly.biases
-            )
-        else:
-            w_fold, b_fold, k = np.asarray(ly.weights, np.float64), ly.biases, None
-        wq, _, s_w = fake_quant_weights(w_fold)
-        z, ccache = L.conv_forward(x, wq.astype(x.dtype), ly.stride, ly.padding)
+            d_r = np.sqrt(np.asarray(ly.rolling_variance, np.float64)) + L.BN_EPS
+            k = np.asarray(ly.scales, np.float64) / d_r  # dw_fold/dw, per output channel
         if correction is not None:
             mean, d_b = correction
-            d_r = np.sqrt(np.asarray(ly.rolling_variance, np.float64)) + L.BN_EPS
             c = (d_r / d_b).astype(x.dtype)
             pre = z * c + (ly.biases - ly.scales * mean / d_b).astype(x.dtype)
         else:
             c = None
-            b = fake_quant_bias(b_fold, s_w * s_x) if s_x is not None else b_fold
-            pre = z + np.asarray(b, x.dtype)
+            if s_x is not None:
+                b_fold = quantize_bias(b_fold, s_w, s_x) * (s_w * s_x)
+            pre = z + b_fold.astype(x.dtype)
         y = L.leaky_forward(pre) if ly.activation == "leaky" else pre
         mask = None
         if ly.activation == "leaky":  # requantized layer (the linear last layer stays int32)
@@ -151,7 +147,7 @@ class ConvBlock:
                 qat.observe(self.index, y)
             if qat.quantize_activations:
                 y, mask = fake_quant_activation(y, qat.scale(self.index))
-        self._cache = ("qat", ccache, wq.astype(x.dtype), k, correction, c, y, mask)
+        self._cache = ("qat", ccache, wq, k, d_r, correction, c, y, mask)
         return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
@@ -182,8 +178,8 @@ class ConvBlock:
         return dx
 
     def _backward_qat(self, dy):
-        # STE everywhere; the batch statistics of the correction are treated as constants.
-        _, ccache, wq, k, correction, c, y, mask = self._cache
+        # STE through every rounding; the batch statistics of the correction are constants.
+        _, ccache, wq, k, d_r, correction, c, y, mask = self._cache
         ly = self.layer
         if mask is not None:
             dy = np.where(mask, dy, 0)
@@ -193,9 +189,8 @@ class ConvBlock:
         dz = dpre * c if c is not None else dpre
         dx, dwq = L.conv_backward(dz, ccache, wq)
         if ly.batch_normalize:
-            # w_fold = w·γ/D_R and the bias term is β - γ·mean/D (batch mean and D_B in the
-            # correction phase, rolling mean and D_R once frozen).
-            d_r = np.sqrt(np.asarray(ly.rolling_variance, np.float64)) + L.BN_EPS
+            # w_fold = w·γ/D_R; the bias term is β - γ·mean/D with the batch mean and D_B in the
+            # correction phase, the rolling mean and D_R once frozen.
             mean, d = correction if correction is not None else (ly.rolling_mean, d_r)
             self.grads["weights"] += dwq * k[:, None, None, None].astype(dy.dtype)
             dk = (dwq * ly.weights).sum(axis=(1, 2, 3))
@@ -278,7 +273,7 @@ class TrainNet:
         """
         s_x = None
         if self.qat is not None:
-            x = fake_quant_input(x)
+            x = (quantize_input(x) * INPUT_SCALE).astype(x.dtype)
             s_x = INPUT_SCALE
         for b in self.blocks:
             x = b.forward(x, train, self.qat, s_x)

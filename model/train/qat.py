@@ -1,16 +1,17 @@
-"""Fake quantization for quantization-aware training (QAT).
+"""Fake quantization for quantization-aware training (QAT), and the export of what it learned.
 
-The fake-quant functions reproduce, in float, the integers of the fixed-point contract
-(``docs/fixed-point.md``): the same folding, the same scale rules, the same rounding. Their
-backward is the straight-through estimator (STE): the gradient passes unchanged through the
-rounding and is zero where the value saturates.
+The forward pass in QAT computes, in float, the very integers of the fixed-point contract
+(``docs/fixed-point.md``) by calling the quantizer's own functions: batch norm folded by
+:func:`model.float_ref.fold_batchnorm`, weights by :func:`model.quant.quantize_weights` (per output
+channel), biases by :func:`model.quant.quantize_bias`, the input by
+:func:`model.golden.quantize_input`. Activations are fake-quantized per tensor with
+:func:`fake_quant_activation`, ``s = T/127`` where ``T`` is a moving average of ``max|y|``.
+The backward pass is the straight-through estimator (STE): the gradient passes the rounding
+unchanged and is zero where an activation saturates.
 
-- Input image: fixed scale 1/127, ``clamp(floor(x·127 + 0.5), 0, 127)`` (contract §1).
-- Weights: batch norm folded as darknet normalizes, ``w' = w·γ/(sqrt(var) + 1e-6)``, then
-  symmetric per output channel, ``s_w = max|w'|/127``, ``rint`` to [-127, 127] (contract §2).
-- Biases: ``rint(b' / (s_w·s_x))`` (contract §3).
-- Activations: per tensor, ``s = T/127`` with ``T`` a moving average of ``max|y|`` over training
-  batches, ``clamp(floor(y/s + 0.5), -128, 127)`` (contracts §4 and §6: round half up, saturate).
+:func:`export_quantized` turns the trained network and its learned ranges into the
+:class:`~model.quant.QuantizedNetwork` the golden model runs, with the same functions, so no
+second quantization pass changes a number QAT trained with.
 """
 
 from __future__ import annotations
@@ -19,84 +20,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = [
-    "INPUT_SCALE",
-    "QATState",
-    "fake_quant_activation",
-    "fake_quant_bias",
-    "fake_quant_input",
-    "fake_quant_weights",
-    "fold_bn",
-]
+from model.float_ref import fold_batchnorm
+from model.golden import ACC_BITS, INPUT_SCALE
+from model.network import ConvLayer, MaxpoolLayer, Network, RegionLayer
+from model.quant import (
+    QuantConv,
+    QuantizationError,
+    QuantizedNetwork,
+    QuantMaxpool,
+    QuantRegion,
+    quantize_bias,
+    quantize_weights,
+    requant_parameters,
+)
 
-#: The network input's fixed scale (contract §1).
-INPUT_SCALE = 1.0 / 127.0
-
-
-def fold_bn(weights, scales, rolling_mean, rolling_variance, biases):
-    """Fold batch norm into weights and bias, in float64, exactly as the contract (§2).
-
-    Parameters
-    ----------
-    weights : array, shape (O, C, K, K)
-    scales, rolling_mean, rolling_variance, biases : arrays, shape (O,)
-
-    Returns
-    -------
-    w_fold : float64 array, shape (O, C, K, K)
-    b_fold : float64 array, shape (O,)
-    k : float64 array, shape (O,)
-        ``γ / (sqrt(var) + 1e-6)``, the per-channel factor applied to the weights.
-    """
-    d = np.sqrt(np.asarray(rolling_variance, np.float64)) + 1e-6
-    k = np.asarray(scales, np.float64) / d
-    w_fold = np.asarray(weights, np.float64) * k[:, None, None, None]
-    b_fold = np.asarray(biases, np.float64) - np.asarray(rolling_mean, np.float64) * k
-    return w_fold, b_fold, k
-
-
-def fake_quant_weights(w: np.ndarray):
-    """Symmetric per-output-channel int8 fake quantization of (folded) weights.
-
-    Parameters
-    ----------
-    w : array, shape (O, C, K, K)
-
-    Returns
-    -------
-    wq : float64 array, shape (O, C, K, K)
-        ``w_q · s_w`` (real values on the int8 grid).
-    w_int : int8 array, shape (O, C, K, K)
-    s_w : float64 array, shape (O,)
-
-    The per-channel maximum maps to ±127, so nothing saturates and the STE gradient is the
-    identity.
-    """
-    w = np.asarray(w, np.float64)
-    amax = np.abs(w).reshape(w.shape[0], -1).max(axis=1)
-    s_w = np.where(amax > 0, amax / 127.0, 1.0)
-    w_int = np.clip(np.rint(w / s_w[:, None, None, None]), -127, 127)
-    return w_int * s_w[:, None, None, None], w_int.astype(np.int8), s_w
-
-
-def fake_quant_bias(b: np.ndarray, s_acc: np.ndarray):
-    """Bias on the accumulator grid ``s_w·s_x`` (contract §3); STE gradient is the identity.
-
-    Parameters
-    ----------
-    b, s_acc : arrays, shape (O,)
-
-    Returns
-    -------
-    bq : float64 array, shape (O,)
-    """
-    return np.rint(np.asarray(b, np.float64) / s_acc) * s_acc
-
-
-def fake_quant_input(x: np.ndarray) -> np.ndarray:
-    """The network input on its fixed 1/127 grid (contract §1), same dtype as ``x``."""
-    q = np.clip(np.floor(np.asarray(x, np.float64) * 127.0 + 0.5), 0, 127)
-    return (q * INPUT_SCALE).astype(x.dtype)
+__all__ = ["QATState", "export_quantized", "fake_quant_activation"]
 
 
 def fake_quant_activation(y: np.ndarray, scale: float):
@@ -111,11 +49,11 @@ def fake_quant_activation(y: np.ndarray, scale: float):
     Returns
     -------
     yq : array, same shape and dtype as ``y``
+        ``clamp(floor(y/s + 0.5), -128, 127) · s``.
     pass_mask : bool array, same shape
         The STE: where the value did not saturate the gradient passes, elsewhere it is zero.
     """
-    v = np.asarray(y, np.float64) / scale
-    q = np.floor(v + 0.5)
+    q = np.floor(np.asarray(y, np.float64) / scale + 0.5)
     pass_mask = (q >= -128) & (q <= 127)
     return (np.clip(q, -128, 127) * scale).astype(y.dtype), pass_mask
 
@@ -163,3 +101,63 @@ class QATState:
     def scale(self, index: int) -> float:
         """Activation scale ``T/127`` of layer ``index``."""
         return max(self.ranges[index], 1e-8) / 127.0
+
+
+def export_quantized(net: Network, qat: QATState) -> QuantizedNetwork:
+    """The quantized network exactly as QAT computed it.
+
+    Parameters
+    ----------
+    net : Network
+        Trained with QAT (batch norm frozen), so its folded weights are the ones QAT used.
+    qat : QATState
+        ``ranges[i]`` is the learned ``T`` of conv layer ``i``'s output (``s_y = T/127``).
+
+    Returns
+    -------
+    QuantizedNetwork
+        Built with the quantizer's functions (fold, weights, bias, multipliers) and QAT's
+        activation scales instead of a calibration pass; ``calibration`` records
+        ``{"method": "qat", "steps": ...}``.
+
+    Raises
+    ------
+    QuantizationError
+        As :func:`model.quant.quantize_network` (multiplier or accumulator out of contract).
+    """
+    convs = [i for i, ly in enumerate(net.layers) if isinstance(ly, ConvLayer)]
+    in_scale = INPUT_SCALE
+    layers = []
+    for i, ly in enumerate(net.layers):
+        if isinstance(ly, MaxpoolLayer):
+            layers.append(QuantMaxpool(ly.in_shape, ly.out_shape, ly.size, ly.stride, ly.padding,
+                                       in_scale))
+            continue
+        if isinstance(ly, RegionLayer):
+            layers.append(QuantRegion(ly))
+            continue
+        w_fold, b_fold = fold_batchnorm(ly)
+        w_q, w_scale = quantize_weights(w_fold)
+        bias = quantize_bias(b_fold, w_scale, in_scale)
+        last = i == convs[-1]
+        out_scale = None if last else qat.scale(i)
+        if last:
+            m_pos, m_neg, shift = (np.zeros(ly.filters, np.int64) for _ in range(3))
+        else:
+            try:
+                m_pos, m_neg, shift = requant_parameters(w_scale * in_scale / out_scale,
+                                                         ly.activation)
+            except QuantizationError as exc:
+                raise QuantizationError(f"layer {i}: {exc}") from exc
+        q = QuantConv(
+            in_shape=ly.in_shape, out_shape=ly.out_shape, size=ly.size, stride=ly.stride,
+            padding=ly.padding, activation=ly.activation, weight=w_q,
+            bias=bias.astype(np.int32), m_pos=m_pos, m_neg=m_neg, shift=shift,
+            in_scale=in_scale, w_scale=w_scale, out_scale=out_scale, output_int32=last,
+        )
+        if q.accumulator_bits > ACC_BITS or np.abs(bias).max(initial=0) >= 2**31:
+            raise QuantizationError(f"layer {i}: accumulator needs {q.accumulator_bits} bits")
+        layers.append(q)
+        in_scale = out_scale
+    return QuantizedNetwork(net.input_shape, INPUT_SCALE, layers,
+                            {"method": "qat", "steps": qat.step})
