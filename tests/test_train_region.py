@@ -6,21 +6,11 @@ import math
 import numpy as np
 import pytest
 
-from model.network import ConvLayer, MaxpoolLayer, Network, RegionLayer
-from model.train.gradcheck import numeric_grad, rel_err
+from model.train.gradcheck import make_region, numeric_grad, rel_err, small_network
 from model.train.net import TrainNet
 from model.train.region import RegionTargets, region_loss, region_targets
 
 RTOL = 1e-6
-
-
-def make_region(h, w, num, classes, anchors, **options):
-    c = num * (5 + classes)
-    return RegionLayer(
-        in_shape=(c, h, w), out_shape=(c, h, w), anchors=np.array(anchors, float).reshape(num, 2),
-        classes=classes, coords=4, num=num, softmax=True,
-        options={k: str(v) for k, v in options.items()},
-    )
 
 
 HAND_REGION = dict(object_scale=5, noobject_scale=1, class_scale=1, coord_scale=1, thresh=0.2,
@@ -90,30 +80,6 @@ def test_region_loss_gradient():
     _, g = region_loss(out, t, region)
     num = numeric_grad(lambda: region_loss(out, t, region)[0]["total"], out)
     assert rel_err(g, num) < RTOL
-
-
-def small_network(rng, num=2, classes=3):
-    def conv(cin, cout, hw, k, bn, act):
-        return ConvLayer(
-            in_shape=(cin, hw, hw), out_shape=(cout, hw, hw), filters=cout, size=k, stride=1,
-            padding=k // 2, batch_normalize=bn, activation=act,
-            weights=rng.normal(0, 0.5, size=(cout, cin, k, k)), biases=rng.normal(0, 0.1, cout),
-            scales=rng.uniform(0.5, 1.5, cout) if bn else None,
-            rolling_mean=np.zeros(cout) if bn else None,
-            rolling_variance=np.ones(cout) if bn else None,
-        )
-
-    nout = num * (5 + classes)
-    layers = [
-        conv(3, 4, 8, 3, True, "leaky"),
-        MaxpoolLayer((4, 8, 8), (4, 4, 4), 2, 2, 1),
-        conv(4, 5, 4, 3, True, "leaky"),
-        MaxpoolLayer((5, 4, 4), (5, 4, 4), 2, 1, 1),
-        conv(5, nout, 4, 1, False, "linear"),
-        make_region(4, 4, num, classes, [1, 1, 2.5, 2], object_scale=5, rescore=1, bias_match=1,
-                    thresh=0.6),
-    ]
-    return Network(input_shape=(3, 8, 8), layers=layers)
 
 
 def test_whole_network_gradient_with_targets_frozen():

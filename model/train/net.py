@@ -40,6 +40,9 @@ class ConvBlock:
         trained in place.
     index : int
         Darknet layer index (keys the QAT ranges).
+    requantized : bool
+        The output is requantized to int8 (every conv but the last, which leaves the engine as
+        int32 accumulators, docs/fixed-point.md §7); QAT fake-quantizes exactly these outputs.
 
     Attributes
     ----------
@@ -48,11 +51,12 @@ class ConvBlock:
         over every image since the last :meth:`zero_grad`.
     """
 
-    def __init__(self, layer: ConvLayer, index: int):
+    def __init__(self, layer: ConvLayer, index: int, requantized: bool = True):
         if layer.activation not in ("leaky", "linear"):
             raise ValueError(f"layer {index}: activation {layer.activation!r} is not supported")
         self.layer = layer
         self.index = index
+        self.requantized = requantized
         self.grads: dict[str, np.ndarray] = {}
         self.zero_grad()
         self._cache = None
@@ -142,7 +146,7 @@ class ConvBlock:
             pre = z + b_fold.astype(x.dtype)
         y = L.leaky_forward(pre) if ly.activation == "leaky" else pre
         mask = None
-        if ly.activation == "leaky":  # requantized layer (the linear last layer stays int32)
+        if self.requantized:
             if train:
                 qat.observe(self.index, y)
             if qat.quantize_activations:
@@ -243,9 +247,10 @@ class TrainNet:
         self.region: RegionLayer = network.region
         self.qat = qat
         self.blocks: list[ConvBlock | PoolBlock] = []
+        last_conv = max(i for i, ly in enumerate(network.layers) if isinstance(ly, ConvLayer))
         for i, ly in enumerate(network.layers[:-1]):
             if isinstance(ly, ConvLayer):
-                self.blocks.append(ConvBlock(ly, i))
+                self.blocks.append(ConvBlock(ly, i, requantized=i != last_conv))
             elif isinstance(ly, MaxpoolLayer):
                 self.blocks.append(PoolBlock(ly, i))
             else:
@@ -266,20 +271,27 @@ class TrainNet:
         ----------
         x : array, shape (B, H, W, C)
             Network input in [0, 1] (NHWC).
+        train : bool
 
         Returns
         -------
         out : array, shape (B, Hg, Wg, num·(coords+1+classes))
         """
+        return self.forward_all(x, train)[-1]
+
+    def forward_all(self, x: np.ndarray, train: bool) -> list[np.ndarray]:
+        """Every block's output (darknet layers 0 .. n-2), NHWC; see :meth:`forward`."""
         s_x = None
         if self.qat is not None:
             x = (quantize_input(x) * INPUT_SCALE).astype(x.dtype)
             s_x = INPUT_SCALE
+        outs = []
         for b in self.blocks:
             x = b.forward(x, train, self.qat, s_x)
-            if self.qat is not None and isinstance(b, ConvBlock):
+            if self.qat is not None and isinstance(b, ConvBlock) and b.requantized:
                 s_x = self.qat.scale(b.index) if self.qat.quantize_activations else None
-        return x
+            outs.append(x)
+        return outs
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         """Backpropagate ``dL/dout`` through every block, accumulating parameter gradients.
