@@ -22,6 +22,7 @@ from model.golden import conv2d_int, maxpool_int, requantize
 from sim.layer import fm_from_ddr, fm_to_ddr
 
 __all__ = [
+    "descriptors",
     "execute",
     "params_from_ddr",
     "unpack_descriptor",
@@ -50,6 +51,23 @@ def unpack_descriptor(words: Sequence[int]) -> dict:
             v -= 1 << field.width
         fields[name] = v
     return fields
+
+
+def descriptors(program: Program, mem=None) -> list[dict]:
+    """Unpack the program's descriptor list from the DDR image ``mem``.
+
+    Without ``mem``, from the descriptor segment's initial contents.
+    """
+    if mem is None:
+        return [_descriptor_at(program.segments[program.descriptor_segment].data, 0, i)
+                for i in range(len(program.layers))]
+    return [_descriptor_at(mem, program.descriptor_addr, i) for i in range(len(program.layers))]
+
+
+def _descriptor_at(raw, base: int, index: int) -> dict:
+    size = 4 * DESCRIPTOR_WORDS
+    return unpack_descriptor(np.frombuffer(bytes(raw[_within(raw, base + size * index, size)]),
+                                           "<u4"))
 
 
 def weights_from_ddr(raw, out_channels: int, in_channels: int, kernel: int, p_ic: int,
@@ -107,8 +125,8 @@ def execute(program: Program, mem: bytearray,
     """
     cfg = program.config
     for index, layer in enumerate(program.layers):
-        at = program.descriptor_addr + 4 * DESCRIPTOR_WORDS * index
-        d = unpack_descriptor(np.frombuffer(bytes(mem[at:at + 4 * DESCRIPTOR_WORDS]), "<u4"))
+        # Fetched when the layer starts, as the sequencer does.
+        d = _descriptor_at(mem, program.descriptor_addr, index)
         kernel = 3 if d["kernel3"] else 1
         c_pad, o_pad = d["in_groups"] * cfg.p_ic, d["og_passes"] * cfg.p_oc
         in_shape = (c_pad, d["height"], d["width"])
