@@ -171,6 +171,8 @@ def compile_network(qnet: QuantizedNetwork, cfg: EngineConfig, *,
     """
     if alignment % cfg.p_ic:
         raise CompileError(f"alignment {alignment} is not a multiple of the {cfg.p_ic}-byte beat")
+    if x_q is not None and tuple(x_q.shape) != tuple(qnet.input_shape):
+        raise CompileError(f"input shape {x_q.shape}, the network expects {qnet.input_shape}")
     steps = _fuse(qnet)
     n = len(steps)
     group = cfg.p_ic
@@ -206,8 +208,6 @@ def compile_network(qnet: QuantizedNetwork, cfg: EngineConfig, *,
         buffers.append((_fm_bytes(out_shape, 4 if conv.output_int32 else 1, group), i, i + 1))
     offsets = allocate(buffers, alignment, reuse)
     input_data = None if x_q is None else fm_to_ddr(np.asarray(x_q, np.int8), group)
-    if x_q is not None and tuple(x_q.shape) != tuple(qnet.input_shape):
-        raise CompileError(f"input shape {x_q.shape}, the network expects {qnet.input_shape}")
     buffer_ids = [add(Segment("input", SegmentKind.INPUT, arena + offsets[0], buffers[0][0],
                               HOST_BEFORE, 0, input_data))]
     for i, (conv_index, _, pool_index, _) in enumerate(steps):
@@ -231,9 +231,6 @@ def compile_network(qnet: QuantizedNetwork, cfg: EngineConfig, *,
             words += plan.pack()
         except ValueError as exc:
             raise CompileError(f"layer {conv_index}: {exc}") from exc
-        if plan.out_hw != tuple(out_shape[1:]):
-            raise CompileError(f"layer {out_index}: darknet's output is {out_shape[1:]}, the "
-                               f"engine's pool {pool.name} gives {plan.out_hw}")
         layers.append(ProgramLayer(conv_index, pool_index, tuple(conv.in_shape),
                                    tuple(out_shape), conv.size, pool, conv.output_int32,
                                    buffer_ids[i], buffer_ids[i + 1], *const_ids[i]))

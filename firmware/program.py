@@ -118,6 +118,7 @@ class ProgramLayer:
 
     @property
     def out_dtype(self) -> type:
+        """numpy type of the output map: int32 accumulators or int8 activations."""
         return np.int32 if self.out_int32 else np.int8
 
 

@@ -190,6 +190,17 @@ def test_refuses_what_the_engine_cannot_run(reference):
                                          qnet.layers[1:]), CFG)
     with pytest.raises(CompileError, match="only the last convolution may write int32"):
         compile_network(with_layer(12, output_int32=True), CFG)
+    pooled_int32 = QuantMaxpool(qnet.layers[13].out_shape, qnet.layers[13].out_shape, 2, 1, 1,
+                                1.0)
+    with pytest.raises(CompileError, match="layer 14: cannot pool the int32 output of layer 13"):
+        compile_network(QuantizedNetwork(qnet.input_shape, qnet.input_scale,
+                                         qnet.layers[:14] + [pooled_int32]), CFG)
+    with pytest.raises(CompileError, match="layer 0: layer .* too wide for acc_depth=64"):
+        compile_network(qnet, EngineConfig(acc_depth=64))
+    with pytest.raises(CompileError, match="alignment 100 is not a multiple of the 8-byte beat"):
+        compile_network(qnet, CFG, alignment=100)
+    with pytest.raises(CompileError, match=r"input shape \(3, 96, 95\), the network expects"):
+        compile_network(qnet, CFG, x_q=reference[1][:, :, :95])
     footprint = compile_network(qnet, CFG).footprint
     with pytest.raises(CompileError, match=f"needs {footprint} bytes of DDR, the memory has "
                                            f"{footprint - 1}"):
