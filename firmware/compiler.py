@@ -20,6 +20,7 @@ checks all layers at the end needs; with reuse, check each layer as it completes
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -101,9 +102,23 @@ def allocate(buffers: Sequence[tuple[int, int, int]], alignment: int,
     return offsets
 
 
-def _fuse(qnet: QuantizedNetwork) -> list[tuple[int, QuantConv, int | None, Pool]]:
-    """Engine layers as ``(conv index, conv, pool index or None, pool mode)``."""
-    steps: list[tuple[int, QuantConv, int | None, Pool]] = []
+class _Step(NamedTuple):
+    """One engine layer before layout."""
+
+    conv_index: int
+    conv: QuantConv
+    pool_index: int | None
+    pool: Pool
+
+    @property
+    def out_index(self) -> int:
+        """Darknet layer whose output the engine writes."""
+        return self.conv_index if self.pool_index is None else self.pool_index
+
+
+def _fuse(qnet: QuantizedNetwork) -> list[_Step]:
+    """The engine layers of ``qnet``, or a :class:`CompileError` naming the layer it cannot map."""
+    steps: list[_Step] = []
     layers = qnet.layers
     for index, layer in enumerate(layers):
         if isinstance(layer, QuantConv):
@@ -111,7 +126,7 @@ def _fuse(qnet: QuantizedNetwork) -> list[tuple[int, QuantConv, int | None, Pool
                 raise CompileError(
                     f"layer {index}: the engine runs 1x1 and 3x3 stride-1 'same' convolutions, "
                     f"not size {layer.size} stride {layer.stride} padding {layer.padding}")
-            steps.append((index, layer, None, Pool.NONE))
+            steps.append(_Step(index, layer, None, Pool.NONE))
         elif isinstance(layer, QuantMaxpool):
             if not steps or steps[-1][0] != index - 1:
                 raise CompileError(f"layer {index}: a maxpool must follow a convolution to be "
@@ -125,7 +140,7 @@ def _fuse(qnet: QuantizedNetwork) -> list[tuple[int, QuantConv, int | None, Pool
                     f"layer {index}: the engine pools size 2 stride 1 or 2 with darknet's "
                     f"padding 1, not size {layer.size} stride {layer.stride} "
                     f"padding {layer.padding}")
-            steps[-1] = (conv_index, conv, index, _POOLS[layer.stride])
+            steps[-1] = _Step(conv_index, conv, index, _POOLS[layer.stride])
         elif isinstance(layer, QuantRegion):
             if index != len(layers) - 1:
                 raise CompileError(f"layer {index}: the region layer must be the last layer")
@@ -203,37 +218,36 @@ def compile_network(qnet: QuantizedNetwork, cfg: EngineConfig, *,
     # Run-time buffers: the input (read by layer 0), then each layer's output (read by the next
     # layer; the last one by the host).
     buffers = [(_fm_bytes(qnet.input_shape, 1, group), HOST_BEFORE, 0)]
-    for i, (conv_index, conv, pool_index, _) in enumerate(steps):
-        out_shape = qnet.layers[conv_index if pool_index is None else pool_index].out_shape
-        buffers.append((_fm_bytes(out_shape, 4 if conv.output_int32 else 1, group), i, i + 1))
+    for i, step in enumerate(steps):
+        out_shape = qnet.layers[step.out_index].out_shape
+        buffers.append((_fm_bytes(out_shape, 4 if step.conv.output_int32 else 1, group), i, i + 1))
     offsets = allocate(buffers, alignment, reuse)
     input_data = None if x_q is None else fm_to_ddr(np.asarray(x_q, np.int8), group)
     buffer_ids = [add(Segment("input", SegmentKind.INPUT, arena + offsets[0], buffers[0][0],
                               HOST_BEFORE, 0, input_data))]
-    for i, (conv_index, _, pool_index, _) in enumerate(steps):
-        out_index = conv_index if pool_index is None else pool_index
+    for i, step in enumerate(steps):
         kind = SegmentKind.OUTPUT if i == n - 1 else SegmentKind.FEATURE_MAP
         size, first, last = buffers[i + 1]
-        buffer_ids.append(add(Segment(f"layer{out_index:02d}.out", kind, arena + offsets[i + 1],
-                                      size, first, last)))
+        buffer_ids.append(add(Segment(f"layer{step.out_index:02d}.out", kind,
+                                      arena + offsets[i + 1], size, first, last)))
 
     layers = []
     words = []
-    for i, (conv_index, conv, pool_index, pool) in enumerate(steps):
+    for i, step in enumerate(steps):
+        conv = step.conv
         in_seg, out_seg = segments[buffer_ids[i]], segments[buffer_ids[i + 1]]
         w_seg, p_seg = (segments[j] for j in const_ids[i])
-        out_index = conv_index if pool_index is None else pool_index
-        out_shape = qnet.layers[out_index].out_shape
         try:
-            plan = plan_layer(cfg, conv.in_shape, conv.out_shape[0], conv.size, pool,
+            plan = plan_layer(cfg, conv.in_shape, conv.out_shape[0], conv.size, step.pool,
                               conv.output_int32, in_addr=in_seg.addr, out_addr=out_seg.addr,
                               w_addr=w_seg.addr, param_addr=p_seg.addr)
             words += plan.pack()
         except ValueError as exc:
-            raise CompileError(f"layer {conv_index}: {exc}") from exc
-        layers.append(ProgramLayer(conv_index, pool_index, tuple(conv.in_shape),
-                                   tuple(out_shape), conv.size, pool, conv.output_int32,
-                                   buffer_ids[i], buffer_ids[i + 1], *const_ids[i]))
+            raise CompileError(f"layer {step.conv_index}: {exc}") from exc
+        layers.append(ProgramLayer(step.conv_index, step.pool_index, tuple(conv.in_shape),
+                                   tuple(qnet.layers[step.out_index].out_shape), conv.size,
+                                   step.pool, conv.output_int32, buffer_ids[i],
+                                   buffer_ids[i + 1], *const_ids[i]))
     desc = add(Segment("descriptors", SegmentKind.DESCRIPTORS, 0, desc_bytes, HOST_BEFORE, n,
                        np.asarray(words, "<u4").tobytes()))
     program = Program(cfg, layers, segments, desc, alignment)
