@@ -208,6 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeat", type=int, default=5, metavar="N")
     bench.set_defaults(func=cmd_bench)
 
+    from firmware.cli import register_cli as register_firmware_cli
+    from model.train.cli import register_cli as register_train_cli
+
+    register_train_cli(sub)
+    register_firmware_cli(sub)
+
     sim = sub.add_parser("sim", help="the main demonstration on the default model and image")
     _add_model_arguments(sim)
     sim.add_argument("--image", type=Path, default=DEFAULT_IMAGE)
