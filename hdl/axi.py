@@ -1,0 +1,155 @@
+"""Bus signatures (AXI4 master, Wishbone CSR slave) and the AXI read-address arbiter.
+
+Members are named exactly as the specifications name the signals (lower case), so the Verilog ports
+read ``axi__arvalid`` etc. and cocotb bus models find them by name.
+"""
+
+from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = [
+    "RESP_DECERR",
+    "RESP_OKAY",
+    "RESP_SLVERR",
+    "AXI4Signature",
+    "ReadArbiter",
+    "ReadRequestSignature",
+    "WishboneSignature",
+    "burst_beats",
+]
+
+# Ref: AMBA AXI4 spec A3.4.4 (RRESP/BRESP encoding).
+RESP_OKAY, RESP_SLVERR, RESP_DECERR = 0b00, 0b10, 0b11
+
+
+class AXI4Signature(wiring.Signature):
+    """AXI4 master interface (Ref: AMBA AXI and ACE Protocol Specification, IHI0022, part A).
+
+    Only the signals this engine drives or samples are present; the omitted ones take the defaults
+    of spec A10.3 on the slave side (AWLOCK/ARLOCK=0, AWCACHE/ARCACHE=0b0011, AWPROT/ARPROT=0,
+    AWQOS/ARQOS=0, AWBURST/ARBURST=INCR, AWSIZE/ARSIZE = data width).
+
+    Members (master's view; spec names upper case):
+
+    - ``awid, awaddr, awlen, awsize, awburst, awvalid`` out, ``awready`` in: write address channel.
+    - ``wdata, wstrb, wlast, wvalid`` out, ``wready`` in: write data channel (AXI4 has no WID).
+    - ``bid, bresp, bvalid`` in, ``bready`` out: write response channel.
+    - ``arid, araddr, arlen, arsize, arburst, arvalid`` out, ``arready`` in: read address channel.
+    - ``rid, rdata, rresp, rlast, rvalid`` in, ``rready`` out: read data channel.
+
+    Parameters
+    ----------
+    addr_width, data_width, id_width : int
+    """
+
+    def __init__(self, *, addr_width=32, data_width=64, id_width=1):
+        self.addr_width, self.data_width, self.id_width = addr_width, data_width, id_width
+        super().__init__({
+            "awid": Out(id_width), "awaddr": Out(addr_width), "awlen": Out(8), "awsize": Out(3),
+            "awburst": Out(2), "awvalid": Out(1), "awready": In(1),
+            "wdata": Out(data_width), "wstrb": Out(data_width // 8), "wlast": Out(1),
+            "wvalid": Out(1), "wready": In(1),
+            "bid": In(id_width), "bresp": In(2), "bvalid": In(1), "bready": Out(1),
+            "arid": Out(id_width), "araddr": Out(addr_width), "arlen": Out(8), "arsize": Out(3),
+            "arburst": Out(2), "arvalid": Out(1), "arready": In(1),
+            "rid": In(id_width), "rdata": In(data_width), "rresp": In(2), "rlast": In(1),
+            "rvalid": In(1), "rready": Out(1),
+        })
+
+
+class WishboneSignature(wiring.Signature):
+    """Wishbone B4 classic slave as seen from the master (Ref: Wishbone B4 spec, 3.2).
+
+    ``adr`` is a word address (``data_width``-bit words). Members: ``cyc, stb, we, adr, dat_w``
+    out (master to slave: CYC_O, STB_O, WE_O, ADR_O, DAT_O), ``dat_r, ack`` in (DAT_I, ACK_I).
+    ``sel`` is omitted: every access is a whole word.
+    """
+
+    def __init__(self, *, addr_width=8, data_width=32):
+        self.addr_width, self.data_width = addr_width, data_width
+        super().__init__({
+            "cyc": Out(1), "stb": Out(1), "we": Out(1), "adr": Out(addr_width),
+            "dat_w": Out(data_width), "dat_r": In(data_width), "ack": In(1),
+        })
+
+
+class ReadRequestSignature(wiring.Signature):
+    """A client's read-burst request to :class:`ReadArbiter` (client's view).
+
+    The client holds ``valid`` with ``addr``/``len`` (AXI ARLEN: beats - 1) stable until the
+    arbiter pulses ``ready`` (the AR handshake on the bus happened); ``valid`` never waits on
+    ``ready``.
+    """
+
+    def __init__(self, addr_width):
+        super().__init__({
+            "valid": Out(1), "addr": Out(addr_width), "len": Out(8), "ready": In(1),
+        })
+
+
+def burst_beats(addr, remaining, max_beats, beat_bytes):
+    """Beats of the next INCR burst from ``addr``: at most ``remaining`` and ``max_beats``, and
+    never across a 4 KB boundary (Ref: AMBA AXI4 spec A3.4.1). ``addr`` is beat-aligned.
+
+    Returns an Amaranth expression of width ``max(remaining.width, 10)``.
+    """
+    to_boundary = (4096 - addr[:12]) // beat_bytes  # 1..4096/beat_bytes
+    first = Mux(remaining < max_beats, remaining, max_beats)
+    return Mux(first < to_boundary, first, to_boundary)
+
+
+class ReadArbiter(wiring.Component):
+    """Round-robin arbiter of read-burst requests onto one AXI4 read-address channel.
+
+    Client ``i`` is issued with ``ARID = i``; read data is routed back by the caller on ``RID``.
+    The AR outputs are registered: once ``arvalid`` rises it stays with stable payload until
+    ``arready`` (Ref: AMBA AXI4 spec A3.2.1).
+
+    Parameters
+    ----------
+    n_clients : int (2 for this engine: feature map = 0, weights = 1)
+    addr_width, data_width : int
+    """
+
+    def __init__(self, n_clients, *, addr_width=32, data_width=64):
+        self.n_clients = n_clients
+        self.data_width = data_width
+        id_width = max(1, (n_clients - 1).bit_length())
+        members = {f"req{i}": In(ReadRequestSignature(addr_width)) for i in range(n_clients)}
+        members.update({
+            "arid": Out(id_width), "araddr": Out(addr_width), "arlen": Out(8), "arsize": Out(3),
+            "arburst": Out(2), "arvalid": Out(1), "arready": In(1),
+        })
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        reqs = [getattr(self, f"req{i}") for i in range(self.n_clients)]
+        last = Signal(range(self.n_clients))  # the client granted last; it has lowest priority
+        m.d.comb += [
+            self.arsize.eq(Const((self.data_width // 8).bit_length() - 1, 3)),
+            self.arburst.eq(0b01),  # INCR
+        ]
+        with m.If(self.arvalid):
+            with m.If(self.arready):
+                m.d.sync += self.arvalid.eq(0)
+                for i, req in enumerate(reqs):
+                    m.d.comb += req.ready.eq(self.arid == i)
+        with m.Else():
+            # Scan clients starting after the last granted one; the first waiting one wins.
+            for prev in range(self.n_clients):
+                with m.If(last == prev):
+                    with m.Switch(Cat(*(req.valid for req in reqs))):
+                        for pattern in range(1, 1 << self.n_clients):
+                            with m.Case(pattern):
+                                for j in range(self.n_clients):
+                                    i = (prev + 1 + j) % self.n_clients
+                                    if pattern >> i & 1:
+                                        m.d.sync += [
+                                            self.arvalid.eq(1), self.arid.eq(i),
+                                            self.araddr.eq(reqs[i].addr),
+                                            self.arlen.eq(reqs[i].len), last.eq(i),
+                                        ]
+                                        break
+        return m

@@ -1,0 +1,183 @@
+"""The layer descriptor: its hardware layout and the host-side planner that fills it.
+
+The engine does no multiplication on shapes: the planner (:func:`plan_layer`, used by tests, the
+benchmark and the compiler) computes the tiling and every derived product, and the engine walks
+them with adders. The packed descriptor is :data:`DESCRIPTOR_WORDS` little-endian 32-bit words
+(bit ``i`` of the struct is bit ``i % 32`` of word ``i // 32``); ``docs/engine.md`` lists the
+fields.
+"""
+
+from dataclasses import dataclass
+
+from amaranth import signed, unsigned
+from amaranth.lib import data, enum
+
+__all__ = [
+    "DESCRIPTOR_WORDS",
+    "Descriptor",
+    "EngineConfig",
+    "LayerPlan",
+    "Pool",
+    "pack_descriptor",
+    "plan_layer",
+]
+
+
+class Pool(enum.Enum, shape=2):
+    """Maxpool after requantization (darknet geometry, docs/fixed-point.md §5)."""
+
+    NONE = 0
+    P2S2 = 1  #: size 2, stride 2: output ceil(H/2) x ceil(W/2)
+    P2S1 = 2  #: size 2, stride 1, bottom/right padding: output H x W
+
+
+class Descriptor(data.Struct):
+    """Hardware layout of one layer descriptor (field order = bit order, LSB first).
+
+    Addresses are byte addresses, 8-byte aligned. ``*_beats`` / ``*_plane`` counts are in 64-bit
+    beats of the feature-map layout ``[C/8][H][W][8]`` (int32 output: ``[O/8][H][W][8]`` int32,
+    four beats per pixel).
+    """
+
+    in_addr: unsigned(32)
+    out_addr: unsigned(32)
+    w_addr: unsigned(32)
+    param_addr: unsigned(32)
+    width: unsigned(16)  #: W of the input and of the convolution output (stride 1, same padding)
+    height: unsigned(16)  #: H
+    out_width: unsigned(16)  #: after pooling
+    out_height: unsigned(16)
+    in_groups: unsigned(8)  #: ceil(C / 8)
+    out_groups: unsigned(8)  #: ceil(O / 8): feature-map channel groups written
+    og_passes: unsigned(8)  #: ceil(O / P_oc): output-channel groups computed
+    kernel3: unsigned(1)  #: 1: 3x3 kernel with padding 1; 0: 1x1 without padding
+    pool: Pool
+    out_int32: unsigned(1)  #: write int32 accumulators instead of requantized int8 (§7)
+    pad_value: signed(8)  #: value of out-of-map input positions (the contract says 0)
+    tile_rows: unsigned(16)  #: output (pooled) rows per tile
+    tile_conv_rows: unsigned(16)  #: convolution rows per tile (excluding the 2x2/1 overlap row)
+    in_plane: unsigned(24)  #: H * W
+    tile_pix: unsigned(24)  #: tile_conv_rows * W
+    out_plane: unsigned(24)  #: out_height * out_width * beats per pixel
+    tile_out_beats: unsigned(24)  #: tile_rows * out_width * beats per pixel
+    og_weight_beats: unsigned(24)  #: in_groups * K * K * P_oc
+
+
+DESCRIPTOR_WORDS = (Descriptor.as_shape().size + 31) // 32
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Elaboration parameters of the engine.
+
+    ``p_ic`` input channels (= bytes of one AXI beat) by ``p_oc`` output channels per cycle;
+    ``acc_depth`` pixels per accumulator bank (two banks); ``ibuf_depth`` pixels per input-buffer
+    slot (two slots); ``min_pass`` the shortest pass the accumulator read-modify-write pipeline
+    allows; ``max_burst`` beats per AXI burst.
+    """
+
+    p_ic: int = 8
+    p_oc: int = 16
+    acc_depth: int = 1024
+    ibuf_depth: int = 2048
+    weight_fifo_depth: int = 512
+    out_fifo_depth: int = 512
+    max_burst: int = 128
+    min_pass: int = 4
+    data_width: int = 64
+    addr_width: int = 32
+
+    def __post_init__(self):
+        if self.p_ic * 8 != self.data_width:
+            raise ValueError("p_ic must equal the bytes of one AXI beat")
+        if self.p_oc % self.p_ic or self.p_oc & (self.p_oc - 1):
+            raise ValueError("p_oc must be a power of two and a multiple of p_ic")
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """A planned layer: the descriptor's field values plus the shapes they came from."""
+
+    fields: dict
+    in_shape: tuple
+    out_channels: int
+    conv_hw: tuple
+    out_hw: tuple
+
+    def pack(self):
+        """The descriptor as a list of :data:`DESCRIPTOR_WORDS` 32-bit words."""
+        return pack_descriptor(self.fields)
+
+
+def plan_layer(cfg, in_shape, out_channels, kernel, pool, out_int32, *, in_addr, out_addr,
+               w_addr, param_addr, pad_value=0, max_tile_rows=None):
+    """Plan one layer for the engine: tiling and descriptor fields.
+
+    Parameters
+    ----------
+    cfg : EngineConfig
+    in_shape : (C, H, W)
+    out_channels : int
+    kernel : 1 or 3 (stride 1, padding ``kernel // 2``)
+    pool : Pool
+    out_int32 : bool
+    in_addr, out_addr, w_addr, param_addr : int
+        Byte addresses (8-byte aligned) of the input map, output map, weight stream and requant
+        table, in the layouts of ``docs/engine.md``.
+    max_tile_rows : int, optional
+        Cap on output rows per tile (tests use it to force multi-tile layers).
+
+    Raises
+    ------
+    ValueError
+        If the shape cannot be tiled on this configuration (too wide) or a field overflows.
+    """
+    c, h, w = in_shape
+    pool = Pool(pool)
+    if kernel not in (1, 3):
+        raise ValueError("kernel must be 1 or 3")
+    if out_int32 and pool != Pool.NONE:
+        raise ValueError("int32 output cannot be pooled")
+    if pool == Pool.P2S2:
+        out_h, out_w, step, extra = (h + 1) // 2, (w + 1) // 2, 2, 0
+    elif pool == Pool.P2S1:
+        out_h, out_w, step, extra = h, w, 1, 1
+    else:
+        out_h, out_w, step, extra = h, w, 1, 0
+    halo = kernel - 1
+    # Output rows per tile: accumulators hold the tile's conv rows (plus the 2x2/1 overlap row);
+    # the input buffer holds them plus the kernel halo.
+    rows = min(out_h, (cfg.acc_depth // w - extra) // step,
+               (cfg.ibuf_depth // w - extra - halo) // step)
+    if max_tile_rows is not None:
+        rows = min(rows, max_tile_rows)
+    if rows < 1:
+        raise ValueError(f"layer {in_shape} too wide for acc_depth={cfg.acc_depth}, "
+                         f"ibuf_depth={cfg.ibuf_depth}")
+    beats_pp = 4 if out_int32 else 1
+    in_groups = -(-c // cfg.p_ic)
+    out_groups = -(-out_channels // cfg.p_ic)
+    fields = dict(
+        in_addr=in_addr, out_addr=out_addr, w_addr=w_addr, param_addr=param_addr,
+        width=w, height=h, out_width=out_w, out_height=out_h,
+        in_groups=in_groups, out_groups=out_groups,
+        og_passes=-(-out_channels // cfg.p_oc), kernel3=int(kernel == 3), pool=pool.value,
+        out_int32=int(out_int32), pad_value=pad_value & 0xFF,
+        tile_rows=rows, tile_conv_rows=rows * step, in_plane=h * w, tile_pix=rows * step * w,
+        out_plane=out_h * out_w * beats_pp, tile_out_beats=rows * out_w * beats_pp,
+        og_weight_beats=in_groups * kernel * kernel * cfg.p_oc,
+    )
+    return LayerPlan(fields, tuple(in_shape), out_channels, (h, w), (out_h, out_w))
+
+
+def pack_descriptor(fields):
+    """Pack field values (a dict keyed by :class:`Descriptor` field names) into 32-bit words."""
+    layout = Descriptor.as_shape()
+    value = 0
+    for name, field in layout:
+        v = int(fields[name])
+        width = field.width
+        if not 0 <= v < 1 << width:
+            raise ValueError(f"descriptor field {name}={v} does not fit {width} bits")
+        value |= v << field.offset
+    return [(value >> (32 * i)) & 0xFFFFFFFF for i in range(DESCRIPTOR_WORDS)]

@@ -1,0 +1,747 @@
+"""The convolution engine: one layer from a descriptor, DDR in, DDR out.
+
+Dataflow (``docs/engine.md`` has the arithmetic behind these choices)::
+
+    AXI R ──► input loader ──► input buffer (2 slots: one input-channel group of one row tile)
+          └─► weight loader ─► weight FIFO ─► shadow weights ─► MAC array (p_oc × p_ic)
+                            └► requant params (2 slots)           │ accumulate over (ic, ky, kx)
+    AXI W ◄── writer ◄── output FIFO ◄── drain: requant + maxpool ◄── accumulator banks (2)
+
+Loop nest (every unit walks the same nest with its own counters, so they run decoupled and are
+synchronized only by full/free flags)::
+
+    for tile in row tiles:                      # tile_rows output rows, all columns
+      for og in output-channel groups (p_oc):   # accumulators double-buffered per og
+        for ig in input-channel groups (p_ic):  # input buffer double-buffered per (tile, og, ig)
+          for ky, kx in kernel:                 # one pass: fixed p_oc × p_ic weights
+            for pixel in tile:                  # one pixel per cycle
+              acc[pixel][0:p_oc] += W[og, ig, ky, kx] @ x[ig][pixel + (ky, kx)]
+"""
+
+from amaranth import Array, Cat, Const, Module, Mux, ResetInserter, Signal, signed
+from amaranth.lib import data, fifo, memory, wiring
+from amaranth.lib.wiring import In, Out, connect
+
+from hdl.axi import AXI4Signature, ReadArbiter, WishboneSignature, burst_beats
+from hdl.descriptor import DESCRIPTOR_WORDS, Descriptor, EngineConfig, Pool
+from hdl.requant import REQUANT_LATENCY, RequantUnit
+
+__all__ = ["COUNTERS", "CSR", "ERR", "Engine", "EngineCore"]
+
+#: Performance counters, in CSR order (``docs/engine.md`` defines each).
+COUNTERS = ("cycles", "mac_active", "stall_input", "stall_weights", "stall_requant",
+            "stall_output", "bytes_read", "bytes_written")
+
+
+class ERR:
+    """Bits of the error-flags CSR."""
+
+    READ_SLVERR = 1 << 0
+    READ_DECERR = 1 << 1
+    WRITE_SLVERR = 1 << 2
+    WRITE_DECERR = 1 << 3
+
+
+class CSR:
+    """Word addresses of the CSRs on the Wishbone port (``docs/engine.md``, CSR map)."""
+
+    CTRL = 0x00  #: write bit 0 = 1: start the layer in the descriptor registers
+    STATUS = 0x01  #: bit 0 busy, bit 1 done (sticky until next start), bit 2 error
+    ERROR = 0x02  #: ERR flags of the last layer (cleared at start)
+    CONFIG = 0x03  #: p_ic [7:0], p_oc [15:8]
+    DESC = 0x08  #: DESCRIPTOR_WORDS descriptor words
+    COUNTERS = 0x20  #: the COUNTERS, one word each
+
+
+def _min(a, b):
+    return Mux(a < b, a, b)
+
+
+class _Writer(wiring.Component):
+    """Output FIFO → AXI write bursts, one contiguous run per (tile, output channel group).
+
+    A burst's address is issued only when all its beats wait in the FIFO, so ``wvalid`` never
+    drops inside a burst. On ``abort`` the writer finishes a burst whose address it has issued
+    (Ref: AMBA AXI4 spec A3.3.1: the write data of an accepted address must follow) and stops.
+    """
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        axi = AXI4Signature(addr_width=cfg.addr_width, data_width=cfg.data_width)
+        members = {name: member for name, member in axi.members.items() if name[0] in "awb"}
+        members.update({
+            "desc": In(Descriptor), "run": In(1), "abort": In(1),
+            "fifo_data": In(cfg.data_width), "fifo_level": In(range(cfg.out_fifo_depth + 1)),
+            "fifo_pop": Out(1), "done": Out(1), "idle": Out(1),
+        })
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, d = self.cfg, self.desc
+        beat_bytes = cfg.data_width // 8
+        n_sub = cfg.p_oc // cfg.p_ic
+        p0b = Signal(24)  # tile's first output beat within a channel-group plane
+        og = Signal(8)
+        sub = Signal(range(n_sub))
+        g_base = Signal(32)  # group * out_plane
+        addr = Signal(cfg.addr_width)
+        remaining = Signal(24)
+        count = Signal(8)
+        blen = Signal(9)
+        m.d.comb += [
+            self.awsize.eq((beat_bytes).bit_length() - 1), self.awburst.eq(0b01),
+            self.wstrb.eq(-1), self.bready.eq(1), self.wdata.eq(self.fifo_data),
+            self.idle.eq(0),
+        ]
+        next_blen = burst_beats(addr, remaining, cfg.max_burst, beat_bytes)
+        with m.FSM():
+            with m.State("RUN"):
+                m.d.comb += self.idle.eq(1)
+                group = og * n_sub + sub
+                with m.If(self.run & ~self.abort):
+                    with m.If(p0b >= d.out_plane):
+                        m.next = "DONE"
+                    with m.Elif(group >= d.out_groups):
+                        m.next = "NEXT"
+                    with m.Else():
+                        m.d.sync += [
+                            addr.eq(d.out_addr + (g_base + p0b) * beat_bytes),
+                            remaining.eq(_min(p0b + d.tile_out_beats, d.out_plane) - p0b),
+                        ]
+                        m.next = "DATA"
+            with m.State("DATA"):
+                m.d.comb += self.idle.eq(1)
+                with m.If(self.abort):
+                    m.next = "STOP"
+                with m.Elif(remaining == 0):
+                    m.next = "NEXT"
+                with m.Elif(self.fifo_level >= next_blen):
+                    m.d.sync += [
+                        self.awvalid.eq(1), self.awaddr.eq(addr), self.awlen.eq(next_blen - 1),
+                        blen.eq(next_blen), count.eq(0),
+                    ]
+                    m.next = "ADDR"
+            with m.State("ADDR"):
+                with m.If(self.awready):
+                    m.d.sync += self.awvalid.eq(0)
+                    m.next = "BURST"
+            with m.State("BURST"):
+                m.d.comb += [
+                    self.wvalid.eq(1), self.wlast.eq(count == blen - 1),
+                    self.fifo_pop.eq(self.wready),
+                ]
+                with m.If(self.wready):
+                    m.d.sync += count.eq(count + 1)
+                    with m.If(count == blen - 1):
+                        m.d.sync += [
+                            addr.eq(addr + blen * beat_bytes), remaining.eq(remaining - blen),
+                        ]
+                        m.next = "DATA"
+            with m.State("NEXT"):
+                m.d.comb += self.idle.eq(1)
+                m.d.sync += g_base.eq(g_base + d.out_plane)
+                with m.If(sub == n_sub - 1):
+                    m.d.sync += sub.eq(0)
+                    with m.If(og == d.og_passes - 1):
+                        m.d.sync += [og.eq(0), g_base.eq(0), p0b.eq(p0b + d.tile_out_beats)]
+                    with m.Else():
+                        m.d.sync += og.eq(og + 1)
+                with m.Else():
+                    m.d.sync += sub.eq(sub + 1)
+                m.next = "RUN"
+            with m.State("DONE"):
+                m.d.comb += [self.done.eq(1), self.idle.eq(1)]
+            with m.State("STOP"):
+                m.d.comb += self.idle.eq(1)
+        return m
+
+
+class EngineCore(wiring.Component):
+    """The engine without its CSR front end: descriptor and start in, AXI4 master out.
+
+    Ports
+    -----
+    desc : In(Descriptor)
+        Sampled on ``start``; may change while the layer runs.
+    start : In(1)
+        One-cycle pulse; ignored while ``busy``.
+    busy, done : Out(1)
+        ``done`` pulses for one cycle when the layer finished (or stopped on an error).
+    error : Out(4)
+        :class:`ERR` flags of the running/last layer, cleared by ``start``.
+    counters : Out(ArrayLayout(32, len(COUNTERS)))
+        Performance counters of the running/last layer, cleared by ``start``.
+    axi : Out(AXI4Signature)
+    """
+
+    def __init__(self, cfg=None):
+        self.cfg = cfg = cfg or EngineConfig()
+        super().__init__({
+            "desc": In(Descriptor), "start": In(1), "busy": Out(1), "done": Out(1),
+            "error": Out(4), "counters": Out(data.ArrayLayout(32, len(COUNTERS))),
+            "axi": Out(AXI4Signature(addr_width=cfg.addr_width, data_width=cfg.data_width)),
+        })
+
+    def elaborate(self, platform):  # noqa: C901 (one loop nest per unit, kept side by side)
+        cfg = self.cfg
+        p_ic, p_oc, beat_bytes = cfg.p_ic, cfg.p_oc, cfg.data_width // 8
+        n_sub = p_oc // p_ic
+        axi = self.axi
+        # `top` holds layer control, errors and counters; `m` holds every unit of the datapath
+        # and is reset as a whole when a layer is launched (so an aborted layer leaves no state).
+        top = Module()
+        m = Module()
+
+        # ---- layer control ------------------------------------------------------------------
+        d = Signal(Descriptor)
+        abort = Signal()
+        run = Signal()
+        launch = Signal()  # the accepted start pulse
+        top.d.comb += [launch.eq(self.start & ~self.busy), run.eq(self.busy & ~abort)]
+        with top.If(launch):
+            top.d.sync += [d.eq(self.desc), self.busy.eq(1), abort.eq(0), self.error.eq(0)]
+        k3 = d.kernel3
+        p2s1 = d.pool == Pool.P2S1
+
+        # ---- AXI read side: arbiter, outstanding count, routing -----------------------------
+        m.submodules.arbiter = arb = ReadArbiter(2, addr_width=cfg.addr_width,
+                                                 data_width=cfg.data_width)
+        m.d.comb += [
+            axi.arid.eq(arb.arid), axi.araddr.eq(arb.araddr), axi.arlen.eq(arb.arlen),
+            axi.arsize.eq(arb.arsize), axi.arburst.eq(arb.arburst), axi.arvalid.eq(arb.arvalid),
+            arb.arready.eq(axi.arready),
+            # Every read is issued only into reserved space, so read data is always accepted.
+            axi.rready.eq(1),
+        ]
+        rd_outstanding = Signal(16)
+        ar_fire = axi.arvalid & axi.arready
+        r_fire = axi.rvalid & axi.rready
+        r_end = r_fire & axi.rlast
+        m.d.sync += rd_outstanding.eq(rd_outstanding + ar_fire - r_end)
+        r_in = r_fire & (axi.rid == 0)
+        r_w = r_fire & (axi.rid == 1)
+        read_err = Mux(r_fire & axi.rresp[1], Mux(axi.rresp[0], ERR.READ_DECERR,
+                                                  ERR.READ_SLVERR), 0)
+
+        # ---- input buffer: 2 slots of ibuf_depth pixels × p_ic channels ---------------------
+        m.submodules.ibuf = ibuf = memory.Memory(shape=cfg.data_width, depth=2 * cfg.ibuf_depth,
+                                                 init=[])
+        ibuf_w = ibuf.write_port()
+        ibuf_r = ibuf.read_port()
+        islot_busy = Signal(2)  # loader owns or filled the slot; cleared when compute releases
+        islot_full = Signal(2)  # all of the slot's data arrived
+        islot_release = Signal(2)
+        islot_claim = Signal(2)
+        islot_fill = Signal(2)
+        m.d.sync += [islot_busy.eq((islot_busy | islot_claim) & ~islot_release),
+                     islot_full.eq((islot_full | islot_fill) & ~islot_release)]
+
+        # Input loader: per (tile, og, ig), the tile's input rows of group ig (contiguous in DDR).
+        m.submodules.in_tags = in_tags = fifo.SyncFIFOBuffered(width=1, depth=16)
+        ireq = arb.req0
+        li_c0w = Signal(24)  # tile's first conv row × W
+        li_c0 = Signal(16)
+        li_og = Signal(8)
+        li_ig = Signal(8)
+        li_igbase = Signal(32)  # ig × in_plane
+        li_slot = Signal()
+        li_addr = Signal(cfg.addr_width)
+        li_rem = Signal(24)
+        li_i0w = Mux(k3 & (li_c0 != 0), li_c0w - d.width, li_c0w)
+        li_c1w = _min(li_c0w + d.tile_pix + Mux(p2s1, d.width, 0), d.in_plane)
+        li_i1w = _min(li_c1w + Mux(k3, d.width, 0), d.in_plane)
+        li_blen = burst_beats(li_addr, li_rem, cfg.max_burst, beat_bytes)
+        with m.FSM(name="in_loader"):
+            with m.State("SLOT"):
+                with m.If(run & (li_c0w < d.in_plane) & ~islot_busy.bit_select(li_slot, 1)):
+                    m.d.comb += islot_claim.eq(Mux(li_slot, 0b10, 0b01))
+                    m.d.sync += [
+                        li_addr.eq(d.in_addr + (li_igbase + li_i0w) * beat_bytes),
+                        li_rem.eq(li_i1w - li_i0w),
+                    ]
+                    m.next = "BURST"
+            with m.State("BURST"):
+                m.d.comb += [
+                    ireq.valid.eq(run & in_tags.w_rdy), ireq.addr.eq(li_addr),
+                    ireq.len.eq(li_blen - 1),
+                    in_tags.w_en.eq(ireq.ready), in_tags.w_data.eq(li_rem == li_blen),
+                ]
+                with m.If(ireq.ready):
+                    m.d.sync += [li_addr.eq(li_addr + li_blen * beat_bytes),
+                                 li_rem.eq(li_rem - li_blen)]
+                    with m.If(li_rem == li_blen):
+                        m.d.sync += [li_slot.eq(~li_slot), li_igbase.eq(li_igbase + d.in_plane),
+                                     li_ig.eq(li_ig + 1)]
+                        with m.If(li_ig == d.in_groups - 1):
+                            m.d.sync += [li_ig.eq(0), li_igbase.eq(0), li_og.eq(li_og + 1)]
+                            with m.If(li_og == d.og_passes - 1):
+                                m.d.sync += [li_og.eq(0), li_c0.eq(li_c0 + d.tile_conv_rows),
+                                             li_c0w.eq(li_c0w + d.tile_pix)]
+                        m.next = "SLOT"
+        # Receive side: data lands at the running pointer of the slot being filled.
+        ri_slot = Signal()
+        ri_ptr = Signal(range(cfg.ibuf_depth))
+        m.d.comb += [
+            ibuf_w.addr.eq(Cat(ri_ptr, ri_slot)), ibuf_w.data.eq(axi.rdata), ibuf_w.en.eq(r_in),
+            in_tags.r_en.eq(r_in & axi.rlast),
+        ]
+        with m.If(r_in):
+            m.d.sync += ri_ptr.eq(ri_ptr + 1)
+            with m.If(axi.rlast & in_tags.r_data[0]):
+                m.d.sync += [ri_slot.eq(~ri_slot), ri_ptr.eq(0)]
+                m.d.comb += islot_fill.eq(Mux(ri_slot, 0b10, 0b01))
+
+        # ---- weight loader: requant params then weights, per (tile, og) ---------------------
+        m.submodules.w_tags = w_tags = fifo.SyncFIFOBuffered(width=1, depth=16)
+        m.submodules.wfifo = wfifo = fifo.SyncFIFOBuffered(width=cfg.data_width,
+                                                                depth=cfg.weight_fifo_depth)
+        wreq = arb.req1
+        pslot_busy = Signal(2)  # loader filled (or fills) the slot; the drain frees it
+        pslot_release = Signal(2)
+        pslot_claim = Signal(2)
+        m.d.sync += pslot_busy.eq((pslot_busy | pslot_claim) & ~pslot_release)
+        lw_c0w = Signal(24)
+        lw_og = Signal(8)
+        lw_slot = Signal()
+        lw_poff = Signal(cfg.addr_width)  # byte offsets into the requant table / weight stream
+        lw_woff = Signal(cfg.addr_width)
+        lw_paddr = d.param_addr + lw_poff
+        lw_waddr = d.w_addr + lw_woff
+        lw_rem = Signal(24)
+        credits = Signal(range(cfg.weight_fifo_depth + 1), init=cfg.weight_fifo_depth)
+        wf_pop = Signal()
+        param_beats = 2 * p_oc
+        lw_pblen = burst_beats(lw_paddr, lw_rem, cfg.max_burst, beat_bytes)
+        lw_wblen = burst_beats(lw_waddr, lw_rem, cfg.max_burst, beat_bytes)
+        credit_take = Signal(range(cfg.weight_fifo_depth + 1))
+        m.d.sync += credits.eq(credits - credit_take + wf_pop)
+        with m.FSM(name="w_loader"):
+            with m.State("SLOT"):
+                with m.If(run & (lw_c0w < d.in_plane) & ~pslot_busy.bit_select(lw_slot, 1)):
+                    m.d.comb += pslot_claim.eq(Mux(lw_slot, 0b10, 0b01))
+                    m.d.sync += lw_rem.eq(param_beats)
+                    m.next = "PARAMS"
+            with m.State("PARAMS"):
+                m.d.comb += [
+                    wreq.valid.eq(run & w_tags.w_rdy), wreq.addr.eq(lw_paddr),
+                    wreq.len.eq(lw_pblen - 1), w_tags.w_en.eq(wreq.ready), w_tags.w_data.eq(1),
+                ]
+                with m.If(wreq.ready):
+                    m.d.sync += [lw_poff.eq(lw_poff + lw_pblen * beat_bytes),
+                                 lw_rem.eq(lw_rem - lw_pblen)]
+                    with m.If(lw_rem == lw_pblen):
+                        m.d.sync += lw_rem.eq(d.og_weight_beats)
+                        m.next = "WEIGHTS"
+            with m.State("WEIGHTS"):
+                m.d.comb += [
+                    wreq.valid.eq(run & w_tags.w_rdy & (credits >= lw_wblen)),
+                    wreq.addr.eq(lw_waddr), wreq.len.eq(lw_wblen - 1),
+                    w_tags.w_en.eq(wreq.ready), w_tags.w_data.eq(0),
+                    credit_take.eq(Mux(wreq.ready, lw_wblen, 0)),
+                ]
+                with m.If(wreq.ready):
+                    m.d.sync += [lw_woff.eq(lw_woff + lw_wblen * beat_bytes),
+                                 lw_rem.eq(lw_rem - lw_wblen)]
+                    with m.If(lw_rem == lw_wblen):
+                        m.d.sync += [lw_slot.eq(~lw_slot), lw_og.eq(lw_og + 1)]
+                        with m.If(lw_og == d.og_passes - 1):
+                            m.d.sync += [lw_og.eq(0), lw_c0w.eq(lw_c0w + d.tile_pix),
+                                         lw_poff.eq(0), lw_woff.eq(0)]
+                        m.next = "SLOT"
+        # Receive: params into the slot's registers, weights into the FIFO.
+        params = Array(Signal(cfg.data_width, name=f"param{i}") for i in range(2 * param_beats))
+        rw_slot = Signal()
+        rw_idx = Signal(range(param_beats))
+        m.d.comb += [
+            w_tags.r_en.eq(r_w & axi.rlast),
+            wfifo.w_data.eq(axi.rdata), wfifo.w_en.eq(r_w & ~w_tags.r_data[0]),
+        ]
+        with m.If(r_w & w_tags.r_data[0]):
+            m.d.sync += [params[Cat(rw_idx, rw_slot)].eq(axi.rdata), rw_idx.eq(rw_idx + 1)]
+            with m.If(rw_idx == param_beats - 1):
+                m.d.sync += [rw_idx.eq(0), rw_slot.eq(~rw_slot)]
+
+        # ---- shadow weights ------------------------------------------------------------------
+        w_layout = data.ArrayLayout(data.ArrayLayout(signed(8), p_ic), p_oc)
+        shadow = Signal(w_layout)
+        active = Signal(w_layout)
+        shadow_valid = Signal()
+        fill_idx = Signal(range(p_oc))
+        m.d.comb += [wfifo.r_en.eq(~shadow_valid), wf_pop.eq(~shadow_valid & wfifo.r_rdy)]
+        with m.If(wf_pop):
+            m.d.sync += [shadow.as_value().word_select(fill_idx, p_ic * 8).eq(wfifo.r_data),
+                         fill_idx.eq(fill_idx + 1)]
+            with m.If(fill_idx == p_oc - 1):
+                m.d.sync += [fill_idx.eq(0), shadow_valid.eq(1)]
+
+        # ---- accumulator banks ----------------------------------------------------------------
+        acc_layout = data.ArrayLayout(signed(32), p_oc)
+        banks = []
+        for b in range(2):
+            bank = memory.Memory(shape=acc_layout, depth=cfg.acc_depth, init=[])
+            m.submodules[f"bank{b}"] = bank
+            banks.append((bank.read_port(), bank.write_port()))
+        FREE, COMPUTE, FULL = 0, 1, 2
+        bank_state = Array(Signal(2, name=f"bank_state{b}") for b in range(2))
+
+        # ---- compute: pass sequencing ------------------------------------------------------
+        # "next" counters name the next pass to start; they advance when it starts.
+        n_c0 = Signal(16)
+        n_c0w = Signal(24)
+        n_og = Signal(8)
+        n_ig = Signal(8)
+        n_ky = Signal(2)
+        n_kx = Signal(2)
+        n_islot = Signal()
+        n_bslot = Signal()
+        n_more = n_c0w < d.in_plane
+        n_first = (n_ig == 0) & (n_ky == 0) & (n_kx == 0)
+        kmax = Mux(k3, 2, 0)
+        n_lastk = (n_ky == kmax) & (n_kx == kmax)
+        n_c1w = _min(n_c0w + d.tile_pix + Mux(p2s1, d.width, 0), d.in_plane)
+        n_npix = n_c1w - n_c0w
+        n_tile_off = Mux(k3 & (n_c0 != 0), d.width, 0)
+        # (ky-1)·W + (kx-1) for 3×3; 0 for 1×1.
+        n_koff = Mux(k3, Mux(n_ky == 0, -d.width, Mux(n_ky == 2, d.width, 0)) + n_kx - 1, 0)
+        ibuf_ready = islot_full.bit_select(n_islot, 1)
+        bank_free = bank_state[n_bslot] == FREE
+        can_start = n_more & ibuf_ready & shadow_valid & (~n_first | bank_free)
+
+        # running pass
+        r_npix = Signal(24)
+        r_len = Signal(24)
+        r_first = Signal()
+        r_lastk = Signal()
+        r_lastog = Signal()
+        r_islot = Signal()
+        r_bslot = Signal()
+        r_ky = Signal(2)
+        r_kx = Signal(2)
+        pix = Signal(24)
+        px = Signal(16)
+        cr = Signal(16)  # conv row of the current pixel
+        rowaddr = Signal(signed(26))  # ibuf address of (cr + ky - 1, -1 + kx) within the slot
+        running = Signal()
+        # The new pass's weights reach the multipliers one cycle after it starts, when its first
+        # pixel does (the previous pass's last pixel is still in stage B in between).
+        swap = Signal()
+        m.d.sync += swap.eq(0)
+        with m.If(swap):
+            m.d.sync += active.eq(shadow)
+        pass_end = running & (pix == r_len - 1)
+        start_pass = (~running | pass_end) & run & can_start
+        with m.If(pass_end & r_lastk):
+            m.d.comb += islot_release.eq(Mux(r_islot, 0b10, 0b01))
+        with m.If(pass_end & ~start_pass):
+            m.d.sync += running.eq(0)
+        with m.If(start_pass):
+            m.d.sync += [
+                running.eq(1), swap.eq(1), shadow_valid.eq(0),
+                r_npix.eq(n_npix), r_len.eq(Mux(n_npix < cfg.min_pass, cfg.min_pass, n_npix)),
+                r_first.eq(n_first), r_lastk.eq(n_lastk),
+                r_lastog.eq(n_lastk & (n_ig == d.in_groups - 1)),
+                r_islot.eq(n_islot), r_bslot.eq(n_bslot), r_ky.eq(n_ky), r_kx.eq(n_kx),
+                pix.eq(0), px.eq(0), cr.eq(n_c0),
+                rowaddr.eq(n_tile_off + n_koff),
+            ]
+            with m.If(n_first):
+                m.d.sync += bank_state[n_bslot].eq(COMPUTE)
+            # advance the next-pass counters: kx, ky, ig, og, tile
+            m.d.sync += n_kx.eq(n_kx + 1)
+            with m.If(n_kx == kmax):
+                m.d.sync += [n_kx.eq(0), n_ky.eq(n_ky + 1)]
+                with m.If(n_ky == kmax):
+                    m.d.sync += [n_ky.eq(0), n_ig.eq(n_ig + 1), n_islot.eq(~n_islot)]
+                    with m.If(n_ig == d.in_groups - 1):
+                        m.d.sync += [n_ig.eq(0), n_og.eq(n_og + 1), n_bslot.eq(~n_bslot)]
+                        with m.If(n_og == d.og_passes - 1):
+                            m.d.sync += [n_og.eq(0), n_c0.eq(n_c0 + d.tile_conv_rows),
+                                         n_c0w.eq(n_c0w + d.tile_pix)]
+        with m.Elif(running):
+            m.d.sync += [pix.eq(pix + 1), px.eq(px + 1)]
+            with m.If(px == d.width - 1):
+                m.d.sync += [px.eq(0), cr.eq(cr + 1), rowaddr.eq(rowaddr + d.width)]
+
+        # ---- compute: pipeline A (address) → B (multiply) → C (add tree) → D (accumulate) --
+        a_valid = running & (pix < r_npix)
+        row_ok = Mux(k3, ((r_ky != 0) | (cr != 0)) & ((r_ky != 2) | (cr != d.height - 1)), 1)
+        col_ok = Mux(k3, ((r_kx != 0) | (px != 0)) & ((r_kx != 2) | (px != d.width - 1)), 1)
+        m.d.comb += ibuf_r.addr.eq(Cat((rowaddr + px)[:len(ibuf_r.addr) - 1], r_islot))
+        b_valid, b_pad, b_first, b_last, b_bslot = (Signal(name=f"b_{n}") for n in
+                                                    ("valid", "pad", "first", "last", "bslot"))
+        b_pix = Signal(range(cfg.acc_depth))
+        m.d.sync += [
+            b_valid.eq(a_valid), b_pad.eq(~(row_ok & col_ok)), b_first.eq(r_first),
+            b_last.eq(r_lastog & (pix == r_npix - 1)), b_bslot.eq(r_bslot), b_pix.eq(pix),
+        ]
+        x_vec = Signal(data.ArrayLayout(signed(8), p_ic))
+        m.d.comb += x_vec.eq(Mux(b_pad, Cat(*[d.pad_value] * p_ic), ibuf_r.data))
+        products = Signal(data.ArrayLayout(data.ArrayLayout(signed(16), p_ic), p_oc))
+        for o in range(p_oc):
+            for i in range(p_ic):
+                m.d.sync += products[o][i].eq(active[o][i] * x_vec[i])
+        c_valid, c_first, c_last, c_bslot = (Signal(name=f"c_{n}") for n in
+                                             ("valid", "first", "last", "bslot"))
+        c_pix = Signal.like(b_pix)
+        m.d.sync += [c_valid.eq(b_valid), c_first.eq(b_first), c_last.eq(b_last),
+                     c_bslot.eq(b_bslot), c_pix.eq(b_pix)]
+        sums = Signal(data.ArrayLayout(signed(20), p_oc))
+        for o in range(p_oc):
+            total = products[o][0]
+            for i in range(1, p_ic):
+                total = total + products[o][i]
+            m.d.sync += sums[o].eq(total)
+        dd_valid, dd_first, dd_last, dd_bslot = (Signal(name=f"d_{n}") for n in
+                                                 ("valid", "first", "last", "bslot"))
+        dd_pix = Signal.like(b_pix)
+        m.d.sync += [dd_valid.eq(c_valid), dd_first.eq(c_first), dd_last.eq(c_last),
+                     dd_bslot.eq(c_bslot), dd_pix.eq(c_pix)]
+        # bias of output channel o of the og in slot s: params word 2·o of slot s, bits [31:0]
+        acc_new = Signal(acc_layout)
+        bank_rdata = Mux(dd_bslot, banks[1][0].data.as_value(), banks[0][0].data.as_value())
+        for o in range(p_oc):
+            bias = Mux(dd_bslot, params[param_beats + 2 * o][:32], params[2 * o][:32])
+            acc_in = Mux(dd_first, bias.as_signed(), bank_rdata[32 * o:32 * o + 32].as_signed())
+            m.d.comb += acc_new[o].eq(acc_in + sums[o])
+        for b, (_, wr) in enumerate(banks):
+            m.d.comb += [wr.addr.eq(dd_pix), wr.data.eq(acc_new),
+                         wr.en.eq(dd_valid & (dd_bslot == b))]
+        with m.If(dd_valid & dd_last):
+            m.d.sync += bank_state[dd_bslot].eq(FULL)
+
+        # ---- drain: bank → requant → maxpool → output FIFO -------------------------------
+        m.submodules.ofifo = ofifo = fifo.SyncFIFOBuffered(width=cfg.data_width,
+                                                                depth=cfg.out_fifo_depth)
+        m.submodules.requant = rq = RequantUnit(p_ic)
+        dr_p0 = Signal(16)  # tile's first output row
+        dr_c0 = Signal(16)
+        dr_og = Signal(8)
+        dr_slot = Signal()
+        dr_sub = Signal(range(n_sub))
+        dr_py = Signal(16)  # output row within the tile
+        dr_px = Signal(16)
+        dr_j = Signal(2)  # window position (pool) or beat of an int32 pixel
+        dr_rowbase = Signal(24)  # (py·step)·W
+        dr_col = Signal(16)  # px·step
+        dr_flush = Signal(range(REQUANT_LATENCY + 4))
+        pooled = d.pool != Pool.NONE
+        step2 = d.pool == Pool.P2S2
+        nwin_last = Mux(pooled | d.out_int32, 3, 0)
+        dr_rows = _min(d.tile_rows, d.out_height - dr_p0)
+        dy = Mux(pooled, dr_j[1], 0)
+        dx = Mux(pooled, dr_j[0], 0)
+        cy = dr_c0 + Mux(step2, dr_py << 1, dr_py) + dy
+        cx = dr_col + dx
+        dr_addr = dr_rowbase + Mux(dy, d.width, 0) + cx
+        dr_room = ofifo.w_level + 8 < cfg.out_fifo_depth
+        dr_issue = Signal()
+        drain_blocked = Signal()
+        draining = Signal()
+        for b, (rd, _) in enumerate(banks):
+            m.d.comb += rd.addr.eq(Mux((bank_state[b] == FULL) & (dr_slot == b), dr_addr, c_pix))
+        with m.FSM(name="drain"):
+            with m.State("WAIT"):
+                with m.If(run & (dr_p0 < d.out_height) & (bank_state[dr_slot] == FULL)):
+                    m.d.sync += [dr_sub.eq(0), dr_py.eq(0), dr_px.eq(0), dr_j.eq(0),
+                                 dr_rowbase.eq(0), dr_col.eq(0)]
+                    m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += draining.eq(1)
+                skip = (dr_og * n_sub + dr_sub) >= d.out_groups
+                with m.If(skip):
+                    m.next = "FLUSH"
+                    m.d.sync += dr_flush.eq(0)
+                with m.Elif(~dr_room):
+                    m.d.comb += drain_blocked.eq(1)
+                with m.Else():
+                    m.d.comb += dr_issue.eq(1)
+                    m.d.sync += dr_j.eq(dr_j + 1)
+                    with m.If(dr_j == nwin_last):
+                        m.d.sync += [dr_j.eq(0), dr_px.eq(dr_px + 1),
+                                     dr_col.eq(dr_col + Mux(step2, 2, 1))]
+                        with m.If(dr_px == d.out_width - 1):
+                            m.d.sync += [dr_px.eq(0), dr_col.eq(0), dr_py.eq(dr_py + 1),
+                                         dr_rowbase.eq(dr_rowbase + Mux(step2, d.width << 1,
+                                                                          d.width))]
+                            with m.If(dr_py == dr_rows - 1):
+                                m.d.sync += [dr_py.eq(0), dr_rowbase.eq(0), dr_sub.eq(dr_sub + 1)]
+                                with m.If(dr_sub == n_sub - 1):
+                                    m.d.sync += dr_flush.eq(0)
+                                    m.next = "FLUSH"
+            with m.State("FLUSH"):
+                m.d.comb += draining.eq(1)
+                m.d.sync += dr_flush.eq(dr_flush + 1)
+                with m.If(dr_flush == REQUANT_LATENCY + 3):
+                    m.d.sync += [bank_state[dr_slot].eq(FREE), dr_slot.eq(~dr_slot),
+                                 dr_og.eq(dr_og + 1)]
+                    m.d.comb += pslot_release.eq(Mux(dr_slot, 0b10, 0b01))
+                    with m.If(dr_og == d.og_passes - 1):
+                        m.d.sync += [dr_og.eq(0), dr_p0.eq(dr_p0 + d.tile_rows),
+                                     dr_c0.eq(dr_c0 + d.tile_conv_rows)]
+                    m.next = "WAIT"
+        # E1: bank data; select the p_ic channels of sub-group dr_sub.
+        e1_valid, e1_pos, e1_first, e1_last, e1_slot = (Signal(name=f"e1_{n}") for n in
+                                                        ("valid", "pos", "first", "last", "slot"))
+        e1_sub = Signal.like(dr_sub)
+        e1_j = Signal(2)
+        m.d.sync += [
+            e1_valid.eq(dr_issue), e1_pos.eq((cy < d.height) & (cx < d.width)),
+            e1_first.eq(dr_j == 0), e1_last.eq(dr_j == nwin_last), e1_slot.eq(dr_slot),
+            e1_sub.eq(dr_sub), e1_j.eq(dr_j),
+        ]
+        e1_acc = Mux(e1_slot, banks[1][0].data.as_value(), banks[0][0].data.as_value())
+        e1_lanes = e1_acc.word_select(e1_sub, 32 * p_ic)
+        m.d.comb += rq.valid_i.eq(e1_valid)
+        for i in range(p_ic):
+            ch = (e1_sub * p_ic + i)[:(p_oc - 1).bit_length()]
+            idx0 = Cat(Const(0, 1), ch, e1_slot)  # params word 2·ch of slot
+            idx1 = Cat(Const(1, 1), ch, e1_slot)
+            m.d.comb += [
+                rq.lane[i].acc.eq(e1_lanes[32 * i:32 * i + 32]),
+                rq.lane[i].shift.eq(params[idx0][32:38]),
+                rq.lane[i].m_pos.eq(params[idx1][:16]),
+                rq.lane[i].m_neg.eq(params[idx1][16:32]),
+            ]
+        # int32 output: beat j carries channels 2j, 2j+1; delayed to line up with requant.
+        wide = Signal(cfg.data_width)
+        m.d.comb += wide.eq(e1_lanes.word_select(e1_j, cfg.data_width))
+        tags = Signal(3)
+        m.d.comb += tags.eq(Cat(e1_pos, e1_first, e1_last))
+        for _ in range(REQUANT_LATENCY):
+            wide_q, tags_q = Signal.like(wide), Signal.like(tags)
+            m.d.sync += [wide_q.eq(wide), tags_q.eq(tags)]
+            wide, tags = wide_q, tags_q
+        e3_pos, e3_first, e3_last = tags[0], tags[1], tags[2]
+        running_max = Signal(data.ArrayLayout(signed(8), p_ic))
+        current = Signal(data.ArrayLayout(signed(8), p_ic))
+        for i in range(p_ic):
+            cand = Mux(e3_pos, rq.y[i], -128)
+            best = Mux(cand > running_max[i], cand, running_max[i])
+            m.d.comb += current[i].eq(Mux(e3_first, cand, best))
+        with m.If(rq.valid_o):
+            m.d.sync += running_max.eq(current)
+        m.d.comb += [
+            ofifo.w_data.eq(Mux(d.out_int32, wide, current)),
+            ofifo.w_en.eq(rq.valid_o & (d.out_int32 | e3_last)),
+        ]
+
+        # ---- writer ------------------------------------------------------------------------
+        m.submodules.writer = writer = _Writer(cfg)
+        for name in ("awid", "awaddr", "awlen", "awsize", "awburst", "awvalid", "wdata", "wstrb",
+                     "wlast", "wvalid", "bready"):
+            m.d.comb += getattr(axi, name).eq(getattr(writer, name))
+        for name in ("awready", "wready", "bid", "bresp", "bvalid"):
+            m.d.comb += getattr(writer, name).eq(getattr(axi, name))
+        m.d.comb += [
+            writer.desc.eq(d), writer.run.eq(run), writer.abort.eq(abort),
+            writer.fifo_data.eq(ofifo.r_data), writer.fifo_level.eq(ofifo.r_level),
+            ofifo.r_en.eq(writer.fifo_pop),
+        ]
+        wr_outstanding = Signal(16)
+        aw_fire = axi.awvalid & axi.awready
+        b_fire = axi.bvalid & axi.bready
+        m.d.sync += wr_outstanding.eq(wr_outstanding + aw_fire - b_fire)
+        write_err = Mux(b_fire & axi.bresp[1], Mux(axi.bresp[0], ERR.WRITE_DECERR,
+                                                   ERR.WRITE_SLVERR), 0)
+        with top.If(self.busy & ((read_err | write_err) != 0)):
+            top.d.sync += [self.error.eq(self.error | read_err | write_err), abort.eq(1)]
+
+        # ---- completion ------------------------------------------------------------------
+        quiet = (rd_outstanding == 0) & (wr_outstanding == 0) & ~axi.arvalid
+        finished = self.busy & ~launch & (
+            (writer.done & (wr_outstanding == 0)) | (abort & quiet & writer.idle))
+        with top.If(finished):
+            top.d.sync += self.busy.eq(0)
+            top.d.comb += self.done.eq(1)
+
+        # ---- performance counters (docs/engine.md defines the attribution) -----------------
+        cnt = self.counters
+        with top.If(launch):
+            top.d.sync += cnt.eq(0)
+        with top.Elif(self.busy):
+            top.d.sync += cnt[0].eq(cnt[0] + 1)
+            with top.If(a_valid):
+                top.d.sync += cnt[1].eq(cnt[1] + 1)
+            with top.Elif(~running & n_more):
+                with top.If(~ibuf_ready):
+                    top.d.sync += cnt[2].eq(cnt[2] + 1)
+                with top.Elif(~shadow_valid):
+                    top.d.sync += cnt[3].eq(cnt[3] + 1)
+                with top.Elif(drain_blocked):
+                    top.d.sync += cnt[5].eq(cnt[5] + 1)
+                with top.Else():
+                    top.d.sync += cnt[4].eq(cnt[4] + 1)
+            with top.Elif(~running):
+                # after the last pass: draining (requant) or blocked by the writer (output)
+                with top.If(draining & ~drain_blocked):
+                    top.d.sync += cnt[4].eq(cnt[4] + 1)
+                with top.Else():
+                    top.d.sync += cnt[5].eq(cnt[5] + 1)
+            with top.If(r_fire):
+                top.d.sync += cnt[6].eq(cnt[6] + beat_bytes)
+            with top.If(axi.wvalid & axi.wready):
+                top.d.sync += cnt[7].eq(cnt[7] + beat_bytes)
+
+        top.submodules.datapath = ResetInserter(launch)(m)
+        return top
+
+
+class Engine(wiring.Component):
+    """The engine with its CSR front end (Wishbone slave, ``CSR`` word map) and AXI4 master.
+
+    Ports
+    -----
+    csr : In(WishboneSignature(addr_width=8, data_width=32))
+    axi : Out(AXI4Signature)
+    irq : Out(1)
+        High while the done bit of STATUS is set.
+    """
+
+    def __init__(self, cfg=None):
+        self.cfg = cfg = cfg or EngineConfig()
+        super().__init__({
+            "csr": In(WishboneSignature(addr_width=8, data_width=32)),
+            "axi": Out(AXI4Signature(addr_width=cfg.addr_width, data_width=cfg.data_width)),
+            "irq": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.core = core = EngineCore(self.cfg)
+        connect(m, wiring.flipped(self.axi), core.axi)
+        desc_words = Array(Signal(32, name=f"desc{i}") for i in range(DESCRIPTOR_WORDS))
+        done = Signal()
+        m.d.comb += [core.desc.eq(Cat(*desc_words)), self.irq.eq(done)]
+        with m.If(core.done):
+            m.d.sync += done.eq(1)
+        with m.If(core.start):
+            m.d.sync += done.eq(0)
+        bus = self.csr
+        m.d.sync += bus.ack.eq(0)
+        with m.If(bus.cyc & bus.stb & ~bus.ack):
+            m.d.sync += bus.ack.eq(1)
+            with m.If(bus.we):
+                with m.If(bus.adr == CSR.CTRL):
+                    m.d.comb += core.start.eq(bus.dat_w[0])
+                for i in range(DESCRIPTOR_WORDS):
+                    with m.If(bus.adr == CSR.DESC + i):
+                        m.d.sync += desc_words[i].eq(bus.dat_w)
+            with m.Else():
+                with m.Switch(bus.adr):
+                    with m.Case(CSR.STATUS):
+                        m.d.sync += bus.dat_r.eq(Cat(core.busy, done, core.error != 0))
+                    with m.Case(CSR.ERROR):
+                        m.d.sync += bus.dat_r.eq(core.error)
+                    with m.Case(CSR.CONFIG):
+                        m.d.sync += bus.dat_r.eq(Cat(Const(self.cfg.p_ic, 8),
+                                                     Const(self.cfg.p_oc, 8)))
+                    for i in range(DESCRIPTOR_WORDS):
+                        with m.Case(CSR.DESC + i):
+                            m.d.sync += bus.dat_r.eq(desc_words[i])
+                    for i in range(len(COUNTERS)):
+                        with m.Case(CSR.COUNTERS + i):
+                            m.d.sync += bus.dat_r.eq(core.counters[i])
+                    with m.Default():
+                        m.d.sync += bus.dat_r.eq(0)
+        return m

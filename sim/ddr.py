@@ -1,0 +1,212 @@
+"""A cocotb AXI4 slave memory: the DDR model behind the engine's master port.
+
+Why our own and not cocotbext-axi's ``AxiRam``: that model runs five coroutines that wake every
+clock (about 18 k beats/s here) and has no notion of DDR latency. This one is a single coroutine
+that acts once per clock while a transfer is in flight and sleeps on signal edges otherwise, with
+a fixed read latency, at most one read beat per cycle (64 bits/cycle at the default width), seeded
+random backpressure on every channel, and error injection by address range.
+
+Timing model: the coroutine runs on the falling edge. There it samples the master's outputs, which
+are stable from the previous rising edge to the next one, drives its own outputs for the next
+rising edge, and commits the handshakes that edge will perform. This assumes (as the AXI4 spec
+requires of VALID, Ref: A3.3.1) that the master's VALID/payload outputs do not depend
+combinationally on this slave's READY/VALID in the same cycle; READY outputs of the master may.
+"""
+
+import random
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+from cocotb.triggers import ClockCycles, FallingEdge, First, RisingEdge
+from cocotb.utils import get_sim_time
+
+__all__ = ["DdrModel", "DdrTiming"]
+
+OKAY, SLVERR, DECERR = 0, 2, 3
+
+
+@dataclass
+class DdrTiming:
+    """Timing knobs of :class:`DdrModel`.
+
+    latency : cycles from the AR handshake to the burst's first R beat
+    write_latency : cycles from the last W beat to the B response
+    ready_prob : probability that ARREADY/AWREADY/WREADY is high in a cycle
+    rvalid_prob : probability that an available R beat is presented in a cycle
+    seed : random seed of the backpressure pattern
+    """
+
+    latency: int = 30
+    write_latency: int = 4
+    ready_prob: float = 1.0
+    rvalid_prob: float = 1.0
+    seed: int = 0
+
+
+class DdrModel:
+    """Byte-addressed memory behind an AXI4 slave port (INCR bursts only).
+
+    Read bursts are served in AR order (allowed: in-order across IDs is a legal slave choice),
+    one beat per cycle at most. Writes honour WSTRB. A burst that touches an injected error range
+    returns that range's response on every beat (reads: data zero) or on its B (writes: nothing is
+    written).
+
+    Parameters
+    ----------
+    dut : cocotb handle holding the bus signals
+    clk : the clock signal
+    size : memory size in bytes
+    prefix : signal-name prefix (Amaranth names the port ``axi__<signal>``)
+    data_width : bits per beat
+    period_ns : clock period (latencies are counted in clock cycles)
+    timing : DdrTiming
+    """
+
+    def __init__(self, dut, clk, size, *, period_ns, prefix="axi__", data_width=64,
+                 timing=None):
+        self.clk, self.period_ns = clk, period_ns
+        self.mem = np.zeros(size, dtype=np.uint8)
+        self.beat = data_width // 8
+        self.timing = timing or DdrTiming()
+        self.rng = random.Random(self.timing.seed)
+        self.errors = []  # (start, end, resp, kind)
+        self.reads = deque()  # [due_cycle, id, beats (list of int), resp]
+        self.aws = deque()  # (addr, beats, id)
+        self.wbeats = []  # (data, strb) of the burst being received
+        self.bresps = deque()  # [due_cycle, id, resp]
+        self.stats = {"read_beats": 0, "write_beats": 0}
+        sig = {n: getattr(dut, prefix + n) for n in (
+            "arvalid", "arready", "araddr", "arlen", "arid", "rvalid", "rready", "rdata", "rid",
+            "rresp", "rlast", "awvalid", "awready", "awaddr", "awlen", "awid", "wvalid",
+            "wready", "wdata", "wstrb", "wlast", "bvalid", "bready", "bid", "bresp")}
+        self.s = type("Signals", (), sig)
+        for name in ("arready", "rvalid", "awready", "wready", "bvalid"):
+            sig[name].value = 0
+
+    # -- memory access for the testbench -------------------------------------------------------
+    def write(self, addr, data):
+        """Store ``data`` (bytes or uint8 array) at byte address ``addr``."""
+        data = np.frombuffer(bytes(data), dtype=np.uint8)
+        self.mem[addr:addr + len(data)] = data
+
+    def read(self, addr, length):
+        """Return ``length`` bytes from ``addr`` as a uint8 array (a copy)."""
+        return self.mem[addr:addr + length].copy()
+
+    def inject_error(self, start, end, resp=SLVERR, kind="r"):
+        """Answer bursts touching bytes ``[start, end)`` with ``resp`` (kind ``"r"``/``"w"``)."""
+        self.errors.append((start, end, resp, kind))
+
+    def _resp(self, addr, nbytes, kind):
+        for start, end, resp, k in self.errors:
+            if k == kind and addr < end and start < addr + nbytes:
+                return resp
+        return OKAY
+
+    # -- the bus process ----------------------------------------------------------------------
+    async def run(self):
+        """The bus process; start it with ``cocotb.start_soon(model.run())``."""
+        s = self.s
+        await FallingEdge(self.clk)
+        while True:
+            arvalid, awvalid = int(s.arvalid.value), int(s.awvalid.value)
+            wvalid = int(s.wvalid.value)
+            if not (arvalid or awvalid or wvalid or self.aws or self.wbeats):
+                now = self._cycle_now()
+                due = [q[0][0] for q in (self.reads, self.bresps) if q]
+                if not due or min(due) > now:
+                    # Nothing to do this cycle: sleep until a VALID rises or a response is due.
+                    self._quiesce()
+                    triggers = [RisingEdge(s.arvalid), RisingEdge(s.awvalid),
+                                RisingEdge(s.wvalid)]
+                    if due:
+                        triggers.append(ClockCycles(self.clk, min(due) - now, rising=False))
+                    if not isinstance(await First(*triggers), ClockCycles):
+                        await FallingEdge(self.clk)
+                    continue
+            self._step(arvalid, awvalid, wvalid)
+            await FallingEdge(self.clk)
+
+    def _quiesce(self):
+        for name in ("arready", "awready", "wready", "rvalid", "bvalid"):
+            getattr(self.s, name).value = 0
+
+    def _cycle_now(self):
+        return int(get_sim_time("ns") // self.period_ns)
+
+    def _step(self, arvalid, awvalid, wvalid):
+        s, t, rng = self.s, self.timing, self.rng
+        now = self._cycle_now()
+        # AR
+        arready = rng.random() < t.ready_prob
+        s.arready.value = int(arready)
+        if arvalid and arready:
+            addr, n = int(s.araddr.value), int(s.arlen.value) + 1
+            resp = self._resp(addr, n * self.beat, "r")
+            if resp == OKAY:
+                beats = np.frombuffer(self.mem[addr:addr + n * self.beat].tobytes(),
+                                      dtype=f"<u{self.beat}").tolist()
+            else:
+                beats = [0] * n
+            self.reads.append([now + t.latency, int(s.arid.value), beats, resp])
+        # R
+        rvalid = False
+        if self.reads and self.reads[0][0] <= now and rng.random() < t.rvalid_prob:
+            due, rid, beats, resp = self.reads[0]
+            rvalid = True
+            s.rdata.value = beats[0]
+            s.rid.value = rid
+            s.rresp.value = resp
+            s.rlast.value = int(len(beats) == 1)
+            if int(s.rready.value):
+                beats.pop(0)
+                self.stats["read_beats"] += 1
+                if not beats:
+                    self.reads.popleft()
+        s.rvalid.value = int(rvalid)
+        # AW
+        awready = rng.random() < t.ready_prob
+        s.awready.value = int(awready)
+        if awvalid and awready:
+            self.aws.append((int(s.awaddr.value), int(s.awlen.value) + 1, int(s.awid.value)))
+        # W
+        wready = rng.random() < t.ready_prob
+        s.wready.value = int(wready)
+        if wvalid and wready:
+            self.wbeats.append((int(s.wdata.value), int(s.wstrb.value)))
+            self.stats["write_beats"] += 1
+            if int(s.wlast.value):
+                self._commit_write(now)
+        # B
+        bvalid = bool(self.bresps) and self.bresps[0][0] <= now
+        s.bvalid.value = int(bvalid)
+        if bvalid:
+            _, bid, resp = self.bresps[0]
+            s.bid.value = bid
+            s.bresp.value = resp
+            if int(s.bready.value):
+                self.bresps.popleft()
+
+    def _commit_write(self, now):
+        # AW and W are independent channels; a burst's data may complete before its address.
+        if not self.aws:
+            raise RuntimeError("DdrModel: WLAST before any write address (unsupported order)")
+        addr, n, wid = self.aws.popleft()
+        beats, self.wbeats = self.wbeats, []
+        if len(beats) != n:
+            raise RuntimeError(f"DdrModel: write burst at {addr:#x} has {len(beats)} beats, "
+                               f"AWLEN says {n}")
+        resp = self._resp(addr, n * self.beat, "w")
+        if resp == OKAY:
+            full = (1 << self.beat) - 1
+            for i, (value, strb) in enumerate(beats):
+                raw = np.frombuffer(value.to_bytes(self.beat, "little"), dtype=np.uint8)
+                base = addr + i * self.beat
+                if strb == full:
+                    self.mem[base:base + self.beat] = raw
+                else:
+                    for b in range(self.beat):
+                        if strb >> b & 1:
+                            self.mem[base + b] = raw[b]
+        self.bresps.append([now + self.timing.write_latency, wid, resp])
