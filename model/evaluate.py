@@ -119,39 +119,39 @@ def voc_match(dets, gts, difficult, cls: int, thresh: float = 0.5):
     npos : int
         Non-difficult truths of the class.
     """
-    items = []
-    for img, d in enumerate(dets):
-        d = np.asarray(d, np.float64).reshape(-1, 6)
-        for row in d[d[:, 5] == cls]:
-            items.append((row[4], img, row[:4]))
-    order = sorted(range(len(items)), key=lambda k: -items[k][0])  # stable
-    taken = [np.zeros(int((np.asarray(g)[:, 4] == cls).sum()), bool) for g in gts]
+    scores, img_of, row_of, ious = [], [], [], []
     gbox, gdiff = [], []
-    for g, df in zip(gts, difficult, strict=True):
+    for img, (d, g, df) in enumerate(zip(dets, gts, difficult, strict=True)):
+        d = np.asarray(d, np.float64).reshape(-1, 6)
+        d = d[d[:, 5] == cls]
         g = np.asarray(g, np.float64).reshape(-1, 5)
         m = g[:, 4] == cls
         gbox.append(g[m, :4])
         gdiff.append(np.asarray(df, bool)[m])
+        ious.append(_iou_matrix(d[:, :4], gbox[-1]))  # (k_img, n_img), one call per image
+        scores.extend(d[:, 4])
+        img_of.extend([img] * len(d))
+        row_of.extend(range(len(d)))
     npos = int(sum((~df).sum() for df in gdiff))
-    scores, tp = [], []
-    for k in order:
-        score, img, box = items[k]
+    taken = [np.zeros(len(b), bool) for b in gbox]
+    kept_scores, tp = [], []
+    for k in np.argsort(-np.asarray(scores), kind="stable"):
+        img, row = img_of[k], row_of[k]
         if len(gbox[img]) == 0:
-            scores.append(score)
+            kept_scores.append(scores[k])
             tp.append(False)
             continue
-        ious = _iou_matrix(box[None], gbox[img])[0]
-        j = int(np.argmax(ious))
-        if ious[j] > thresh:
+        j = int(np.argmax(ious[img][row]))
+        if ious[img][row, j] > thresh:
             if gdiff[img][j]:
                 continue  # matched a difficult truth: neither TP nor FP
-            scores.append(score)
+            kept_scores.append(scores[k])
             tp.append(not taken[img][j])
             taken[img][j] = True
         else:
-            scores.append(score)
+            kept_scores.append(scores[k])
             tp.append(False)
-    return np.array(scores), np.array(tp, bool), npos
+    return np.array(kept_scores), np.array(tp, bool), npos
 
 
 @dataclass

@@ -26,7 +26,7 @@ from model.darknet import load_weights, parse_cfg, save_weights
 from model.data.augment import Augment
 from model.data.dataset import DarknetDataset, SyntheticSource
 from model.data.synthetic import CLASS_NAMES, SyntheticDetection
-from model.detect import do_nms_sort, get_network_boxes
+from model.detect import get_network_boxes
 from model.evaluate import EvalResult, evaluate_detections, plot_pr_curves
 from model.golden import forward_int, quantize_input
 from model.network import Network, RegionLayer
@@ -34,12 +34,11 @@ from model.quant import QuantizedNetwork, quantize_network
 from model.train.net import TrainNet
 from model.train.optim import SGD, LRPolicy, init_conv_params
 from model.train.qat import QATState, export_quantized
-from model.train.region import RegionStats, region_activate
+from model.train.region import RegionStats, box_iou, region_activate
 
 __all__ = [
     "DEFAULT_CFG",
     "TrainResult",
-    "detections_to_array",
     "evaluate",
     "evaluate_network",
     "train",
@@ -65,27 +64,51 @@ class TrainResult:
     metrics: dict = field(default_factory=dict)
 
 
-def detections_to_array(dets, classes: int) -> np.ndarray:
-    """Darknet detections to evaluator rows ``(x, y, w, h, score, class)``, one per non-zero score.
-
-    As darknet's ``print_detector_detections``: every (box, class) whose score survived NMS.
-    """
-    rows = [(d.x, d.y, d.w, d.h, float(d.probs[k]), k)
-            for d in dets for k in range(classes) if d.probs[k] > 0]
-    return np.array(rows, np.float64).reshape(-1, 6)
-
-
 def _region_chw(act: np.ndarray) -> np.ndarray:
     """(H, W, num, entries) activated region output -> darknet's (num·entries, H, W)."""
     h, w, num, e = act.shape
     return act.transpose(2, 3, 0, 1).reshape(num * e, h, w)
 
 
-def _detect(region_out, region: RegionLayer, net_hw, img_wh):
-    dets = get_network_boxes(region_out, region, net_hw[1], net_hw[0], img_wh[0], img_wh[1],
-                             EVAL_THRESH)
-    do_nms_sort(dets, region.classes, EVAL_NMS)
-    return detections_to_array(dets, region.classes)
+def _nms(boxes: np.ndarray, probs: np.ndarray, thresh: float) -> np.ndarray:
+    """Darknet's per-class greedy NMS (``do_nms_sort``) on arrays; returns the kept scores.
+
+    Same rule as :func:`model.detect.do_nms_sort` -- per class, by decreasing score (stable), a
+    box with a non-zero score zeroes the score of every later box overlapping it by more than
+    ``thresh`` -- with one IoU matrix per image instead of one IoU call per pair, which makes
+    evaluating hundreds of images per checkpoint affordable.
+
+    Parameters
+    ----------
+    boxes : array, shape (n, 4)
+    probs : array, shape (n, classes)
+
+    Returns
+    -------
+    probs : array, shape (n, classes)
+    """
+    probs = probs.copy()
+    iou = box_iou(boxes[:, None, :], boxes[None, :, :])
+    for k in range(probs.shape[1]):
+        order = np.argsort(-probs[:, k], kind="stable")
+        for pos, i in enumerate(order):
+            if probs[i, k] == 0:
+                break
+            later = order[pos + 1 :]
+            probs[later[iou[i, later] > thresh], k] = 0
+    return probs
+
+
+def _detect(region_out, region: RegionLayer, net_hw, img_wh) -> np.ndarray:
+    """Darknet's validation detections of one image as rows ``(x, y, w, h, score, class)``."""
+    dets = [d for d in get_network_boxes(region_out, region, net_hw[1], net_hw[0], img_wh[0],
+                                         img_wh[1], EVAL_THRESH) if d.objectness > 0]
+    if not dets:
+        return np.zeros((0, 6))
+    boxes = np.array([(d.x, d.y, d.w, d.h) for d in dets], np.float64)
+    probs = _nms(boxes, np.array([d.probs for d in dets], np.float64), EVAL_NMS)
+    i, k = np.nonzero(probs > 0)
+    return np.column_stack([boxes[i], probs[i, k], k])
 
 
 def evaluate_network(model, source, count: int, names=None, batch: int = 64) -> EvalResult:
@@ -133,17 +156,16 @@ def _sources(network: Network, synthetic: bool, data, valid, seed: int, test_ima
             raise ValueError(f"the synthetic set has {len(CLASS_NAMES)} classes, the cfg "
                              f"{network.region.classes}")
         return train, test, calib, list(CLASS_NAMES)
-    if data is None:
-        raise ValueError("give a list file (data=...) or synthetic=True")
+    if data is None and valid is None:
+        raise ValueError("give a list file (data=... or valid=...) or synthetic=True")
     classes = network.region.classes
-    jitter = float(network.region.options.get("jitter", 0.2))
     opts = network.options
-    aug = Augment(jitter=jitter, hue=float(opts.get("hue", 0)),
-                  saturation=float(opts.get("saturation", 1)),
+    aug = Augment(jitter=float(network.region.options.get("jitter", 0.2)),
+                  hue=float(opts.get("hue", 0)), saturation=float(opts.get("saturation", 1)),
                   exposure=float(opts.get("exposure", 1)))
-    train = DarknetDataset(data, classes, w, h, aug)
+    train = DarknetDataset(data, classes, w, h, aug) if data else None
     test = DarknetDataset(valid, classes, w, h) if valid else None
-    return train, test, train, [str(k) for k in range(classes)]
+    return train, test, train or test, [str(k) for k in range(classes)]
 
 
 def _plot_curves(history: dict, path: Path) -> None:
@@ -165,7 +187,7 @@ def _plot_curves(history: dict, path: Path) -> None:
         ax2.legend(loc="upper right")
     ax.legend(loc="upper left")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.12, right=0.88, bottom=0.12, top=0.95)
     fig.savefig(path)
     plt.close(fig)
 
@@ -256,14 +278,16 @@ def train(
         qat_batches = max_batches if init_weights else max_batches // 5
     qat_start = max_batches - qat_batches if qat else max_batches + 1
 
+    last = out / f"{stem}_last.weights"
+    state_path = out / "train_state.npz"
+    resuming = resume and last.exists() and state_path.exists()
+    if resuming:  # before TrainNet and SGD take references to the parameter arrays
+        load_weights(net, last)
     tn = TrainNet(net)
     opt = SGD(tn.params(), float(net.options.get("momentum", 0.9)),
               float(net.options.get("decay", 0.0005)))
     history = {"batch": [], "avg_loss": [], "eval_batch": [], "map": []}
-    last = out / f"{stem}_last.weights"
-    state_path = out / "train_state.npz"
-    if resume and last.exists() and state_path.exists():
-        load_weights(net, last)
+    if resuming:
         history, tn.qat = _load_state(state_path, opt)
     train_src, test_src, calib_src, names = _sources(net, synthetic, data, valid, seed,
                                                      test_images)
