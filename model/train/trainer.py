@@ -259,12 +259,11 @@ def train(
     shutil.copyfile(cfg_path, out / f"{stem}.cfg")
     if data is not None:
         synthetic = False
-    rng = np.random.default_rng(seed)
     if init_weights:
         load_weights(net, init_weights)
         net.seen = 0
     else:
-        init_conv_params(net, rng)
+        init_conv_params(net, np.random.default_rng(seed))
     policy = LRPolicy.from_options(net.options)
     max_batches = max_batches or policy.max_batches
     if max_batches <= 0:
@@ -310,6 +309,8 @@ def train(
                 epoch, pos = divmod(net.seen, len(train_src))
                 perm = np.random.default_rng([seed, epoch]).permutation(len(train_src))
                 idx = [perm[(pos + k) % len(perm)] for k in range(mini)]
+            # Augmentation draws depend only on (seed, images seen): resuming replays them.
+            rng = np.random.default_rng([seed, net.seen])
             items = [train_src.sample(int(i), rng) for i in idx]
             x = np.stack([im for im, _ in items]).transpose(0, 2, 3, 1)
             net.seen += mini
