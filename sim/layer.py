@@ -66,6 +66,7 @@ def params_to_ddr(bias, m_pos, m_neg, shift, p_oc):
     o = len(bias)
     n = _ceil(o, p_oc) * p_oc
     words = np.zeros((n, 2), dtype=np.uint64)
+    words[o:, 0] = np.uint64(1) << np.uint64(32)  # padded channels: shift 1, all else 0 -> out 0
     words[:o, 0] = (np.asarray(bias, np.int64) & 0xFFFFFFFF).astype(np.uint64) \
         | (np.asarray(shift, np.uint64) << np.uint64(32))
     words[:o, 1] = np.asarray(m_pos, np.uint64) | (np.asarray(m_neg, np.uint64) << np.uint64(16))
