@@ -44,6 +44,16 @@ class DdrTiming:
     seed: int = 0
 
 
+def _bit(signal):
+    """A 1-bit master output as 0/1. Icarus shows X on outputs of Amaranth's ``always @*``
+    blocks until one of their inputs first changes (they are not evaluated at time 0); that X is
+    a simulator artifact, read as 0."""
+    try:
+        return int(signal.value)
+    except ValueError:
+        return 0
+
+
 class DdrModel:
     """Byte-addressed memory behind an AXI4 slave port (INCR bursts only).
 
@@ -110,8 +120,7 @@ class DdrModel:
         s = self.s
         await FallingEdge(self.clk)
         while True:
-            arvalid, awvalid = int(s.arvalid.value), int(s.awvalid.value)
-            wvalid = int(s.wvalid.value)
+            arvalid, awvalid, wvalid = _bit(s.arvalid), _bit(s.awvalid), _bit(s.wvalid)
             if not (arvalid or awvalid or wvalid or self.aws or self.wbeats):
                 now = self._cycle_now()
                 due = [q[0][0] for q in (self.reads, self.bresps) if q]

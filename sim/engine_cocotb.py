@@ -36,7 +36,6 @@ class TB:
         self.dut = dut
         Clock(dut.clk, PERIOD_NS, unit="ns", impl="gpi").start()
         self.ddr = DdrModel(dut, dut.clk, MEM_SIZE, period_ns=PERIOD_NS, timing=timing)
-        cocotb.start_soon(self.ddr.run())
         for name in ("cyc", "stb", "we", "adr", "dat_w"):
             getattr(dut, "csr__" + name).value = 0
 
@@ -45,6 +44,8 @@ class TB:
         await ClockCycles(self.dut.clk, 4)
         self.dut.rst.value = 0
         await FallingEdge(self.dut.clk)
+        # The bus model starts after reset: before it, 4-state simulators show X on the bus.
+        cocotb.start_soon(self.ddr.run())
 
     async def _csr(self, adr, we, value=0):
         # Drive on the falling edge; ACK is a registered response (Ref: Wishbone B4 3.2.3).
