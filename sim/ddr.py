@@ -84,6 +84,7 @@ class DdrModel:
         self.reads = deque()  # [due_cycle, id, beats (list of int), resp]
         self.aws = deque()  # (addr, beats, id)
         self.wbeats = []  # (data, strb) of the burst being received
+        self.wbursts = deque()  # complete W bursts whose address has not arrived yet
         self.bresps = deque()  # [due_cycle, id, resp]
         self.stats = {"read_beats": 0, "write_beats": 0}
         sig = {n: getattr(dut, prefix + n) for n in (
@@ -121,7 +122,7 @@ class DdrModel:
         await FallingEdge(self.clk)
         while True:
             arvalid, awvalid, wvalid = _bit(s.arvalid), _bit(s.awvalid), _bit(s.wvalid)
-            if not (arvalid or awvalid or wvalid or self.aws or self.wbeats):
+            if not (arvalid or awvalid or wvalid or self.aws or self.wbeats or self.wbursts):
                 now = self._cycle_now()
                 due = [q[0][0] for q in (self.reads, self.bresps) if q]
                 if not due or min(due) > now:
@@ -152,6 +153,9 @@ class DdrModel:
         s.arready.value = int(arready)
         if arvalid and arready:
             addr, n = int(s.araddr.value), int(s.arlen.value) + 1
+            # INCR bursts move on aligned beats; an unaligned start address only means the
+            # master ignores the first beat's lower lanes (Ref: AMBA AXI4 spec A3.4.1).
+            addr -= addr % self.beat
             resp = self._resp(addr, n * self.beat, "r")
             if resp == OKAY:
                 beats = np.frombuffer(self.mem[addr:addr + n * self.beat].tobytes(),
@@ -186,7 +190,12 @@ class DdrModel:
             self.wbeats.append((int(s.wdata.value), int(s.wstrb.value)))
             self.stats["write_beats"] += 1
             if int(s.wlast.value):
-                self._commit_write(now)
+                self.wbursts.append(self.wbeats)
+                self.wbeats = []
+        # AW and W are independent channels (Ref: AMBA AXI4 spec A3.3.1): a burst's data may
+        # complete before its address; commit in order once both are here.
+        while self.aws and self.wbursts:
+            self._commit_write(now)
         # B
         bvalid = bool(self.bresps) and self.bresps[0][0] <= now
         s.bvalid.value = int(bvalid)
@@ -198,11 +207,9 @@ class DdrModel:
                 self.bresps.popleft()
 
     def _commit_write(self, now):
-        # AW and W are independent channels; a burst's data may complete before its address.
-        if not self.aws:
-            raise RuntimeError("DdrModel: WLAST before any write address (unsupported order)")
         addr, n, wid = self.aws.popleft()
-        beats, self.wbeats = self.wbeats, []
+        addr -= addr % self.beat  # WSTRB marks the lanes of an unaligned start (A3.4.1)
+        beats = self.wbursts.popleft()
         if len(beats) != n:
             raise RuntimeError(f"DdrModel: write burst at {addr:#x} has {len(beats)} beats, "
                                f"AWLEN says {n}")

@@ -26,7 +26,7 @@ from cocotb_tools.runner import get_results, get_runner
 from hdl.descriptor import EngineConfig
 from hdl.engine import Engine
 
-__all__ = ["BUILD_ROOT", "build_engine", "engine_verilog", "run_jobs"]
+__all__ = ["BUILD_ROOT", "build_engine", "build_top", "run_cocotb", "run_jobs"]
 
 BUILD_ROOT = Path(__file__).resolve().parents[1] / "build" / "sim"
 TOPLEVEL = "owlet_engine"
@@ -53,43 +53,68 @@ def _toolchain_env():
     return env
 
 
-def engine_verilog(cfg):
-    """Verilog text of the engine top for ``cfg``."""
-    return verilog.convert(Engine(cfg), name=TOPLEVEL, emit_src=False)
-
-
-def _source_key(cfg, sim, waves):
-    """Hash of everything the simulator binary depends on: the RTL sources, the configuration,
-    the Amaranth version, the simulator and the waveform switch. Hashing the sources rather than
-    the emitted Verilog lets a cached build skip the (seconds-long) Verilog conversion."""
+def _source_key(key, sim, waves):
+    """Hash of everything a simulator binary depends on: the RTL sources, ``key`` (the top and
+    its configuration), the Amaranth version, the simulator and the waveform switch. Hashing the
+    sources rather than the emitted Verilog lets a cached build skip the Verilog conversion."""
     import amaranth
 
-    digest = hashlib.sha256(f"{cfg!r}{sim}{waves}{amaranth.__version__}".encode())
-    for path in sorted((Path(__file__).resolve().parents[1] / "hdl").glob("*.py")):
+    digest = hashlib.sha256(f"{key}{sim}{waves}{amaranth.__version__}".encode())
+    root = Path(__file__).resolve().parents[1]
+    for path in sorted([*(root / "hdl").glob("*.py"), root / "sim" / "axi_wire.py"]):
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 
-def build_engine(cfg=None, *, sim=None, waves=None):
-    """Build (or reuse) the simulator binary of the engine; return its build directory."""
-    cfg = cfg or EngineConfig()
+def build_top(make_top, toplevel, key, *, sim=None, waves=None):
+    """Build (or reuse) the simulator binary of the Amaranth component ``make_top()``.
+
+    Returns its build directory ``build/sim/<sim>-<hash>``; concurrent callers wait on a lock.
+    """
     sim = sim or _simulator()
     waves = _waves() if waves is None else waves
-    build_dir = BUILD_ROOT / f"{sim}-{_source_key(cfg, sim, waves)}"
+    build_dir = BUILD_ROOT / f"{sim}-{_source_key((toplevel, key), sim, waves)}"
     build_dir.mkdir(parents=True, exist_ok=True)
     stamp = build_dir / "built.ok"
     with open(build_dir / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not stamp.exists():
-            source = build_dir / f"{TOPLEVEL}.v"
-            source.write_text(engine_verilog(cfg))
+            source = build_dir / f"{toplevel}.v"
+            source.write_text(verilog.convert(make_top(), name=toplevel, emit_src=False))
             os.environ.update(_toolchain_env())
             runner = get_runner(sim)
             build_args = ["-Wno-fatal", "-O3"] if sim == "verilator" else []
-            runner.build(sources=[source], hdl_toplevel=TOPLEVEL, build_dir=build_dir,
+            runner.build(sources=[source], hdl_toplevel=toplevel, build_dir=build_dir,
                          build_args=build_args, waves=waves, timescale=("1ns", "1ps"))
             stamp.touch()
     return build_dir
+
+
+def run_cocotb(build_dir, toplevel, test_module, run_name, env, *, sim=None, waves=None):
+    """Run cocotb ``test_module`` on a built top in ``<build_dir>/runs/<run_name>-<worker>``.
+
+    Returns (run directory, whether every cocotb test passed).
+    """
+    sim = sim or _simulator()
+    waves = _waves() if waves is None else waves
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    run_dir = build_dir / "runs" / f"{run_name}-{worker}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.update(_toolchain_env())
+    root = str(Path(__file__).resolve().parents[1])
+    xml = get_runner(sim).test(
+        test_module=test_module, hdl_toplevel=toplevel, hdl_toplevel_lang="verilog",
+        build_dir=build_dir, test_dir=run_dir, waves=waves, timescale=("1ns", "1ps"),
+        extra_env={**env, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")},
+    )
+    _, failed = get_results(xml)
+    return run_dir, failed == 0
+
+
+def build_engine(cfg=None, *, sim=None, waves=None):
+    """Build (or reuse) the simulator binary of :class:`hdl.engine.Engine`."""
+    cfg = cfg or EngineConfig()
+    return build_top(lambda: Engine(cfg), TOPLEVEL, repr(cfg), sim=sim, waves=waves)
 
 
 def run_jobs(jobs, run_name, cfg=None, *, sim=None, waves=None):
@@ -102,8 +127,6 @@ def run_jobs(jobs, run_name, cfg=None, *, sim=None, waves=None):
         ``ok``: whether the cocotb test passed.
     """
     cfg = cfg or EngineConfig()
-    sim = sim or _simulator()
-    waves = _waves() if waves is None else waves
     build_dir = build_engine(cfg, sim=sim, waves=waves)
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     run_dir = build_dir / "runs" / f"{run_name}-{worker}"
@@ -112,16 +135,8 @@ def run_jobs(jobs, run_name, cfg=None, *, sim=None, waves=None):
     with open(jobs_file, "wb") as f:
         pickle.dump({"cfg": cfg, "jobs": jobs}, f)
     results_file.unlink(missing_ok=True)
-    os.environ.update(_toolchain_env())
-    runner = get_runner(sim)
-    root = str(Path(__file__).resolve().parents[1])
-    xml = runner.test(
-        test_module="sim.engine_cocotb", hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog",
-        build_dir=build_dir,
-        test_dir=run_dir, waves=waves, timescale=("1ns", "1ps"),
-        extra_env={"OWLET_JOBS": str(jobs_file), "OWLET_RESULTS": str(results_file),
-                   "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")},
-    )
-    _, failed = get_results(xml)
+    _, ok = run_cocotb(build_dir, TOPLEVEL, "sim.engine_cocotb", run_name,
+                       {"OWLET_JOBS": str(jobs_file), "OWLET_RESULTS": str(results_file)},
+                       sim=sim, waves=waves)
     results = json.loads(results_file.read_text()) if results_file.exists() else []
-    return results, failed == 0
+    return results, ok
