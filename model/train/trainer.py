@@ -256,7 +256,8 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     stem = Path(cfg_path).stem
     net = parse_cfg(cfg_path)
-    shutil.copyfile(cfg_path, out / f"{stem}.cfg")
+    if not (out / f"{stem}.cfg").exists() or not (out / f"{stem}.cfg").samefile(cfg_path):
+        shutil.copyfile(cfg_path, out / f"{stem}.cfg")
     if data is not None:
         synthetic = False
     if init_weights:
