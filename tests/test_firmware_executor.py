@@ -93,7 +93,11 @@ def test_weight_and_param_layouts_invert():
             shift = rng.integers(1, 48, o)
             table = params_from_ddr(params_to_ddr(bias, m_pos, m_neg, shift, p_oc), o_pad)
             for got, want in zip(table, (bias, m_pos, m_neg, shift), strict=True):
-                assert np.array_equal(got[:o], want) and not got[o:].any()
+                assert np.array_equal(got[:o], want)
+            # Padded channels requantize to 0 within the contract: zero multipliers, shift 1.
+            bias_pad, m_pos_pad, m_neg_pad, shift_pad = (t[o:] for t in table)
+            assert not (bias_pad.any() or m_pos_pad.any() or m_neg_pad.any())
+            assert np.all(shift_pad == 1)
 
 
 def test_unpack_inverts_pack():
