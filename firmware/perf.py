@@ -1,0 +1,371 @@
+"""The analytic performance model: cycles, DDR traffic and roofline of a program on the engine.
+
+Per layer, :func:`predict_program` replays the engine's loop nest (``docs/engine.md``) at the
+granularity of passes and bursts, not cycles: the input loader (one slot load per tile, output
+group and input group, two slots), the weight loader (requant table then weights per tile and
+output group, 512-beat FIFO credits, two parameter slots), the round-robin AR arbiter (one grant
+every two cycles), a DDR that serves bursts in AR order after a fixed latency at a given number of
+bytes per cycle, the compute unit (a pass of ``max(pixels, min_pass)`` cycles needs its input slot
+full, its 16-beat weight set in the shadow register and, on the first pass of an output group, a
+free accumulator bank), the drain (one window per cycle, a six-cycle flush) and the writer (a
+burst leaves when all its beats wait in the output FIFO). Every latency in it is the RTL's, so
+the prediction matches the RTL's ``cycles`` counter within a few percent (validated in
+``tests/test_cosim.py``); ``docs/performance.md`` explains the model and the numbers.
+
+The roofline bounds are the classic ones: compute = useful MACs / (P_ic·P_oc), memory = DDR
+bytes / bytes per cycle; a layer cannot be faster than the larger of the two.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+
+from firmware.executor import descriptors
+from firmware.program import Program, ProgramLayer
+from hdl.descriptor import EngineConfig, Pool
+
+__all__ = [
+    "DEFAULT_CLOCK_MHZ",
+    "LayerPerf",
+    "PerfConfig",
+    "layer_macs",
+    "predict_network",
+    "predict_program",
+    "sequencer_overhead",
+]
+
+#: Projection clock of the default ECP5-85F build (docs/performance.md: why 50 MHz).
+DEFAULT_CLOCK_MHZ = 50.0
+_BEAT = 8  # bytes per AXI beat at the default data width
+_FIFO_LATENCY = 2  # SyncFIFOBuffered: a beat written in cycle c can be read in c + 2
+_DRAIN_TO_FIFO = 3  # drain issue -> bank read -> requant (2 stages) -> output FIFO
+_FLUSH = 6  # drain flush cycles (REQUANT_LATENCY + 4)
+
+
+@dataclass(frozen=True)
+class PerfConfig:
+    """The memory system and clock the engine runs with.
+
+    clock_mhz : engine clock for the fps projection
+    ddr_bytes_per_cycle : sustained read bandwidth of the DDR port (8 = one 64-bit beat/cycle)
+    ddr_latency : cycles from a read address handshake to its first data beat
+    write_latency : cycles from the last write beat to the write response
+    """
+
+    clock_mhz: float = DEFAULT_CLOCK_MHZ
+    ddr_bytes_per_cycle: float = 8.0
+    ddr_latency: int = 30
+    write_latency: int = 4
+
+
+@dataclass
+class LayerPerf:
+    """The model's numbers for one program layer.
+
+    cycles : predicted engine cycles, start to done (the RTL's ``cycles`` counter)
+    macs : useful multiply-accumulates (real channels)
+    mac_cycles : cycles the array computes (sum of pass lengths, padded lanes included)
+    bytes_read, bytes_written : DDR traffic of the engine
+    compute_bound, memory_bound : roofline bounds in cycles
+    """
+
+    name: str
+    cycles: int
+    macs: int
+    mac_cycles: int
+    bytes_read: int
+    bytes_written: int
+    compute_bound: float
+    memory_bound: float
+
+    @property
+    def roofline(self) -> float:
+        """The roofline bound: the larger of the compute and memory bounds, in cycles."""
+        return max(self.compute_bound, self.memory_bound)
+
+
+def layer_macs(layer: ProgramLayer, out_channels: int | None = None) -> int:
+    """Useful MACs of a program layer: O·C·K·K·H·W over the convolution's (un-pooled) map."""
+    c, h, w = layer.in_shape
+    o = layer.out_shape[0] if out_channels is None else out_channels
+    return o * c * layer.kernel * layer.kernel * h * w
+
+
+def sequencer_overhead(cfg: EngineConfig, perf: PerfConfig) -> int:
+    """Sequencer cycles per layer outside the engine's own ``cycles`` (``hdl/sequencer.py``):
+    descriptor fetch (latency + beats), 13 Wishbone writes and 10 reads of two cycles each, the
+    8-beat record write and its response, and the state transitions between them."""
+    desc_beats = 6 * 64 // cfg.data_width
+    return 2 + perf.ddr_latency + desc_beats + 2 * 13 + 2 * 10 + 2 + 8 + perf.write_latency + 3
+
+
+def _bursts(addr: int, beats: int, max_burst: int):
+    """INCR bursts of at most ``max_burst`` beats that never cross 4 KB (hdl.axi.burst_beats)."""
+    out = []
+    while beats:
+        n = min(beats, max_burst, (4096 - addr % 4096) // _BEAT)
+        out.append(n)
+        addr += n * _BEAT
+        beats -= n
+    return out
+
+
+class _Kernel:
+    """A tiny discrete-event scheduler: processes are generators that yield either a time (resume
+    then) or a predicate (resume when it holds, checked after every step). Times are cycles."""
+
+    def __init__(self):
+        self._heap, self._waiting, self._seq, self.now = [], [], 0, 0
+
+    def spawn(self, gen):
+        self._push(0, gen)
+
+    def _push(self, t, gen):
+        heapq.heappush(self._heap, (t, self._seq, gen))
+        self._seq += 1
+
+    def _step(self, gen):
+        try:
+            req = next(gen)
+        except StopIteration:
+            return
+        if callable(req):
+            self._waiting.append((req, gen))
+        else:
+            self._push(max(req, self.now), gen)
+
+    def run(self):
+        while self._heap:
+            self.now, _, gen = heapq.heappop(self._heap)
+            self._step(gen)
+            woke = True
+            while woke:
+                woke = False
+                for entry in self._waiting:
+                    if entry[0]():
+                        self._waiting.remove(entry)
+                        self._step(entry[1])
+                        woke = True
+                        break
+
+
+def _known(values, index):
+    """Predicate: ``values[index]`` has been computed."""
+    return lambda: len(values) > index
+
+
+def _simulate(d: dict, cfg: EngineConfig, perf: PerfConfig) -> tuple[int, int, int, int]:
+    """Replay one descriptor; returns (cycles, mac_cycles, bytes_read, bytes_written)."""
+    k3, width, plane = d["kernel3"], d["width"], d["in_plane"]
+    kk = 9 if k3 else 1
+    p2s1 = d["pool"] == Pool.P2S1.value
+    pooled = d["pool"] != Pool.NONE.value
+    n_sub = cfg.p_oc // cfg.p_ic
+    spacing = _BEAT / min(perf.ddr_bytes_per_cycle, _BEAT)  # cycles per read beat
+
+    # The loop nest, flattened: tiles -> output groups -> input groups -> kernel positions.
+    tiles = []
+    c0w, c0 = 0, 0
+    while c0w < plane:
+        c1w = min(c0w + d["tile_pix"] + (width if p2s1 else 0), plane)
+        i0w = c0w - width if k3 and c0 else c0w
+        i1w = min(c1w + (width if k3 else 0), plane)
+        tiles.append((c1w - c0w, i0w, i1w - i0w))
+        c0w, c0 = c0w + d["tile_pix"], c0 + d["tile_conv_rows"]
+    loads = [(d["in_addr"] + (ig * plane + i0w) * _BEAT, beats)
+             for _, i0w, beats in tiles for _ in range(d["og_passes"])
+             for ig in range(d["in_groups"])]
+    ogs = [(t, og) for t in range(len(tiles)) for og in range(d["og_passes"])]
+    passes_per_og = d["in_groups"] * kk
+
+    k = _Kernel()
+    slot_full, slot_free = [], []  # per input load
+    wbeat_ready = []  # per weight beat: first cycle the shadow register can pop it
+    pops = []  # cycle of every weight-FIFO pop
+    shadow_valid, pass_start = [], []  # per pass
+    bank_full, og_free, drain_start = [], [], []  # per (tile, og)
+    requests = {}  # client -> (request cycle, beats, on_grant)
+    grants = {}
+    read = {"bytes": 0, "next": 0}
+    done = {}
+
+    def grant_wait(client, t, n, kind):
+        requests[client] = (t, n, kind)
+        yield lambda: client in grants
+        return grants.pop(client)
+
+    def arbiter():
+        last = 0
+        free = 0
+        while True:
+            yield lambda: bool(requests)
+            t0 = max(free, min(r[0] for r in requests.values()))
+            yield t0  # let every process acting in cycle t0 post its request first
+            ready = [c for c, r in requests.items() if r[0] <= t0]
+            client = next(c for c in ((last + 1) % 2, last) if c in ready)
+            _, n, kind = requests.pop(client)
+            hs = t0 + 1
+            first = max(hs + perf.ddr_latency, read["next"])
+            times = [first + int(i * spacing) for i in range(n)]
+            read["next"] = times[-1] + 1
+            read["bytes"] += n * _BEAT
+            if kind == "weights":
+                wbeat_ready.extend(t + _FIFO_LATENCY for t in times)
+            grants[client] = (hs, times[-1])
+            last, free = client, t0 + 2
+
+    def in_loader():
+        t = 1
+        for j, (addr, beats) in enumerate(loads):
+            if j >= 2:
+                yield _known(slot_free, j - 2)
+                t = max(t, slot_free[j - 2])
+            yield t
+            t += 1  # SLOT (claim) -> BURST
+            for n in _bursts(addr, beats, cfg.max_burst):
+                hs, last_beat = yield from grant_wait(0, t, n, "input")
+                t = hs + 1
+            slot_full.append(last_beat + 1)
+
+    def w_loader():
+        t, taken, credits = 1, 0, cfg.weight_fifo_depth
+        woff = 0
+        for q, (_, og) in enumerate(ogs):
+            if og == 0:
+                woff = 0
+            if q >= 2:
+                yield _known(og_free, q - 2)
+                t = max(t, og_free[q - 2])
+            yield t
+            t += 1
+            param_addr = d["param_addr"] + og * 2 * cfg.p_oc * _BEAT
+            for n in _bursts(param_addr, 2 * cfg.p_oc, cfg.max_burst):
+                hs, _ = yield from grant_wait(1, t, n, "params")
+                t = hs + 1
+            for n in _bursts(d["w_addr"] + woff * _BEAT, d["og_weight_beats"], cfg.max_burst):
+                need = taken + n - credits  # pops needed before this burst fits the FIFO
+                if need > 0:
+                    yield _known(pops, need - 1)
+                    t = max(t, pops[need - 1] + 1)
+                hs, _ = yield from grant_wait(1, t, n, "weights")
+                taken += n
+                woff += n
+                t = hs + 1
+
+    def shadow():
+        for p in range(len(ogs) * passes_per_og):
+            start = 1
+            if p:
+                yield _known(pass_start, p - 1)
+                start = pass_start[p - 1] + 1
+            prev = start - 1
+            for b in range(p * cfg.p_oc, (p + 1) * cfg.p_oc):
+                yield _known(wbeat_ready, b)
+                prev = max(prev + 1, wbeat_ready[b])
+                pops.append(prev)
+            shadow_valid.append(prev + 1)
+
+    def compute():
+        end, mac_cycles, p = 1, 0, 0
+        for q, (tile, _) in enumerate(ogs):
+            npix = tiles[tile][0]
+            rlen = max(npix, cfg.min_pass)
+            for ig in range(d["in_groups"]):
+                j = q * d["in_groups"] + ig
+                yield _known(slot_full, j)
+                for kpos in range(kk):
+                    yield _known(shadow_valid, p)
+                    t = max(end, slot_full[j], shadow_valid[p])
+                    if ig == 0 and kpos == 0 and q >= 2:
+                        yield _known(og_free, q - 2)
+                        t = max(t, og_free[q - 2])
+                    yield t
+                    pass_start.append(t)
+                    end = t + rlen
+                    mac_cycles += rlen
+                    p += 1
+                slot_free.append(end + 1)
+            bank_full.append(end - rlen + npix + 4)
+        done["mac_cycles"] = mac_cycles
+
+    out_w, out_h = d["out_width"], d["out_height"]
+    bpp = 4 if d["out_int32"] else 1
+    cpb = 4 if pooled else 1  # drain cycles per output beat
+
+    def rows_of(tile):
+        return min(d["tile_rows"], out_h - tile * d["tile_rows"])
+
+    def active_subs(og):
+        return min(n_sub, d["out_groups"] - og * n_sub)
+
+    def drain():
+        ready = 0
+        for q, (tile, og) in enumerate(ogs):
+            yield _known(bank_full, q)
+            w = max(bank_full[q], ready)
+            drain_start.append(w)
+            n = active_subs(og)
+            issue = n * rows_of(tile) * out_w * bpp * cpb
+            ready = w + issue + (1 if n < n_sub else 0) + _FLUSH + 1
+            og_free.append(ready)
+
+    def writer():
+        t, last_w, written = 1, 0, 0
+        for q, (tile, og) in enumerate(ogs):
+            beats = rows_of(tile) * out_w * bpp
+            p0b = tile * d["tile_rows"] * out_w * bpp
+            for sub in range(n_sub):
+                group = og * n_sub + sub
+                if group >= d["out_groups"]:
+                    t += 2  # RUN -> NEXT
+                    continue
+                t += 1  # RUN
+                yield _known(drain_start, q)
+                base = drain_start[q] + 1 + sub * beats * cpb + _DRAIN_TO_FIFO + _FIFO_LATENCY
+                addr = d["out_addr"] + (group * d["out_plane"] + p0b) * _BEAT
+                off = 0
+                for n in _bursts(addr, beats, cfg.max_burst):
+                    off += n
+                    t = max(t, base + off * cpb - 1)  # DATA: the whole burst is in the FIFO
+                    t += 2 + n  # DATA, ADDR, BURST
+                    last_w = t - 1
+                    written += n * _BEAT
+                t += 2  # DATA (nothing left), NEXT
+        # Done when the writer is idle (DONE state after RUN) and the last response is in.
+        done["cycles"] = max(t, last_w + perf.write_latency)
+        done["written"] = written
+
+    for proc in (arbiter(), in_loader(), w_loader(), shadow(), compute(), drain(), writer()):
+        k.spawn(proc)
+    k.run()
+    return done["cycles"], done["mac_cycles"], read["bytes"], done["written"]
+
+
+def predict_program(program: Program, perf: PerfConfig | None = None) -> list[LayerPerf]:
+    """Model every layer of ``program`` on its engine configuration.
+
+    Returns
+    -------
+    list of LayerPerf, one per program layer, in execution order.
+    """
+    perf = perf or PerfConfig()
+    cfg = program.config
+    peak = cfg.p_ic * cfg.p_oc
+    out = []
+    for layer, d in zip(program.layers, descriptors(program), strict=True):
+        cycles, mac_cycles, rd, wr = _simulate(d, cfg, perf)
+        macs = layer_macs(layer)
+        name = f"{layer.conv_index}" + ("" if layer.pool_index is None
+                                        else f"+{layer.pool_index}")
+        out.append(LayerPerf(name, cycles, macs, mac_cycles, rd, wr, macs / peak,
+                             (rd + wr) / perf.ddr_bytes_per_cycle))
+    return out
+
+
+def predict_network(qnet, cfg: EngineConfig | None = None,
+                    perf: PerfConfig | None = None) -> list[LayerPerf]:
+    """Compile ``qnet`` (a :class:`model.quant.QuantizedNetwork`) for ``cfg`` and model it."""
+    from firmware.compiler import compile_network
+
+    return predict_program(compile_network(qnet, cfg or EngineConfig()), perf)

@@ -1,0 +1,318 @@
+"""The sequencer: runs a whole descriptor program on the engine, with no host in the loop.
+
+The host writes the program address, the layer count and the perf-record address into the
+sequencer's CSRs and starts it once. Per layer the sequencer then
+
+1. fetches the layer's :data:`~hdl.descriptor.DESCRIPTOR_WORDS` descriptor words from DDR
+   (INCR bursts on the shared AXI4 master, split at 4 KB boundaries),
+2. writes them into the engine's descriptor CSRs over the engine's own Wishbone port and starts
+   it (the engine, :class:`hdl.engine.Engine`, is used unmodified),
+3. waits for the engine's done interrupt and reads its error flags and performance counters back
+   over Wishbone,
+4. writes a 64-byte performance record for the layer to DDR (:data:`RECORD_WORDS`),
+
+and goes on with the next layer, or stops at the first layer that reports an AXI error.
+``docs/sequencer.md`` documents the CSR map, the record layout and the bus sharing.
+
+Bus sharing: the engine and the sequencer share one AXI4 master through an *owner mux*. The
+engine owns the bus from the cycle its start is written until its done interrupt; the sequencer
+owns it otherwise. The engine raises done only once all its bursts have completed (outstanding
+reads collected, write responses received, also after an error), and the sequencer issues nothing
+while the engine owns the bus, so no transaction ever straddles a change of owner and a plain
+multiplexer is enough. The owner is a register, so no master output depends combinationally on a
+slave input through the mux.
+"""
+
+from amaranth import Array, Cat, Const, Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import Flow, In, Out
+
+from hdl.axi import AXI4Signature, WishboneSignature, burst_beats
+from hdl.descriptor import DESCRIPTOR_WORDS, EngineConfig
+from hdl.engine import COUNTERS, CSR, Engine
+
+__all__ = ["RECORD", "RECORD_WORDS", "SEQ_CSR", "SEQ_ERR", "Sequencer"]
+
+#: 32-bit words per performance record (one 64-byte, 8-beat burst per layer).
+RECORD_WORDS = 16
+
+
+class RECORD:
+    """Word offsets inside a layer's performance record (``docs/sequencer.md``)."""
+
+    COUNTERS = 0  #: the engine's :data:`hdl.engine.COUNTERS`, in order (8 words)
+    LAYER = 8  #: index of the layer in the program
+    STATUS = 9  #: engine STATUS [2:0] | engine ERROR [11:8]
+    SEQ_CYCLES = 10  #: sequencer cycles of the layer: descriptor fetch start to counters read
+
+
+class SEQ_CSR:
+    """Word addresses of the sequencer's CSRs (Wishbone B4 classic slave, 32-bit words)."""
+
+    CTRL = 0x00  #: write bit 0 = 1: run the program (ignored while busy)
+    STATUS = 0x01  #: bit 0 busy, bit 1 done (sticky until the next start; also ``irq``), 2 error
+    ERROR = 0x02  #: :class:`SEQ_ERR` flags of the last run (cleared at start)
+    LAYER = 0x03  #: layer in progress; after a run: the count, or the layer that failed
+    PROG_ADDR = 0x04  #: byte address of descriptor 0 (8-byte aligned)
+    COUNT = 0x05  #: number of layers (descriptors) in the program
+    PERF_ADDR = 0x06  #: byte address of the performance records (64-byte aligned)
+    CONFIG = 0x07  #: P_ic [7:0], P_oc [15:8], DESCRIPTOR_WORDS [23:16], RECORD_WORDS [31:24]
+    CYCLES = 0x08  #: cycles of the last run, start to done
+
+
+class SEQ_ERR:
+    """Bits of the sequencer's ERROR CSR. Bits 0-3 are the engine's :class:`hdl.engine.ERR`
+    flags of the failing layer; the others are the sequencer's own bus errors and refusals."""
+
+    ENGINE = 0xF  #: mask of the engine's flags
+    DESC_SLVERR = 1 << 4  #: a descriptor fetch got SLVERR
+    DESC_DECERR = 1 << 5  #: a descriptor fetch got DECERR
+    RECORD_SLVERR = 1 << 6  #: a performance-record write got SLVERR
+    RECORD_DECERR = 1 << 7  #: a performance-record write got DECERR
+    ALIGN = 1 << 8  #: PROG_ADDR not 8-byte or PERF_ADDR not 64-byte aligned: nothing was run
+
+
+def _resp_flags(resp, slverr, decerr):
+    """SLVERR/DECERR flag of an AXI response (Ref: AMBA AXI4 spec A3.4.4: RESP[1] = error)."""
+    return Mux(resp[1], Mux(resp[0], decerr, slverr), 0)
+
+
+class Sequencer(wiring.Component):
+    """Engine + descriptor sequencer: one start runs a whole program.
+
+    Parameters
+    ----------
+    cfg : EngineConfig, optional
+
+    Ports
+    -----
+    csr : In(WishboneSignature(addr_width=8, data_width=32))
+        The :class:`SEQ_CSR` map.
+    axi : Out(AXI4Signature)
+        The one memory port, shared by descriptor fetches, record writes and the engine.
+    irq : Out(1)
+        High while the done bit of STATUS is set.
+    progress : Out(16)
+        Layers completed in the current run (the record of layer ``progress - 1`` is in DDR);
+        cleared at start. It lets a testbench check each layer's output before a later layer
+        reuses its buffer.
+    """
+
+    def __init__(self, cfg=None):
+        self.cfg = cfg = cfg or EngineConfig()
+        super().__init__({
+            "csr": In(WishboneSignature(addr_width=8, data_width=32)),
+            "axi": Out(AXI4Signature(addr_width=cfg.addr_width, data_width=cfg.data_width)),
+            "irq": Out(1),
+            "progress": Out(16),
+        })
+
+    def elaborate(self, platform):  # noqa: C901 (one FSM, states side by side)
+        m = Module()
+        cfg = self.cfg
+        beat_bytes = cfg.data_width // 8
+        words_per_beat = cfg.data_width // 32
+        desc_beats = -(-DESCRIPTOR_WORDS // words_per_beat)
+        record_beats = RECORD_WORDS // words_per_beat
+        m.submodules.engine = engine = Engine(cfg)
+
+        # ---- the owner mux between the sequencer's own bus master and the engine's ----------
+        own = AXI4Signature(addr_width=cfg.addr_width, data_width=cfg.data_width).create(
+            path=("seq_axi",))
+        engine_owns = Signal()
+        for name, member in self.axi.signature.members.items():
+            port, mine, eng = getattr(self.axi, name), getattr(own, name), getattr(engine.axi, name)
+            if member.flow == Flow.Out:  # master to slave: from the owner
+                m.d.comb += port.eq(Mux(engine_owns, eng, mine))
+            elif name.endswith(("valid", "ready")):  # slave handshakes: to the owner only
+                m.d.comb += [eng.eq(port & engine_owns), mine.eq(port & ~engine_owns)]
+            else:  # slave payloads: meaningless without their VALID, so shared
+                m.d.comb += [eng.eq(port), mine.eq(port)]
+
+        # ---- registers ----------------------------------------------------------------------
+        prog_addr = Signal(cfg.addr_width)
+        perf_addr = Signal(cfg.addr_width)
+        count = Signal(16)
+        busy = Signal()
+        done = Signal()
+        error = Signal(9)
+        layer = Signal(16)
+        cycles = Signal(32)
+        desc_addr = Signal(cfg.addr_width)  # next descriptor beat to fetch
+        rec_addr = Signal(cfg.addr_width)  # this layer's record
+        remaining = Signal(range(desc_beats + 1))  # descriptor beats not yet requested
+        received = Signal(range(desc_beats + 1))
+        desc = Array(Signal(32, name=f"desc{i}") for i in range(desc_beats * words_per_beat))
+        record = Array(Signal(32, name=f"rec{i}") for i in range(RECORD_WORDS))
+        idx = Signal(range(max(DESCRIPTOR_WORDS, len(COUNTERS) + 1, record_beats) + 1))
+        layer_cycles = Signal(32)
+        m.d.comb += [self.irq.eq(done), self.progress.eq(layer)]
+        with m.If(busy):
+            m.d.sync += [cycles.eq(cycles + 1), layer_cycles.eq(layer_cycles + 1)]
+
+        # ---- own AXI master: constant fields --------------------------------------------------
+        size = Const((beat_bytes).bit_length() - 1, 3)
+        m.d.comb += [
+            own.arsize.eq(size), own.arburst.eq(0b01), own.arid.eq(0),
+            own.awsize.eq(size), own.awburst.eq(0b01), own.awid.eq(0),
+            own.awlen.eq(record_beats - 1), own.awaddr.eq(rec_addr), own.wstrb.eq(-1),
+            own.rready.eq(1), own.bready.eq(1),
+        ]
+        blen = burst_beats(desc_addr, remaining, desc_beats, beat_bytes)
+
+        # ---- engine Wishbone master ------------------------------------------------------------
+        wb = engine.csr
+        wb_go = Signal()  # hold CYC/STB with the payload below until ACK
+        m.d.comb += [wb.cyc.eq(wb_go), wb.stb.eq(wb_go)]
+
+        # ---- CSR slave ---------------------------------------------------------------------------
+        bus = self.csr
+        start = Signal()
+        m.d.sync += bus.ack.eq(0)
+        with m.If(bus.cyc & bus.stb & ~bus.ack):
+            # Registered ACK, one wait state (Ref: Wishbone B4 3.2.3, classic read/write cycles).
+            m.d.sync += bus.ack.eq(1)
+            with m.If(bus.we):
+                with m.Switch(bus.adr):
+                    with m.Case(SEQ_CSR.CTRL):
+                        m.d.comb += start.eq(bus.dat_w[0] & ~busy)
+                    with m.Case(SEQ_CSR.PROG_ADDR):
+                        m.d.sync += prog_addr.eq(bus.dat_w)
+                    with m.Case(SEQ_CSR.COUNT):
+                        m.d.sync += count.eq(bus.dat_w)
+                    with m.Case(SEQ_CSR.PERF_ADDR):
+                        m.d.sync += perf_addr.eq(bus.dat_w)
+            with m.Else():
+                with m.Switch(bus.adr):
+                    with m.Case(SEQ_CSR.STATUS):
+                        m.d.sync += bus.dat_r.eq(Cat(busy, done, error.any()))
+                    with m.Case(SEQ_CSR.ERROR):
+                        m.d.sync += bus.dat_r.eq(error)
+                    with m.Case(SEQ_CSR.LAYER):
+                        m.d.sync += bus.dat_r.eq(layer)
+                    with m.Case(SEQ_CSR.PROG_ADDR):
+                        m.d.sync += bus.dat_r.eq(prog_addr)
+                    with m.Case(SEQ_CSR.COUNT):
+                        m.d.sync += bus.dat_r.eq(count)
+                    with m.Case(SEQ_CSR.PERF_ADDR):
+                        m.d.sync += bus.dat_r.eq(perf_addr)
+                    with m.Case(SEQ_CSR.CONFIG):
+                        m.d.sync += bus.dat_r.eq(Cat(Const(cfg.p_ic, 8), Const(cfg.p_oc, 8),
+                                                     Const(DESCRIPTOR_WORDS, 8),
+                                                     Const(RECORD_WORDS, 8)))
+                    with m.Case(SEQ_CSR.CYCLES):
+                        m.d.sync += bus.dat_r.eq(cycles)
+                    with m.Default():
+                        m.d.sync += bus.dat_r.eq(0)
+
+        # ---- the layer loop -------------------------------------------------------------------
+        r_fire = own.rvalid & own.rready
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(start):
+                    m.d.sync += [busy.eq(1), done.eq(0), error.eq(0), layer.eq(0),
+                                 cycles.eq(0)]
+                    with m.If((prog_addr[:3] != 0) | (perf_addr[:6] != 0)):
+                        m.d.sync += error.eq(SEQ_ERR.ALIGN)
+                        m.next = "FINISH"
+                    with m.Elif(count == 0):
+                        m.next = "FINISH"
+                    with m.Else():
+                        m.d.sync += [desc_addr.eq(prog_addr), rec_addr.eq(perf_addr)]
+                        m.next = "FETCH"
+            with m.State("FETCH"):  # a new layer: first descriptor beat
+                m.d.sync += [remaining.eq(desc_beats), received.eq(0), layer_cycles.eq(0)]
+                m.next = "AR"
+            with m.State("AR"):
+                m.d.comb += [own.arvalid.eq(1), own.araddr.eq(desc_addr),
+                             own.arlen.eq(blen - 1)]
+                with m.If(own.arready):
+                    m.d.sync += [desc_addr.eq(desc_addr + blen * beat_bytes),
+                                 remaining.eq(remaining - blen)]
+                    m.next = "R"
+            with m.State("R"):
+                with m.If(r_fire):
+                    for i in range(words_per_beat):
+                        m.d.sync += desc[received * words_per_beat + i].eq(
+                            own.rdata[32 * i:32 * i + 32])
+                    m.d.sync += [received.eq(received + 1),
+                                 error.eq(error | _resp_flags(own.rresp, SEQ_ERR.DESC_SLVERR,
+                                                              SEQ_ERR.DESC_DECERR))]
+                    with m.If(own.rlast):
+                        # Finish the burst even after an error (Ref: AXI4 A3.4.4: every beat of
+                        # a burst is transferred whatever its response), then decide.
+                        with m.If(error.any() | own.rresp[1]):
+                            m.next = "FINISH"
+                        with m.Elif(remaining == 0):
+                            m.d.sync += idx.eq(0)
+                            m.next = "PROGRAM"
+                        with m.Else():
+                            m.next = "AR"
+            with m.State("PROGRAM"):  # descriptor words, then CTRL.start, to the engine
+                last = idx == DESCRIPTOR_WORDS
+                m.d.comb += [
+                    wb_go.eq(1), wb.we.eq(1),
+                    wb.adr.eq(Mux(last, CSR.CTRL, CSR.DESC + idx)),
+                    wb.dat_w.eq(Mux(last, 1, desc[idx])),
+                ]
+                with m.If(wb.ack):
+                    m.d.sync += idx.eq(idx + 1)
+                    with m.If(idx == DESCRIPTOR_WORDS - 1):
+                        # Hand the bus over before the start is written: the sequencer has no
+                        # transaction in flight, and the engine may issue right after its start.
+                        m.d.sync += engine_owns.eq(1)
+                    with m.If(last):
+                        m.next = "RUN"
+            with m.State("RUN"):
+                with m.If(engine.irq):  # done: all the engine's transactions have completed
+                    m.d.sync += [engine_owns.eq(0), idx.eq(0)]
+                    m.next = "READBACK"
+            with m.State("READBACK"):  # ERROR and STATUS into the record, then the counters
+                m.d.comb += [
+                    wb_go.eq(1), wb.we.eq(0),
+                    wb.adr.eq(Mux(idx == 0, CSR.ERROR,
+                                  Mux(idx == 1, CSR.STATUS, CSR.COUNTERS + idx - 2))),
+                ]
+                with m.If(wb.ack):
+                    m.d.sync += idx.eq(idx + 1)
+                    with m.If(idx == 0):
+                        m.d.sync += error.eq(error | wb.dat_r[:4])
+                        m.d.sync += record[RECORD.STATUS].eq(wb.dat_r[:4] << 8)
+                    with m.Elif(idx == 1):
+                        m.d.sync += record[RECORD.STATUS].eq(record[RECORD.STATUS]
+                                                             | wb.dat_r[:3])
+                    with m.Else():
+                        m.d.sync += record[RECORD.COUNTERS + idx - 2].eq(wb.dat_r)
+                    with m.If(idx == len(COUNTERS) + 1):
+                        m.d.sync += [record[RECORD.LAYER].eq(layer),
+                                     record[RECORD.SEQ_CYCLES].eq(layer_cycles), idx.eq(0)]
+                        m.next = "AW"
+            with m.State("AW"):  # the 64-byte record at PERF_ADDR + 64 * layer: one burst
+                m.d.comb += own.awvalid.eq(1)
+                with m.If(own.awready):
+                    m.next = "W"
+            with m.State("W"):
+                beat = Cat(*(record[idx * words_per_beat + i] for i in range(words_per_beat)))
+                m.d.comb += [own.wvalid.eq(1), own.wdata.eq(beat),
+                             own.wlast.eq(idx == record_beats - 1)]
+                with m.If(own.wready):
+                    m.d.sync += idx.eq(idx + 1)
+                    with m.If(idx == record_beats - 1):
+                        m.next = "B"
+            with m.State("B"):
+                with m.If(own.bvalid):
+                    flags = error | _resp_flags(own.bresp, SEQ_ERR.RECORD_SLVERR,
+                                                SEQ_ERR.RECORD_DECERR)
+                    m.d.sync += [error.eq(flags), rec_addr.eq(rec_addr + RECORD_WORDS * 4)]
+                    with m.If(flags.any()):
+                        m.next = "FINISH"  # LAYER keeps naming the failed layer
+                    with m.Else():
+                        m.d.sync += layer.eq(layer + 1)
+                        with m.If(layer == count - 1):
+                            m.next = "FINISH"
+                        with m.Else():
+                            m.next = "FETCH"
+            with m.State("FINISH"):
+                m.d.sync += [busy.eq(0), done.eq(1)]
+                m.next = "IDLE"
+        return m

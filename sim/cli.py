@@ -1,0 +1,144 @@
+"""``owlet sim`` (the whole network on the RTL, :mod:`sim.cosim`) and ``owlet perf`` (the analytic
+model, :mod:`firmware.perf`): :func:`register_cli` adds both to the ``owlet`` command parsers."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+__all__ = ["cmd_perf", "cmd_sim", "register_cli"]
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"not in [0, 1): {text}")
+    return value
+
+
+def _bandwidth(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value <= 8.0:
+        raise argparse.ArgumentTypeError(f"bytes per cycle must be in (0, 8]: {text}")
+    return value
+
+
+def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    from firmware.perf import DEFAULT_CLOCK_MHZ
+
+    parser.add_argument("--full", action="store_true",
+                        help="tiny-YOLOv2-VOC 416x416 with seeded random weights")
+    parser.add_argument("--p-oc", type=int, default=16,
+                        help="engine output channels per cycle (default: %(default)s)")
+    parser.add_argument("--clock-mhz", type=float, default=DEFAULT_CLOCK_MHZ,
+                        help="clock for the fps projection (default: %(default)s)")
+    parser.add_argument("--ddr-latency", type=int, default=30, metavar="CYCLES",
+                        help="DDR read latency (default: %(default)s)")
+    parser.add_argument("--ddr-bandwidth", type=_bandwidth, default=8.0, metavar="BYTES",
+                        help="DDR read bytes per cycle, at most one 64-bit beat "
+                             "(default: %(default)s)")
+
+
+def register_cli(subparsers) -> None:
+    """Add the ``sim`` and ``perf`` commands to the ``owlet`` sub-command parsers."""
+    from model.zoo import DEFAULT_IMAGE
+
+    sim = subparsers.add_parser(
+        "sim", help="run the whole network on the engine RTL, bit-exact against the golden model",
+        description="Quantize the model on the image, compile it, run the program on the "
+                    "Verilated sequencer + engine through the DDR model from one start, compare "
+                    "every layer's output in DDR with the golden model, decode the detections "
+                    "on the host and print per-layer performance (docs/sequencer.md).")
+    sim.add_argument("--cfg", type=Path, help="darknet .cfg (default: the reference network, or "
+                                              "tiny-YOLOv2-VOC with --full)")
+    sim.add_argument("--weights", type=Path, help="darknet .weights (default: the reference's)")
+    sim.add_argument("--qmodel", type=Path, metavar="MODEL.npz",
+                     help="a quantized model file instead of --cfg/--weights")
+    sim.add_argument("--image", type=Path, default=DEFAULT_IMAGE,
+                     help="input image (default: the built-in %(default)s)")
+    sim.add_argument("--sim", choices=("verilator", "icarus"), default="verilator",
+                     help="HDL simulator (icarus is about 100x slower)")
+    _add_engine_arguments(sim)
+    sim.add_argument("--backpressure", type=_fraction, default=0.0, metavar="P",
+                     help="probability that the DDR drops a READY in a cycle (default: 0)")
+    sim.add_argument("--seed", type=int, default=0, help="backpressure and random-weight seed")
+    sim.add_argument("--no-reuse", action="store_true",
+                     help="compile without feature-map buffer reuse")
+    sim.add_argument("--waves", action="store_true", help="dump a waveform in the run directory")
+    sim.add_argument("--outdir", type=Path, default=Path("build/sim"),
+                     help="where the PNGs go (default: %(default)s)")
+    sim.set_defaults(func=cmd_sim)
+
+    perf = subparsers.add_parser(
+        "perf", help="analytic performance model: per-layer cycles, DDR traffic, roofline, fps",
+        description="Model the engine layer by layer on a compiled network (docs/performance.md).")
+    perf.add_argument("--cfg", type=Path, help="darknet .cfg (default: the reference network)")
+    perf.add_argument("--qmodel", type=Path, metavar="MODEL.npz", help="a quantized model file")
+    _add_engine_arguments(perf)
+    perf.set_defaults(func=cmd_perf)
+
+
+def cmd_sim(args) -> int:
+    """Run the cosimulation; print the table and the summary line. Returns 1 on any mismatch."""
+    from firmware.perf import PerfConfig, sequencer_overhead
+    from hdl.descriptor import EngineConfig
+    from sim.cosim import CosimOptions, format_table, run_cosim
+
+    opts = CosimOptions(
+        cfg=args.cfg, weights=args.weights, qmodel=args.qmodel, image=args.image,
+        full=args.full, p_oc=args.p_oc, sim=args.sim, waves=args.waves,
+        ddr_latency=args.ddr_latency, ddr_bytes_per_cycle=args.ddr_bandwidth,
+        backpressure=args.backpressure, seed=args.seed, reuse=not args.no_reuse,
+        clock_mhz=args.clock_mhz, outdir=args.outdir)
+    report = run_cosim(opts)
+    print(format_table(report.rows, report.peak_macs_per_cycle))
+    overhead = sequencer_overhead(EngineConfig(p_oc=args.p_oc),
+                                  PerfConfig(ddr_latency=args.ddr_latency))
+    engine = sum(r["cycles"] for r in report.rows)
+    print(f"engine {engine} cycles + sequencer {report.cycles - engine} "
+          f"(model: {overhead} per layer); {report.detections} detections decoded on the host, "
+          f"{'equal to' if report.detections_equal else 'DIFFERENT from'} the golden model's; "
+          f"wall time {report.wall_s:.0f} s")
+    for path in report.files:
+        print(f"wrote {path}")
+    for msg in report.errors[:20]:
+        print(msg)
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+def cmd_perf(args) -> int:
+    """Print the model's per-layer table, the roofline gap and the projected fps."""
+    from firmware.compiler import compile_network
+    from firmware.perf import PerfConfig, predict_program, sequencer_overhead
+    from hdl.descriptor import EngineConfig
+    from sim.cosim import CosimOptions, load_model
+
+    # Timing does not depend on weight values: a --cfg alone gets random weights.
+    qnet = load_model(CosimOptions(cfg=args.cfg, qmodel=args.qmodel, full=args.full))[0]
+    cfg = EngineConfig(p_oc=args.p_oc)
+    perf = PerfConfig(clock_mhz=args.clock_mhz, ddr_bytes_per_cycle=args.ddr_bandwidth,
+                      ddr_latency=args.ddr_latency)
+    layers = predict_program(compile_network(qnet, cfg), perf)
+    peak = cfg.p_ic * cfg.p_oc
+    print(f"engine P_ic={cfg.p_ic} x P_oc={cfg.p_oc} ({peak} MAC/cycle) at {perf.clock_mhz:g} MHz, "
+          f"DDR {perf.ddr_bytes_per_cycle:g} B/cycle, latency {perf.ddr_latency} cycles")
+    head = (f"{'layer':<7} {'MACs':>12} {'cycles':>10} {'util':>6} {'rd bytes':>10} "
+            f"{'wr bytes':>9} {'compute':>10} {'memory':>10} {'bound':>7}")
+    print(head)
+    print("-" * len(head))
+    for p in layers:
+        bound = "memory" if p.memory_bound > p.compute_bound else "compute"
+        print(f"{p.name:<7} {p.macs:>12} {p.cycles:>10} {p.macs / (peak * p.cycles):>6.1%} "
+              f"{p.bytes_read:>10} {p.bytes_written:>9} {p.compute_bound:>10.0f} "
+              f"{p.memory_bound:>10.0f} {bound:>7}")
+    overhead = sequencer_overhead(cfg, perf) * len(layers)
+    cycles = sum(p.cycles for p in layers) + overhead
+    roofline = sum(p.roofline for p in layers)
+    macs = sum(p.macs for p in layers)
+    fps = perf.clock_mhz * 1e6 / cycles
+    print(f"total: {macs} MACs, {cycles} cycles (sequencer {overhead}), MAC utilization "
+          f"{macs / (peak * cycles):.1%}; roofline {roofline:.0f} cycles "
+          f"({perf.clock_mhz * 1e6 / roofline:.2f} fps): {cycles / roofline - 1:+.1%} above it")
+    print(f"perf: projected {fps:.2f} fps at {perf.clock_mhz:g} MHz")
+    return 0

@@ -1,0 +1,447 @@
+"""The whole-network cosimulation behind ``make sim``: sequencer + engine RTL vs the golden model.
+
+Host side (:func:`run_cosim`): quantize the model on the image, compile it
+(:func:`firmware.compiler.compile_network`), build the :class:`hdl.sequencer.Sequencer` top with
+Verilator (``sim.runner.build_top``, cached), run the program once from one start, and report per
+layer: every layer's output region of DDR compared with :func:`model.golden.forward_int` bit for
+bit, the performance record the sequencer wrote, and the analytic prediction
+(:mod:`firmware.perf`). The final int32 map is decoded on the host into detections that must
+equal the golden model's; an annotated PNG and a roofline/utilization plot land in ``build/sim``.
+
+cocotb side (:func:`run_programs`, the ``@cocotb.test`` of this module): :class:`SequencerTB`
+loads the DDR image, writes the sequencer's CSRs and starts it. A watcher compares layer ``i``'s
+output segment with the golden output as soon as the sequencer's ``progress`` port says layer
+``i`` is complete, so programs compiled with buffer reuse are checked too: the next layer that
+reuses the buffer has not been started yet at that moment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cocotb
+import numpy as np
+from cocotb.triggers import RisingEdge, ValueChange, with_timeout
+
+from hdl.descriptor import EngineConfig
+from hdl.engine import COUNTERS
+from hdl.sequencer import RECORD, RECORD_WORDS, SEQ_CSR, Sequencer
+from sim.ddr import DdrTiming
+from sim.engine_cocotb import PERIOD_NS, TB, compare
+from sim.runner import BUILD_ROOT, build_top, run_cocotb
+
+__all__ = [
+    "TOPLEVEL",
+    "CosimOptions",
+    "CosimReport",
+    "SequencerTB",
+    "build_sequencer",
+    "format_table",
+    "load_model",
+    "run_cosim",
+    "run_programs",
+    "simulate_program",
+]
+
+TOPLEVEL = "owlet_sequencer"
+#: Performance records go on the first 4 KB page after the program.
+_RECORD_ALIGN = 4096
+
+
+def build_sequencer(cfg=None, *, sim=None, waves=None):
+    """Build (or reuse) the simulator binary of :class:`hdl.sequencer.Sequencer`."""
+    cfg = cfg or EngineConfig()
+    return build_top(lambda: Sequencer(cfg), TOPLEVEL, repr(cfg), sim=sim, waves=waves)
+
+
+# ---- cocotb side -------------------------------------------------------------------------------
+
+class SequencerTB(TB):
+    """The engine testbench's clock, reset, DDR model and Wishbone master, driving the sequencer's
+    CSR map (:class:`hdl.sequencer.SEQ_CSR`) instead of the engine's."""
+
+    async def run_program(self, prog_addr, count, perf_addr, timeout_cycles):
+        """Start the program, wait for the done interrupt; return the sequencer's STATUS, ERROR,
+        LAYER and CYCLES CSRs as a dict."""
+        await self.csr_write(SEQ_CSR.PROG_ADDR, prog_addr)
+        await self.csr_write(SEQ_CSR.COUNT, count)
+        await self.csr_write(SEQ_CSR.PERF_ADDR, perf_addr)
+        await self.csr_write(SEQ_CSR.CTRL, 1)
+        await with_timeout(RisingEdge(self.dut.irq), timeout_cycles * PERIOD_NS, "ns")
+        return {name.lower(): await self.csr_read(getattr(SEQ_CSR, name))
+                for name in ("STATUS", "ERROR", "LAYER", "CYCLES")}
+
+    def records(self, perf_addr, count):
+        """The performance records of ``count`` layers, as an array (count, RECORD_WORDS)."""
+        raw = self.ddr.read(perf_addr, 4 * RECORD_WORDS * count)
+        return np.frombuffer(raw.tobytes(), "<u4").reshape(count, RECORD_WORDS)
+
+
+async def _check_layers(tb, program, expected, checked, final):
+    """Compare each layer's output segment with the golden output when ``progress`` passes it."""
+    seen = 0
+    while True:
+        await ValueChange(tb.dut.progress)
+        done = int(tb.dut.progress.value)
+        for i in range(seen, done):
+            layer = program.layers[i]
+            actual = program.read_output(tb.ddr.mem, i)
+            checked[i] = compare(f"{i} (darknet {layer.output_index})", expected[i], actual)
+            if i == len(program.layers) - 1:
+                final.append(actual)
+        seen = done
+
+
+async def _run_one(tb, payload, run):
+    program, expected = payload["program"], payload["expected"]
+    t0 = time.perf_counter()
+    tb.ddr.timing = run.get("timing", DdrTiming())
+    tb.ddr.errors = list(run.get("errors", []))
+    # Stale data everywhere: every output must be written by the engine, never left over.
+    tb.ddr.mem[:] = 0xA5
+    for seg in program.segments:
+        if seg.data is not None:
+            tb.ddr.write(seg.addr, seg.data)
+    count = run.get("count", len(program.layers))
+    perf_addr = run["perf_addr"]
+    checked, final = {}, []
+    watcher = cocotb.start_soon(_check_layers(tb, program, expected, checked, final))
+    csrs = await tb.run_program(run.get("prog_addr", program.descriptor_addr), count, perf_addr,
+                                run["timeout"])
+    watcher.cancel()
+    # Records of the layers run: all of them, or up to the one that failed (written if its
+    # engine ran; stale memory if its descriptor fetch failed).
+    result = {
+        **csrs, "records": tb.records(perf_addr, min(csrs["layer"] + 1, count)).tolist(),
+        "mismatches": {str(i): m for i, m in checked.items()}, "checked": sorted(checked),
+        "wall_s": time.perf_counter() - t0,
+    }
+    if final and run.get("final_output"):
+        np.save(run["final_output"], final[0])
+    return result
+
+
+@cocotb.test()
+async def run_programs(dut):
+    """Run every program run of ``OWLET_COSIM`` on one sequencer instance (reset once)."""
+    with open(os.environ["OWLET_COSIM"], "rb") as f:
+        payload = pickle.load(f)
+    tb = SequencerTB(dut, DdrTiming())
+    await tb.reset()
+    results = []
+    try:
+        for run in payload["runs"]:
+            results.append(await _run_one(tb, payload, run))
+            dut._log.info("run: status %#x error %#x layer %d cycles %d",
+                          *(results[-1][k] for k in ("status", "error", "layer", "cycles")))
+    finally:
+        with open(os.environ["OWLET_RESULTS"], "w") as f:
+            json.dump(results, f, indent=1)
+
+
+# ---- host side ---------------------------------------------------------------------------------
+
+def perf_address(program):
+    """Where the performance records go: the first 4 KB page after the program."""
+    return -(-program.footprint // _RECORD_ALIGN) * _RECORD_ALIGN
+
+
+def simulate_program(program, expected, runs, run_name, *, sim=None, waves=None):
+    """Run ``program`` on the sequencer RTL, once per entry of ``runs``, on one simulator.
+
+    Parameters
+    ----------
+    program : firmware.program.Program
+    expected : list of arrays
+        The golden output of every program layer (``forward_int`` at ``layer.output_index``).
+    runs : list of dict
+        ``timing`` (:class:`sim.ddr.DdrTiming`), ``errors`` (DDR error injections),
+        ``timeout`` (cycles), optional ``perf_addr``, ``prog_addr``, ``count`` overrides and
+        ``final_output`` (a ``.npy`` path for the last layer's output read from DDR).
+
+    Returns
+    -------
+    (results, ok)
+        One dict per run that finished: the sequencer's CSRs (``status``, ``error``, ``layer``,
+        ``cycles``), ``records`` (the performance records in DDR), ``mismatches`` per checked
+        layer, ``checked`` (layers compared); ``ok`` whether the cocotb test passed.
+    """
+    build_dir = build_sequencer(program.config, sim=sim, waves=waves)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    run_dir = build_dir / "runs" / f"{run_name}-{worker}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    runs = [{"perf_addr": perf_address(program), **run} for run in runs]
+    payload_file, results_file = run_dir / "cosim.pkl", run_dir / "results.json"
+    with open(payload_file, "wb") as f:
+        pickle.dump({"program": program, "expected": expected, "runs": runs}, f)
+    results_file.unlink(missing_ok=True)
+    _, ok = run_cocotb(build_dir, TOPLEVEL, "sim.cosim", run_name,
+                       {"OWLET_COSIM": str(payload_file), "OWLET_RESULTS": str(results_file)},
+                       sim=sim, waves=waves)
+    results = json.loads(results_file.read_text()) if results_file.exists() else []
+    return results, ok
+
+
+@dataclass
+class CosimOptions:
+    """What :func:`run_cosim` runs. ``qmodel`` (a saved ``.npz``) replaces ``cfg``/``weights``;
+    ``full`` selects tiny-YOLOv2-VOC 416 with seeded random weights."""
+
+    cfg: Path | None = None
+    weights: Path | None = None
+    qmodel: Path | None = None
+    image: Path | None = None
+    full: bool = False
+    p_oc: int = 16
+    sim: str = "verilator"
+    waves: bool = False
+    ddr_latency: int = 30
+    ddr_bytes_per_cycle: float = 8.0
+    backpressure: float = 0.0
+    seed: int = 0
+    reuse: bool = True
+    clock_mhz: float | None = None
+    outdir: Path = BUILD_ROOT
+    run_name: str = "cosim"
+
+
+@dataclass
+class CosimReport:
+    """Outcome of :func:`run_cosim`; ``rows`` has one dict per program layer."""
+
+    rows: list[dict]
+    cycles: int
+    macs: int
+    peak_macs_per_cycle: int
+    clock_mhz: float
+    detections_equal: bool
+    detections: int
+    status: dict
+    errors: list[str] = field(default_factory=list)
+    wall_s: float = 0.0
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def exact(self):
+        return sum(r["exact"] for r in self.rows)
+
+    @property
+    def ok(self):
+        return not self.errors and self.exact == len(self.rows) and self.detections_equal
+
+    @property
+    def utilization(self):
+        return self.macs / (self.peak_macs_per_cycle * self.cycles) if self.cycles else 0.0
+
+    @property
+    def fps(self):
+        return self.clock_mhz * 1e6 / self.cycles if self.cycles else 0.0
+
+    def summary(self):
+        """The one summary line of ``make sim``."""
+        return (f"cosim: {self.exact}/{len(self.rows)} layers bit-exact, {self.cycles} cycles, "
+                f"MAC utilization {self.utilization:.1%}, projected {self.fps:.1f} fps at "
+                f"{self.clock_mhz:g} MHz")
+
+
+def load_model(opts):
+    """The quantized network, its float input, the image size and the image path for ``opts``.
+
+    ``qmodel`` wins; ``full`` (or a ``cfg`` without ``weights``) gets seeded random weights
+    (:func:`model.zoo.random_weights`); the default is the reference network. The activation
+    scales are calibrated on the image itself.
+    """
+    from model.darknet import load_darknet, parse_cfg
+    from model.pipeline import prepare_input
+    from model.quant import QuantizedNetwork, quantize_network
+    from model.zoo import (
+        DEFAULT_CFG,
+        DEFAULT_IMAGE,
+        DEFAULT_WEIGHTS,
+        TINY_YOLO_VOC_CFG,
+        random_weights,
+    )
+
+    image = opts.image or DEFAULT_IMAGE
+    if opts.qmodel is not None:
+        qnet = QuantizedNetwork.load(opts.qmodel)
+        x, size = prepare_input(image, qnet.input_shape)
+        return qnet, x, size, image
+    if opts.full or (opts.cfg is not None and opts.weights is None):
+        net = random_weights(parse_cfg(opts.cfg or TINY_YOLO_VOC_CFG), seed=opts.seed)
+    else:
+        net = load_darknet(opts.cfg or DEFAULT_CFG, opts.weights or DEFAULT_WEIGHTS)
+    x, size = prepare_input(image, net.input_shape)
+    return quantize_network(net, [x]), x, size, image
+
+
+def _ddr_timing(opts):
+    return DdrTiming(latency=opts.ddr_latency, ready_prob=1.0 - opts.backpressure,
+                     rvalid_prob=min(1.0, opts.ddr_bytes_per_cycle / 8), seed=opts.seed)
+
+
+def _decode(qnet, acc, image_size, thresh):
+    """Host side of the last layer: dequantize, region layer, boxes, NMS (as the golden model)."""
+    from model.detect import do_nms_sort, get_network_boxes
+    from model.float_ref import region_forward
+    from model.golden import dequantize_output
+
+    region = qnet.layers[-1].layer
+    out = region_forward(dequantize_output(qnet.layers[-2], acc), region)
+    _, net_h, net_w = qnet.input_shape
+    dets = get_network_boxes(out, region, net_w, net_h, *image_size, thresh)
+    do_nms_sort(dets, region.classes, 0.45)
+    return dets
+
+
+def _same_detections(a, b):
+    def rows(dets):
+        return [np.concatenate([[d.x, d.y, d.w, d.h, d.objectness], d.probs]) for d in dets]
+    return len(a) == len(b) and all(np.array_equal(p, q) for p, q in zip(rows(a), rows(b),
+                                                                          strict=True))
+
+
+def _rows(program, records, checked, mismatches, predictions):
+    from firmware.perf import layer_macs
+
+    rows = []
+    for i, layer in enumerate(program.layers):
+        rec = records[i] if i < len(records) else [0] * RECORD_WORDS
+        counters = dict(zip(COUNTERS, rec[RECORD.COUNTERS:RECORD.COUNTERS + len(COUNTERS)],
+                            strict=True))
+        covers = f"{layer.conv_index}" + ("" if layer.pool_index is None
+                                          else f"+{layer.pool_index}")
+        rows.append({
+            "index": i, "darknet": covers, "in_shape": layer.in_shape,
+            "out_shape": layer.out_shape, "macs": layer_macs(layer), **counters,
+            "seq_cycles": rec[RECORD.SEQ_CYCLES], "predicted": predictions[i].cycles,
+            "exact": i in checked and not mismatches.get(str(i)),
+        })
+    return rows
+
+
+def format_table(rows, peak):
+    """The per-layer table of ``owlet sim`` as text."""
+    head = (f"{'#':>2} {'darknet':<7} {'in':<12} {'out':<12} {'cycles':>9} {'util':>6} "
+            f"{'rd bytes':>9} {'wr bytes':>8} {'st.in':>6} {'st.wt':>6} {'st.rq':>6} "
+            f"{'st.out':>6} {'predict':>9} {'err':>6} {'exact':>5}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        util = r["macs"] / (peak * r["cycles"]) if r["cycles"] else 0.0
+        err = (r["predicted"] - r["cycles"]) / r["cycles"] if r["cycles"] else 0.0
+        lines.append(
+            f"{r['index']:>2} {r['darknet']:<7} {'x'.join(map(str, r['in_shape'])):<12} "
+            f"{'x'.join(map(str, r['out_shape'])):<12} {r['cycles']:>9} {util:>6.1%} "
+            f"{r['bytes_read']:>9} {r['bytes_written']:>8} {r['stall_input']:>6} "
+            f"{r['stall_weights']:>6} {r['stall_requant']:>6} {r['stall_output']:>6} "
+            f"{r['predicted']:>9} {err:>+6.1%} {'yes' if r['exact'] else 'NO':>5}")
+    return "\n".join(lines)
+
+
+def _plot(rows, cfg, perf, path):
+    """Roofline (achieved MAC/cycle vs MACs per DDR byte) and per-layer utilization, as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    peak = cfg.p_ic * cfg.p_oc
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
+    intensity = [r["macs"] / max(1, r["bytes_read"] + r["bytes_written"]) for r in rows]
+    achieved = [r["macs"] / r["cycles"] if r["cycles"] else 0 for r in rows]
+    xs = np.logspace(np.log10(min(intensity) / 2), np.log10(max(intensity) * 2), 100)
+    ax.loglog(xs, np.minimum(peak, xs * perf.ddr_bytes_per_cycle), "k-",
+              label=f"roofline: {peak} MAC/cycle, {perf.ddr_bytes_per_cycle:g} B/cycle")
+    ax.scatter(intensity, achieved, color="#d8533b", zorder=3)
+    for r, x, y in zip(rows, intensity, achieved, strict=True):
+        ax.annotate(r["darknet"], (x, y), textcoords="offset points", xytext=(4, -10), fontsize=8)
+    ax.set_xlabel("MACs per DDR byte")
+    ax.set_ylabel("MACs per cycle (measured)")
+    ax.set_title("Roofline")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    labels = [r["darknet"] for r in rows]
+    bx.bar(labels, [a / peak for a in achieved], color="#3b7dd8", label="measured (RTL)")
+    bx.plot(labels, [r["macs"] / (peak * r["predicted"]) for r in rows], "ko",
+            label="predicted (firmware.perf)")
+    bx.set_ylim(0, 1.05)
+    bx.set_ylabel("MAC utilization")
+    bx.set_xlabel("darknet layer (conv+pool)")
+    bx.set_title("Utilization per layer")
+    bx.legend(fontsize=8)
+    bx.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run_cosim(opts=None, *, log=print):
+    """The whole flow of ``owlet sim``; returns a :class:`CosimReport` (``log`` gets progress).
+
+    Raises
+    ------
+    firmware.compiler.CompileError
+        If the network does not map onto the engine configuration.
+    """
+    from firmware.compiler import compile_network
+    from firmware.perf import DEFAULT_CLOCK_MHZ, PerfConfig, predict_program
+    from model.demo import DEMO_THRESH
+    from model.golden import forward_int, quantize_input
+    from model.image import draw_detections
+    from model.pipeline import infer_int8
+
+    opts = opts or CosimOptions()
+    t0 = time.perf_counter()
+    cfg = EngineConfig(p_oc=opts.p_oc)
+    qnet, x, image_size, image = load_model(opts)
+    x_q = quantize_input(x)
+    program = compile_network(qnet, cfg, reuse=opts.reuse, x_q=x_q)
+    golden = forward_int(qnet, x_q)
+    expected = [golden[layer.output_index] for layer in program.layers]
+    perf = PerfConfig(clock_mhz=opts.clock_mhz or DEFAULT_CLOCK_MHZ,
+                      ddr_bytes_per_cycle=min(8.0, opts.ddr_bytes_per_cycle),
+                      ddr_latency=opts.ddr_latency)
+    predictions = predict_program(program, perf)
+    log(f"cosim: {len(program.layers)} engine layers, P_ic={cfg.p_ic} x P_oc={cfg.p_oc}, "
+        f"DDR footprint {program.footprint} bytes, {opts.sim}")
+    opts.outdir.mkdir(parents=True, exist_ok=True)
+    final_file = (opts.outdir / f"{opts.run_name}-final.npy").resolve()  # the sim runs elsewhere
+    final_file.unlink(missing_ok=True)
+    timeout = 4 * sum(p.cycles for p in predictions) + 100_000
+    results, ok = simulate_program(
+        program, expected,
+        [{"timing": _ddr_timing(opts), "timeout": timeout, "final_output": str(final_file)}],
+        opts.run_name, sim=opts.sim, waves=opts.waves)
+    errors = [] if ok and results else ["the simulation did not finish (see the cocotb log)"]
+    res = results[0] if results else {"records": [], "checked": [], "mismatches": {},
+                                      "status": 0, "error": 0, "layer": 0, "cycles": 0}
+    if res.get("error"):
+        errors.append(f"sequencer error flags {res['error']:#x} at layer {res['layer']}")
+    errors += [m for msgs in res["mismatches"].values() for m in msgs]
+    rows = _rows(program, res["records"], set(res["checked"]), res["mismatches"],
+                 predictions)
+    total_macs = sum(r["macs"] for r in rows)
+
+    files, dets_equal, n_dets = [], False, 0
+    if final_file.exists():
+        thresh = DEMO_THRESH
+        dets = _decode(qnet, np.load(final_file), image_size, thresh)
+        golden_dets = infer_int8(qnet, x, image_size, thresh).detections
+        dets_equal = _same_detections(dets, golden_dets)
+        n_dets = sum(bool(np.any(d.probs > 0)) for d in dets)
+        if not dets_equal:
+            errors.append("detections decoded from the RTL output differ from the golden model's")
+        classes = qnet.layers[-1].layer.classes
+        files.append(opts.outdir / "cosim-detections.png")
+        draw_detections(image, dets, [f"class{i}" for i in range(classes)], files[-1])
+    if all(r["cycles"] for r in rows):
+        files.append(opts.outdir / "cosim-roofline.png")
+        _plot(rows, cfg, perf, files[-1])
+    return CosimReport(rows, int(res["cycles"]), total_macs, cfg.p_ic * cfg.p_oc, perf.clock_mhz,
+                       dets_equal, n_dets, {k: res[k] for k in ("status", "error", "layer")},
+                       errors, time.perf_counter() - t0, files)
