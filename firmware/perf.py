@@ -23,7 +23,9 @@ from dataclasses import dataclass
 
 from firmware.executor import descriptors
 from firmware.program import Program, ProgramLayer
-from hdl.descriptor import EngineConfig, Pool
+from hdl.descriptor import DESCRIPTOR_WORDS, EngineConfig, Pool
+from hdl.engine import COUNTERS
+from hdl.sequencer import RECORD_WORDS
 
 __all__ = [
     "DEFAULT_CLOCK_MHZ",
@@ -93,11 +95,18 @@ def layer_macs(layer: ProgramLayer, out_channels: int | None = None) -> int:
 
 
 def sequencer_overhead(cfg: EngineConfig, perf: PerfConfig) -> int:
-    """Sequencer cycles per layer outside the engine's own ``cycles`` (``hdl/sequencer.py``):
-    descriptor fetch (latency + beats), 13 Wishbone writes and 10 reads of two cycles each, the
-    8-beat record write and its response, and the state transitions between them."""
-    desc_beats = 6 * 64 // cfg.data_width
-    return 2 + perf.ddr_latency + desc_beats + 2 * 13 + 2 * 10 + 2 + 8 + perf.write_latency + 3
+    """Sequencer cycles per layer beyond the engine's own ``cycles`` (``hdl/sequencer.py``).
+
+    The descriptor fetch (read latency, then its beats), the descriptor and start writes and the
+    error, status and counter reads on the engine's Wishbone port (two cycles per access: the
+    engine's ACK is registered), the record burst and its write response, and two state
+    transitions (measured: 96 cycles per layer at the default latencies, plus one per run).
+    """
+    beats = cfg.data_width // 32
+    desc_beats = -(-DESCRIPTOR_WORDS // beats)
+    wishbone = 2 * (DESCRIPTOR_WORDS + 1) + 2 * (len(COUNTERS) + 2)
+    return (perf.ddr_latency + desc_beats + wishbone + RECORD_WORDS // beats
+            + perf.write_latency + 2)
 
 
 def _bursts(addr: int, beats: int, max_burst: int):

@@ -89,14 +89,15 @@ def cmd_sim(args) -> int:
         full=args.full, p_oc=args.p_oc, sim=args.sim, waves=args.waves,
         ddr_latency=args.ddr_latency, ddr_bytes_per_cycle=args.ddr_bandwidth,
         backpressure=args.backpressure, seed=args.seed, reuse=not args.no_reuse,
-        clock_mhz=args.clock_mhz, outdir=args.outdir)
+        clock_mhz=args.clock_mhz, outdir=args.outdir,
+        run_name="cosim-full" if args.full else "cosim")
     report = run_cosim(opts)
     print(format_table(report.rows, report.peak_macs_per_cycle))
     overhead = sequencer_overhead(EngineConfig(p_oc=args.p_oc),
                                   PerfConfig(ddr_latency=args.ddr_latency))
     engine = sum(r["cycles"] for r in report.rows)
     print(f"engine {engine} cycles + sequencer {report.cycles - engine} "
-          f"(model: {overhead} per layer); {report.detections} detections decoded on the host, "
+          f"(model: {overhead} per layer + 1); {report.detections} detections decoded on the host, "
           f"{'equal to' if report.detections_equal else 'DIFFERENT from'} the golden model's; "
           f"wall time {report.wall_s:.0f} s")
     for path in report.files:

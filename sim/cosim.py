@@ -320,6 +320,8 @@ def _rows(program, records, checked, mismatches, predictions):
             "index": i, "darknet": covers, "in_shape": layer.in_shape,
             "out_shape": layer.out_shape, "macs": layer_macs(layer), **counters,
             "seq_cycles": rec[RECORD.SEQ_CYCLES], "predicted": predictions[i].cycles,
+            "predicted_read": predictions[i].bytes_read,
+            "predicted_written": predictions[i].bytes_written,
             "exact": i in checked and not mismatches.get(str(i)),
         })
     return rows
