@@ -1,0 +1,94 @@
+"""The analytic performance model (firmware.perf) on its own: bounds, sensitivities, the VOC
+projection goal and the ``owlet perf`` command. Its agreement with the RTL's counters is checked
+in tests/test_cosim.py."""
+
+import argparse
+import dataclasses
+import re
+
+import pytest
+
+from firmware.compiler import compile_network
+from firmware.perf import PerfConfig, predict_program, sequencer_overhead
+from hdl.descriptor import EngineConfig
+from sim.cli import register_cli
+from sim.cosim import CosimOptions, load_model
+
+
+@pytest.fixture(scope="module")
+def reference_program():
+    qnet = load_model(CosimOptions())[0]
+    return compile_network(qnet, EngineConfig())
+
+
+def test_no_layer_beats_its_roofline_or_its_passes(reference_program):
+    for p in predict_program(reference_program):
+        assert p.compute_bound == p.macs / 128
+        assert p.memory_bound == (p.bytes_read + p.bytes_written) / 8
+        assert p.cycles >= max(p.roofline, p.mac_cycles)
+
+
+def test_bandwidth_slows_memory_bound_layers_only(reference_program):
+    full = predict_program(reference_program, PerfConfig(ddr_bytes_per_cycle=8))
+    half = predict_program(reference_program, PerfConfig(ddr_bytes_per_cycle=4))
+    for f, h in zip(full, half, strict=True):
+        assert (f.bytes_read, f.bytes_written) == (h.bytes_read, h.bytes_written)
+        if f.memory_bound > f.compute_bound:  # layers 10, 12, 13: weights stream per pass
+            assert h.cycles > 1.7 * f.cycles, (f, h)
+        elif 2 * f.memory_bound < f.compute_bound:
+            # only the first input load (not hidden behind compute) takes longer
+            assert h.cycles < 1.1 * f.cycles, (f, h)
+
+
+def test_latency_hurts_small_layers(reference_program):
+    short = predict_program(reference_program, PerfConfig(ddr_latency=10))
+    long = predict_program(reference_program, PerfConfig(ddr_latency=100))
+    assert long[-1].cycles > short[-1].cycles + 500  # 1x1 on 3x3: a slot load per pass
+    assert long[0].cycles < 1.02 * short[0].cycles  # 96x96: loads hide behind compute
+    cfg = EngineConfig()
+    assert (sequencer_overhead(cfg, PerfConfig(ddr_latency=100))
+            - sequencer_overhead(cfg, PerfConfig(ddr_latency=10))) == 90
+
+
+def test_parallelism_halves_compute_bound_layers(reference_program):
+    qnet = load_model(CosimOptions())[0]
+    wide = predict_program(compile_network(qnet, EngineConfig(p_oc=32)))
+    narrow = predict_program(reference_program)
+    # 4+5: 16 -> 32 channels on 24x24, compute-bound; 32 output channels fill one P_oc=32 group.
+    # The passes halve; the first load and the last drain do not.
+    assert 2 * wide[2].mac_cycles == narrow[2].mac_cycles
+    assert wide[2].cycles < 0.65 * narrow[2].cycles
+
+
+def _perf_cli(capsys, *argv):
+    parser = argparse.ArgumentParser(prog="owlet")
+    register_cli(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["perf", *argv])
+    assert args.func(args) == 0
+    return capsys.readouterr().out
+
+
+def test_voc_projection_within_15_percent_of_roofline(capsys):
+    """The goal of the default ECP5-85F configuration on tiny-YOLOv2-VOC 416x416."""
+    out = _perf_cli(capsys, "--full")
+    gap = re.search(r"roofline \d+ cycles \(([\d.]+) fps\): \+([\d.]+)% above it", out)
+    fps = re.search(r"perf: projected ([\d.]+) fps at 50 MHz", out)
+    assert gap and fps, out
+    assert float(gap.group(2)) < 15.0
+    assert 0 < float(fps.group(1)) <= float(gap.group(1))
+
+
+def test_sim_cli_options_reach_the_cosimulation():
+    parser = argparse.ArgumentParser(prog="owlet")
+    register_cli(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["sim", "--full", "--p-oc", "32", "--ddr-latency", "50",
+                              "--ddr-bandwidth", "4", "--backpressure", "0.25", "--no-reuse",
+                              "--sim", "icarus", "--waves"])
+    assert (args.full, args.p_oc, args.ddr_latency, args.ddr_bandwidth, args.backpressure,
+            args.no_reuse, args.sim, args.waves) == (True, 32, 50, 4.0, 0.25, True, "icarus",
+                                                     True)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["sim", "--ddr-bandwidth", "16"])  # wider than one beat per cycle
+    assert {f.name for f in dataclasses.fields(CosimOptions)} >= {
+        "full", "p_oc", "ddr_latency", "ddr_bytes_per_cycle", "backpressure", "reuse", "sim",
+        "waves"}
