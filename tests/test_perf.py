@@ -34,7 +34,7 @@ def test_bandwidth_slows_memory_bound_layers_only(reference_program):
     for f, h in zip(full, half, strict=True):
         assert (f.bytes_read, f.bytes_written) == (h.bytes_read, h.bytes_written)
         if f.memory_bound > f.compute_bound:  # layers 10, 12, 13: weights stream per pass
-            assert h.cycles > 1.7 * f.cycles, (f, h)
+            assert h.cycles > 1.4 * f.cycles, (f, h)
         elif 2 * f.memory_bound < f.compute_bound:
             # only the first input load (not hidden behind compute) takes longer
             assert h.cycles < 1.1 * f.cycles, (f, h)
