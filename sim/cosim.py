@@ -92,6 +92,8 @@ async def _check_layers(tb, program, expected, checked, final):
             layer = program.layers[i]
             actual = program.read_output(tb.ddr.mem, i)
             checked[i] = compare(f"{i} (darknet {layer.output_index})", expected[i], actual)
+            tb.dut._log.info("layer %d of %d: %s", i + 1, len(program.layers),
+                             "MISMATCH" if checked[i] else "bit-exact")
             if i == len(program.layers) - 1:
                 final.append(actual)
         seen = done
