@@ -341,9 +341,12 @@ def activation_threshold(samples: list[np.ndarray], method: str) -> float:
 
 
 def quantize_network(
-    net: Network, calibration_inputs: list[np.ndarray], method: str = "max"
+    net: Network,
+    calibration_inputs: list[np.ndarray] = (),
+    method: str = "max",
+    thresholds: dict[int, float] | None = None,
 ) -> QuantizedNetwork:
-    """Quantize ``net`` with activation scales calibrated on letterboxed inputs.
+    """Quantize ``net`` with activation scales calibrated on letterboxed inputs, or given.
 
     Parameters
     ----------
@@ -351,6 +354,10 @@ def quantize_network(
         Weights loaded. Convolutions are leaky or linear; the network may end in a region layer.
     calibration_inputs : list of float32 arrays, each shape ``net.input_shape``, values in [0, 1]
     method : one of ``CALIBRATION_METHODS``
+    thresholds : dict, optional
+        ``{conv layer index: T}``, the real value that maps to int8 127 at that layer's output
+        (``s_y = T / 127``), for every convolution but the last. Given (as quantization-aware
+        training learns them), no calibration pass runs and ``calibration_inputs`` is unused.
 
     Returns
     -------
@@ -364,17 +371,25 @@ def quantize_network(
     """
     from model.float_ref import fold_batchnorm, forward
 
-    if not calibration_inputs:
-        raise QuantizationError("calibration needs at least one image")
-    activations = [forward(net, x) for x in calibration_inputs]
+    if thresholds is None:
+        if not calibration_inputs:
+            raise QuantizationError("calibration needs at least one image")
+        activations = [forward(net, x) for x in calibration_inputs]
+        thresholds = {
+            index: activation_threshold([a[index] for a in activations], method)
+            for index, layer in enumerate(net.layers) if isinstance(layer, ConvLayer)
+        }
+        calibration = {"method": method, "images": len(calibration_inputs)}
+    else:
+        calibration = {"method": "given thresholds"}
     last_conv = max(i for i, layer in enumerate(net.layers) if isinstance(layer, ConvLayer))
     in_scale = INPUT_SCALE
     layers: list[QuantLayer] = []
     for index, layer in enumerate(net.layers):
         if isinstance(layer, ConvLayer):
-            layers.append(_quantize_conv(index, layer, in_scale, index == last_conv,
-                                         [a[index] for a in activations], method, fold_batchnorm))
-            in_scale = layers[-1].out_scale
+            out_scale = None if index == last_conv else thresholds[index] / 127.0
+            layers.append(_quantize_conv(index, layer, in_scale, out_scale, fold_batchnorm))
+            in_scale = out_scale
         elif isinstance(layer, MaxpoolLayer):
             layers.append(QuantMaxpool(layer.in_shape, layer.out_shape, layer.size, layer.stride,
                                        layer.padding, in_scale))
@@ -382,21 +397,17 @@ def quantize_network(
             layers.append(QuantRegion(layer))
         else:
             raise QuantizationError(f"layer {index}: no quantized form for {type(layer).__name__}")
-    calibration = {"method": method, "images": len(calibration_inputs)}
     return QuantizedNetwork(net.input_shape, INPUT_SCALE, layers, calibration)
 
 
-def _quantize_conv(index, layer, in_scale, is_last, samples, method, fold_batchnorm) -> QuantConv:
-    if in_scale is None:
-        raise QuantizationError(f"layer {index}: input comes from an int32 layer")
+def _quantize_conv(index, layer, in_scale, out_scale, fold_batchnorm) -> QuantConv:
+    """One convolution; ``out_scale`` None makes it the int32 last layer."""
     w_folded, b_folded = fold_batchnorm(layer)
     w_q, w_scale = quantize_weights(w_folded)
     bias = quantize_bias(b_folded, w_scale, in_scale)
-    if is_last:
-        out_scale = None
+    if out_scale is None:
         m_pos, m_neg, shift = (np.zeros(layer.filters, np.int64) for _ in range(3))
     else:
-        out_scale = activation_threshold(samples, method) / 127.0
         try:
             m_pos, m_neg, shift = requant_parameters(w_scale * in_scale / out_scale,
                                                      layer.activation)
@@ -407,7 +418,7 @@ def _quantize_conv(index, layer, in_scale, is_last, samples, method, fold_batchn
         padding=layer.padding, activation=layer.activation, weight=w_q,
         bias=bias.astype(np.int32) if np.abs(bias).max(initial=0) < 2**31 else bias,
         m_pos=m_pos, m_neg=m_neg, shift=shift, in_scale=in_scale, w_scale=w_scale,
-        out_scale=out_scale, output_int32=is_last,
+        out_scale=out_scale, output_int32=out_scale is None,
     )
     if qconv.accumulator_bits > ACC_BITS:
         raise QuantizationError(

@@ -20,19 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from model.float_ref import fold_batchnorm
-from model.golden import ACC_BITS, INPUT_SCALE
-from model.network import ConvLayer, MaxpoolLayer, Network, RegionLayer
-from model.quant import (
-    QuantConv,
-    QuantizationError,
-    QuantizedNetwork,
-    QuantMaxpool,
-    QuantRegion,
-    quantize_bias,
-    quantize_weights,
-    requant_parameters,
-)
+from model.network import ConvLayer, Network
+from model.quant import QuantizedNetwork, quantize_network
 
 __all__ = ["QATState", "export_quantized", "fake_quant_activation"]
 
@@ -116,8 +105,8 @@ def export_quantized(net: Network, qat: QATState) -> QuantizedNetwork:
     Returns
     -------
     QuantizedNetwork
-        Built with the quantizer's functions (fold, weights, bias, multipliers) and QAT's
-        activation scales instead of a calibration pass; ``calibration`` records
+        :func:`model.quant.quantize_network` with QAT's activation scales instead of a
+        calibration pass; ``calibration`` records
         ``{"method": "qat", "steps": ...}``.
 
     Raises
@@ -125,39 +114,9 @@ def export_quantized(net: Network, qat: QATState) -> QuantizedNetwork:
     QuantizationError
         As :func:`model.quant.quantize_network` (multiplier or accumulator out of contract).
     """
-    convs = [i for i, ly in enumerate(net.layers) if isinstance(ly, ConvLayer)]
-    in_scale = INPUT_SCALE
-    layers = []
-    for i, ly in enumerate(net.layers):
-        if isinstance(ly, MaxpoolLayer):
-            layers.append(QuantMaxpool(ly.in_shape, ly.out_shape, ly.size, ly.stride, ly.padding,
-                                       in_scale))
-            continue
-        if isinstance(ly, RegionLayer):
-            layers.append(QuantRegion(ly))
-            continue
-        w_fold, b_fold = fold_batchnorm(ly)
-        w_q, w_scale = quantize_weights(w_fold)
-        bias = quantize_bias(b_fold, w_scale, in_scale)
-        last = i == convs[-1]
-        out_scale = None if last else qat.scale(i)
-        if last:
-            m_pos, m_neg, shift = (np.zeros(ly.filters, np.int64) for _ in range(3))
-        else:
-            try:
-                m_pos, m_neg, shift = requant_parameters(w_scale * in_scale / out_scale,
-                                                         ly.activation)
-            except QuantizationError as exc:
-                raise QuantizationError(f"layer {i}: {exc}") from exc
-        q = QuantConv(
-            in_shape=ly.in_shape, out_shape=ly.out_shape, size=ly.size, stride=ly.stride,
-            padding=ly.padding, activation=ly.activation, weight=w_q,
-            bias=bias.astype(np.int32), m_pos=m_pos, m_neg=m_neg, shift=shift,
-            in_scale=in_scale, w_scale=w_scale, out_scale=out_scale, output_int32=last,
-        )
-        if q.accumulator_bits > ACC_BITS or np.abs(bias).max(initial=0) >= 2**31:
-            raise QuantizationError(f"layer {i}: accumulator needs {q.accumulator_bits} bits")
-        layers.append(q)
-        in_scale = out_scale
-    return QuantizedNetwork(net.input_shape, INPUT_SCALE, layers,
-                            {"method": "qat", "steps": qat.step})
+    convs = [i for i, layer in enumerate(net.layers) if isinstance(layer, ConvLayer)]
+    # max(T, 1e-8) / 127 is exactly the scale QAT trained with (QATState.scale).
+    thresholds = {i: max(qat.ranges[i], 1e-8) for i in convs[:-1]}
+    qnet = quantize_network(net, thresholds=thresholds)
+    qnet.calibration = {"method": "qat", "steps": qat.step}
+    return qnet
