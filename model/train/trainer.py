@@ -35,6 +35,7 @@ from model.train.net import TrainNet
 from model.train.optim import SGD, LRPolicy, init_conv_params
 from model.train.qat import QATState, export_quantized
 from model.train.region import RegionStats, box_iou, region_activate
+from model.zoo import OWLET_TINY_CFG
 
 __all__ = [
     "DEFAULT_CFG",
@@ -45,7 +46,7 @@ __all__ = [
 ]
 
 #: The default detector for the synthetic task (a repository file).
-DEFAULT_CFG = Path(__file__).resolve().parents[2] / "configs" / "owlet-tiny.cfg"
+DEFAULT_CFG = OWLET_TINY_CFG
 #: Darknet's ``validate_detector`` thresholds: keep nearly every box, NMS at 0.45.
 EVAL_THRESH = 0.005
 EVAL_NMS = 0.45

@@ -12,6 +12,7 @@ __all__ = [
     "DEFAULT_CFG",
     "DEFAULT_IMAGE",
     "DEFAULT_WEIGHTS",
+    "OWLET_TINY_CFG",
     "TINY_YOLO_VOC_CFG",
     "ZOO_DIR",
     "random_weights",
@@ -22,6 +23,8 @@ DEFAULT_CFG = ZOO_DIR / "ref-tiny.cfg"
 DEFAULT_WEIGHTS = ZOO_DIR / "ref-tiny.weights"
 DEFAULT_IMAGE = ZOO_DIR / "dog.png"
 TINY_YOLO_VOC_CFG = ZOO_DIR / "yolov2-tiny-voc.cfg"
+#: Owlet's detector for the built-in synthetic task (``make train`` trains it).
+OWLET_TINY_CFG = ZOO_DIR / "owlet-tiny.cfg"
 
 
 def random_weights(net: Network, seed: int = 0) -> Network:
