@@ -14,7 +14,7 @@ import numpy as np
 
 from model.network import RegionLayer
 
-__all__ = ["Detection", "box_iou", "do_nms_sort", "get_network_boxes"]
+__all__ = ["Detection", "box_iou", "do_nms_sort", "get_network_boxes", "nms_sort"]
 
 _F32 = np.float32
 _F64 = np.float64
@@ -127,17 +127,17 @@ def get_network_boxes(
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Darknet's IoU in float32, ``a`` against each box of ``b``.
+    """Darknet's IoU in float32, broadcast over boxes.
 
     Parameters
     ----------
-    a : float32 array, shape (4,)
-        ``(x, y, w, h)`` centre and size.
-    b : float32 array, shape (N, 4)
+    a, b : float32 arrays, shapes (..., 4) that broadcast together
+        ``(x, y, w, h)`` centre and size; e.g. ``a`` (4,) against ``b`` (N, 4), or
+        ``boxes[:, None]`` against ``boxes[None]`` for the (N, N) matrix.
 
     Returns
     -------
-    float32 array, shape (N,)
+    float32 array, the broadcast shape without the last axis
         ``intersection / (a.w*a.h + b.w*b.h - intersection)``, with the intersection 0 when the
         boxes do not overlap on either axis (NaN for two empty boxes, which never exceeds a
         threshold). Ref: darknet src/box.c ``overlap``, ``box_intersection``, ``box_union``,
@@ -152,12 +152,54 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         r1, r2 = x1 + w1 / two, x2 + w2 / two
         return np.where(r1 < r2, r1, r2) - np.where(l1 > l2, l1, l2)
 
-    ow = overlap(a[0], a[2], b[:, 0], b[:, 2])
-    oh = overlap(a[1], a[3], b[:, 1], b[:, 3])
+    ow = overlap(a[..., 0], a[..., 2], b[..., 0], b[..., 2])
+    oh = overlap(a[..., 1], a[..., 3], b[..., 1], b[..., 3])
     inter = np.where((ow < 0) | (oh < 0), _F32(0), ow * oh)
-    union = a[2] * a[3] + b[:, 2] * b[:, 3] - inter
+    union = a[..., 2] * a[..., 3] + b[..., 2] * b[..., 3] - inter
     with np.errstate(invalid="ignore", divide="ignore"):
         return inter / union
+
+
+def nms_sort(
+    boxes: np.ndarray, scores: np.ndarray, nms: float, order: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The per-class suppression of darknet's ``do_nms_sort``, on arrays.
+
+    For each class ``k`` in turn, the boxes taking part are sorted by ``scores[:, k]``
+    descending -- with a stable sort, as glibc's ``qsort`` (a merge sort) is for these sizes --
+    then every box with a non-zero score zeroes ``scores[:, k]`` of each later box whose IoU with
+    it exceeds ``nms``.
+
+    Parameters
+    ----------
+    boxes : float32 array, shape (N, 4)
+    scores : float32 array, shape (N, classes)
+    nms : float
+        IoU threshold (compared in float32).
+    order : int array, shape (M,), optional
+        The boxes taking part, in their current order (default: all, in index order).
+
+    Returns
+    -------
+    order : int array, shape (M,)
+        The boxes taking part, in the order of the last class's sort (darknet's output order).
+    scores : float32 array, shape (N, classes)
+        A copy of ``scores`` with suppressed entries zeroed.
+        Ref: darknet src/box.c ``do_nms_sort``, ``nms_comparator``.
+    """
+    boxes = np.asarray(boxes, _F32).reshape(-1, 4)
+    scores = np.array(scores, _F32).reshape(len(boxes), -1)
+    order = np.arange(len(boxes)) if order is None else np.asarray(order, np.intp)
+    iou = box_iou(boxes[:, None, :], boxes[None, :, :])
+    thresh = _F32(nms)
+    for cls in range(scores.shape[1]):
+        order = order[np.argsort(-scores[order, cls], kind="stable")]
+        for pos, a in enumerate(order):
+            if scores[a, cls] == 0:
+                continue  # suppressed above: later boxes may still hold scores
+            rest = order[pos + 1 :]
+            scores[rest[iou[a, rest] > thresh], cls] = 0
+    return order, scores
 
 
 def do_nms_sort(dets: list[Detection], classes: int, nms: float = 0.45) -> list[Detection]:
@@ -165,9 +207,7 @@ def do_nms_sort(dets: list[Detection], classes: int, nms: float = 0.45) -> list[
 
     1. Detections with zero objectness are swapped to the end with darknet's exact swap loop (so
        the order of the others changes too) and take no further part.
-    2. For each class ``k``: the others are sorted by ``probs[k]`` descending -- with a stable sort,
-       as glibc's ``qsort`` (a merge sort) is for these sizes -- then every box with a non-zero
-       score zeroes ``probs[k]`` of each later box whose IoU with it exceeds ``nms``.
+    2. :func:`nms_sort` on the others.
 
     Parameters
     ----------
@@ -181,7 +221,7 @@ def do_nms_sort(dets: list[Detection], classes: int, nms: float = 0.45) -> list[
     -------
     list of Detection
         ``dets`` itself, in darknet's output order.
-        Ref: darknet src/box.c ``do_nms_sort``, ``nms_comparator``.
+        Ref: darknet src/box.c ``do_nms_sort``.
     """
     boxes = np.array([(d.x, d.y, d.w, d.h) for d in dets], _F32).reshape(-1, 4)
     scores = np.array([d.probs for d in dets], _F32).reshape(len(dets), classes)
@@ -195,19 +235,8 @@ def do_nms_sort(dets: list[Detection], classes: int, nms: float = 0.45) -> list[
         else:
             i += 1
     total = k + 1
-    thresh = _F32(nms)
-    for cls in range(classes):
-        # nms_comparator: larger score first; equal scores keep their relative order.
-        order[:total] = sorted(order[:total], key=lambda idx: -scores[idx, cls])
-        for i in range(total):
-            a = order[i]
-            if scores[a, cls] == 0:
-                continue
-            rest = np.array(order[i + 1 : total], dtype=np.intp)
-            if rest.size:
-                suppressed = rest[box_iou(boxes[a], boxes[rest]) > thresh]
-                scores[suppressed, cls] = 0
+    active, scores = nms_sort(boxes, scores, nms, np.array(order[:total], np.intp))
     for idx, det in enumerate(dets):
         det.probs[...] = scores[idx]
-    dets[:] = [dets[idx] for idx in order]
+    dets[:] = [dets[idx] for idx in [*active, *order[total:]]]
     return dets

@@ -26,7 +26,7 @@ from model.darknet import load_weights, parse_cfg, save_weights
 from model.data.augment import Augment
 from model.data.dataset import DarknetDataset, SyntheticSource
 from model.data.synthetic import CLASS_NAMES, SyntheticDetection
-from model.detect import get_network_boxes
+from model.detect import get_network_boxes, nms_sort
 from model.evaluate import EvalResult, evaluate_detections, plot_pr_curves
 from model.golden import forward_int, quantize_input
 from model.network import Network, RegionLayer
@@ -34,7 +34,7 @@ from model.quant import QuantizedNetwork, quantize_network
 from model.train.net import TrainNet
 from model.train.optim import SGD, LRPolicy, init_conv_params
 from model.train.qat import QATState, export_quantized
-from model.train.region import RegionStats, box_iou, region_activate
+from model.train.region import RegionStats, region_activate
 from model.zoo import OWLET_TINY_CFG
 
 __all__ = [
@@ -71,43 +71,14 @@ def _region_chw(act: np.ndarray) -> np.ndarray:
     return act.transpose(2, 3, 0, 1).reshape(num * e, h, w)
 
 
-def _nms(boxes: np.ndarray, probs: np.ndarray, thresh: float) -> np.ndarray:
-    """Darknet's per-class greedy NMS (``do_nms_sort``) on arrays; returns the kept scores.
-
-    Same rule as :func:`model.detect.do_nms_sort` -- per class, by decreasing score (stable), a
-    box with a non-zero score zeroes the score of every later box overlapping it by more than
-    ``thresh`` -- with one IoU matrix per image instead of one IoU call per pair, which makes
-    evaluating hundreds of images per checkpoint affordable.
-
-    Parameters
-    ----------
-    boxes : array, shape (n, 4)
-    probs : array, shape (n, classes)
-
-    Returns
-    -------
-    probs : array, shape (n, classes)
-    """
-    probs = probs.copy()
-    iou = box_iou(boxes[:, None, :], boxes[None, :, :])
-    for k in range(probs.shape[1]):
-        order = np.argsort(-probs[:, k], kind="stable")
-        for pos, i in enumerate(order):
-            if probs[i, k] == 0:
-                break
-            later = order[pos + 1 :]
-            probs[later[iou[i, later] > thresh], k] = 0
-    return probs
-
-
 def _detect(region_out, region: RegionLayer, net_hw, img_wh) -> np.ndarray:
     """Darknet's validation detections of one image as rows ``(x, y, w, h, score, class)``."""
     dets = [d for d in get_network_boxes(region_out, region, net_hw[1], net_hw[0], img_wh[0],
                                          img_wh[1], EVAL_THRESH) if d.objectness > 0]
     if not dets:
         return np.zeros((0, 6))
-    boxes = np.array([(d.x, d.y, d.w, d.h) for d in dets], np.float64)
-    probs = _nms(boxes, np.array([d.probs for d in dets], np.float64), EVAL_NMS)
+    boxes = np.array([(d.x, d.y, d.w, d.h) for d in dets], np.float32)
+    _, probs = nms_sort(boxes, np.array([d.probs for d in dets], np.float32), EVAL_NMS)
     i, k = np.nonzero(probs > 0)
     return np.column_stack([boxes[i], probs[i, k], k])
 
