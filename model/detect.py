@@ -127,37 +127,35 @@ def get_network_boxes(
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Darknet's IoU in float32, broadcast over boxes.
+    """Darknet's IoU of centre/size boxes, broadcast over boxes, in the inputs' precision.
 
     Parameters
     ----------
-    a, b : float32 arrays, shapes (..., 4) that broadcast together
+    a, b : float arrays, shapes (..., 4) that broadcast together
         ``(x, y, w, h)`` centre and size; e.g. ``a`` (4,) against ``b`` (N, 4), or
-        ``boxes[:, None]`` against ``boxes[None]`` for the (N, N) matrix.
+        ``boxes[:, None]`` against ``boxes[None]`` for the (N, N) matrix. float32 inputs give
+        darknet's float32 results bit for bit; the trainer passes float64.
 
     Returns
     -------
-    float32 array, the broadcast shape without the last axis
+    array, the broadcast shape without the last axis
         ``intersection / (a.w*a.h + b.w*b.h - intersection)``, with the intersection 0 when the
-        boxes do not overlap on either axis (NaN for two empty boxes, which never exceeds a
-        threshold). Ref: darknet src/box.c ``overlap``, ``box_intersection``, ``box_union``,
-        ``box_iou``.
+        boxes do not overlap on either axis, and 0 for an empty union (two empty boxes).
+        Ref: darknet src/box.c ``overlap``, ``box_intersection``, ``box_union``, ``box_iou``.
     """
-    a = np.asarray(a, _F32)
-    b = np.asarray(b, _F32)
-    two = _F32(2)
+    a = np.asarray(a)
+    b = np.asarray(b)
 
     def overlap(x1, w1, x2, w2):
-        l1, l2 = x1 - w1 / two, x2 - w2 / two
-        r1, r2 = x1 + w1 / two, x2 + w2 / two
+        l1, l2 = x1 - w1 / 2, x2 - w2 / 2
+        r1, r2 = x1 + w1 / 2, x2 + w2 / 2
         return np.where(r1 < r2, r1, r2) - np.where(l1 > l2, l1, l2)
 
     ow = overlap(a[..., 0], a[..., 2], b[..., 0], b[..., 2])
     oh = overlap(a[..., 1], a[..., 3], b[..., 1], b[..., 3])
-    inter = np.where((ow < 0) | (oh < 0), _F32(0), ow * oh)
+    inter = np.where((ow < 0) | (oh < 0), 0, ow * oh).astype(ow.dtype)
     union = a[..., 2] * a[..., 3] + b[..., 2] * b[..., 3] - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return inter / union
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0).astype(union.dtype)
 
 
 def nms_sort(

@@ -41,12 +41,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from model.detect import box_iou
 from model.network import RegionLayer
 
 __all__ = [
     "RegionStats",
     "RegionTargets",
-    "box_iou",
     "region_activate",
     "region_loss",
     "region_targets",
@@ -60,33 +60,6 @@ PRIOR_SCALE = 0.01
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))  # stable for large |x|, exactly the logistic
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of centre/size boxes, broadcasting over leading axes.
-
-    Ref: darknet src/box.c ``box_iou`` (``overlap`` per axis; no intersection if either overlap
-    is negative).
-
-    Parameters
-    ----------
-    a, b : arrays, shape (..., 4)
-        ``(x, y, w, h)``.
-
-    Returns
-    -------
-    iou : array, shape (...)
-    """
-    def overlap(x1, w1, x2, w2):
-        left = np.maximum(x1 - w1 / 2, x2 - w2 / 2)
-        right = np.minimum(x1 + w1 / 2, x2 + w2 / 2)
-        return right - left
-
-    ow = overlap(a[..., 0], a[..., 2], b[..., 0], b[..., 2])
-    oh = overlap(a[..., 1], a[..., 3], b[..., 1], b[..., 3])
-    inter = np.where((ow > 0) & (oh > 0), ow * oh, 0.0)
-    union = a[..., 2] * a[..., 3] + b[..., 2] * b[..., 3] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
 def _split(out: np.ndarray, region: RegionLayer) -> np.ndarray:
