@@ -48,8 +48,9 @@ def _toolchain_env():
         if vbin.is_dir():
             env["PATH"] = f"{vbin}:{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"
             break
+    # OPT_FAST: the model's per-cycle code at -O2 instead of verilated.mk's -Os.
     env["MAKEFLAGS"] = ("CFG_CXXFLAGS_PCH_I=-include CFG_CXXFLAGS_COROUTINES=-fcoroutines "
-                        "CFG_LDLIBS_THREADS=-pthread")
+                        "CFG_LDLIBS_THREADS=-pthread OPT_FAST=-O2")
     return env
 
 
@@ -59,7 +60,8 @@ def _source_key(key, sim, waves):
     sources rather than the emitted Verilog lets a cached build skip the Verilog conversion."""
     import amaranth
 
-    digest = hashlib.sha256(f"{key}{sim}{waves}{amaranth.__version__}".encode())
+    digest = hashlib.sha256(
+        f"{key}{sim}{waves}{amaranth.__version__}{_toolchain_env()['MAKEFLAGS']}".encode())
     root = Path(__file__).resolve().parents[1]
     for path in sorted([*(root / "hdl").glob("*.py"), root / "sim" / "axi_wire.py"]):
         digest.update(path.read_bytes())
