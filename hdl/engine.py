@@ -24,7 +24,9 @@ from amaranth.lib.wiring import In, Out, connect
 
 from hdl.axi import AXI4Signature, ReadArbiter, WishboneSignature, burst_beats
 from hdl.descriptor import DESCRIPTOR_WORDS, Descriptor, EngineConfig, Pool
+from hdl.pool import PoolMax, PoolWalker
 from hdl.requant import REQUANT_LATENCY, RequantUnit
+from hdl.window import WindowGen
 
 __all__ = ["COUNTERS", "CSR", "ERR", "Engine", "EngineCore"]
 
@@ -401,49 +403,36 @@ class EngineCore(wiring.Component):
         n_lastk = (n_ky == kmax) & (n_kx == kmax)
         n_c1w = _min(n_c0w + d.tile_pix + Mux(p2s1, d.width, 0), d.in_plane)
         n_npix = n_c1w - n_c0w
-        n_tile_off = Mux(k3 & (n_c0 != 0), d.width, 0)
-        # (ky-1)·W + (kx-1) for 3×3; 0 for 1×1.
-        n_koff = Mux(k3, Mux(n_ky == 0, -d.width, Mux(n_ky == 2, d.width, 0)) + n_kx - 1, 0)
         ibuf_ready = islot_full.bit_select(n_islot, 1)
         bank_free = bank_state[n_bslot] == FREE
         can_start = n_more & ibuf_ready & shadow_valid & (~n_first | bank_free)
 
-        # running pass
-        r_npix = Signal(24)
-        r_len = Signal(24)
+        # running pass: the window generator walks the pixels; these tag it
+        m.submodules.window = wg = WindowGen(min_pass=cfg.min_pass)
         r_first = Signal()
         r_lastk = Signal()
         r_lastog = Signal()
         r_islot = Signal()
         r_bslot = Signal()
-        r_ky = Signal(2)
-        r_kx = Signal(2)
-        pix = Signal(24)
-        px = Signal(16)
-        cr = Signal(16)  # conv row of the current pixel
-        rowaddr = Signal(signed(26))  # ibuf address of (cr + ky - 1, -1 + kx) within the slot
-        running = Signal()
+        running = wg.running
         # The new pass's weights reach the multipliers one cycle after it starts, when its first
         # pixel does (the previous pass's last pixel is still in stage B in between).
         swap = Signal()
         m.d.sync += swap.eq(0)
         with m.If(swap):
             m.d.sync += active.eq(shadow)
-        pass_end = running & (pix == r_len - 1)
-        start_pass = (~running | pass_end) & run & can_start
-        with m.If(pass_end & r_lastk):
+        start_pass = (~running | wg.end) & run & can_start
+        m.d.comb += [
+            wg.start.eq(start_pass), wg.k3.eq(k3), wg.ky.eq(n_ky), wg.kx.eq(n_kx),
+            wg.width.eq(d.width), wg.height.eq(d.height), wg.c0.eq(n_c0), wg.npix.eq(n_npix),
+        ]
+        with m.If(wg.end & r_lastk):
             m.d.comb += islot_release.eq(Mux(r_islot, 0b10, 0b01))
-        with m.If(pass_end & ~start_pass):
-            m.d.sync += running.eq(0)
         with m.If(start_pass):
             m.d.sync += [
-                running.eq(1), swap.eq(1), shadow_valid.eq(0),
-                r_npix.eq(n_npix), r_len.eq(Mux(n_npix < cfg.min_pass, cfg.min_pass, n_npix)),
-                r_first.eq(n_first), r_lastk.eq(n_lastk),
+                swap.eq(1), shadow_valid.eq(0), r_first.eq(n_first), r_lastk.eq(n_lastk),
                 r_lastog.eq(n_lastk & (n_ig == d.in_groups - 1)),
-                r_islot.eq(n_islot), r_bslot.eq(n_bslot), r_ky.eq(n_ky), r_kx.eq(n_kx),
-                pix.eq(0), px.eq(0), cr.eq(n_c0),
-                rowaddr.eq(n_tile_off + n_koff),
+                r_islot.eq(n_islot), r_bslot.eq(n_bslot),
             ]
             with m.If(n_first):
                 m.d.sync += bank_state[n_bslot].eq(COMPUTE)
@@ -458,22 +447,16 @@ class EngineCore(wiring.Component):
                         with m.If(n_og == d.og_passes - 1):
                             m.d.sync += [n_og.eq(0), n_c0.eq(n_c0 + d.tile_conv_rows),
                                          n_c0w.eq(n_c0w + d.tile_pix)]
-        with m.Elif(running):
-            m.d.sync += [pix.eq(pix + 1), px.eq(px + 1)]
-            with m.If(px == d.width - 1):
-                m.d.sync += [px.eq(0), cr.eq(cr + 1), rowaddr.eq(rowaddr + d.width)]
 
         # ---- compute: pipeline A (address) → B (multiply) → C (add tree) → D (accumulate) --
-        a_valid = running & (pix < r_npix)
-        row_ok = Mux(k3, ((r_ky != 0) | (cr != 0)) & ((r_ky != 2) | (cr != d.height - 1)), 1)
-        col_ok = Mux(k3, ((r_kx != 0) | (px != 0)) & ((r_kx != 2) | (px != d.width - 1)), 1)
-        m.d.comb += ibuf_r.addr.eq(Cat((rowaddr + px)[:len(ibuf_r.addr) - 1], r_islot))
+        a_valid = wg.valid
+        m.d.comb += ibuf_r.addr.eq(Cat(wg.addr[:len(ibuf_r.addr) - 1], r_islot))
         b_valid, b_pad, b_first, b_last, b_bslot = (Signal(name=f"b_{n}") for n in
                                                     ("valid", "pad", "first", "last", "bslot"))
         b_pix = Signal(range(cfg.acc_depth))
         m.d.sync += [
-            b_valid.eq(a_valid), b_pad.eq(~(row_ok & col_ok)), b_first.eq(r_first),
-            b_last.eq(r_lastog & (pix == r_npix - 1)), b_bslot.eq(r_bslot), b_pix.eq(pix),
+            b_valid.eq(a_valid), b_pad.eq(wg.pad), b_first.eq(r_first),
+            b_last.eq(r_lastog & wg.last_pix), b_bslot.eq(r_bslot), b_pix.eq(wg.pix),
         ]
         x_vec = Signal(data.ArrayLayout(signed(8), p_ic))
         m.d.comb += x_vec.eq(Mux(b_pad, Cat(*[d.pad_value] * p_ic), ibuf_r.data))
@@ -518,57 +501,35 @@ class EngineCore(wiring.Component):
         dr_c0 = Signal(16)
         dr_og = Signal(8)
         dr_slot = Signal()
-        dr_sub = Signal(range(n_sub))
-        dr_py = Signal(16)  # output row within the tile
-        dr_px = Signal(16)
-        dr_j = Signal(2)  # window position (pool) or beat of an int32 pixel
-        dr_rowbase = Signal(24)  # (py·step)·W
-        dr_col = Signal(16)  # px·step
         dr_flush = Signal(range(REQUANT_LATENCY + 4))
-        pooled = d.pool != Pool.NONE
-        step2 = d.pool == Pool.P2S2
-        nwin_last = Mux(pooled | d.out_int32, 3, 0)
-        dr_rows = _min(d.tile_rows, d.out_height - dr_p0)
-        dy = Mux(pooled, dr_j[1], 0)
-        dx = Mux(pooled, dr_j[0], 0)
-        cy = dr_c0 + Mux(step2, dr_py << 1, dr_py) + dy
-        cx = dr_col + dx
-        dr_addr = dr_rowbase + Mux(dy, d.width, 0) + cx
+        m.submodules.pool_walker = pw = PoolWalker(n_sub=n_sub)
+        m.d.comb += [
+            pw.pool.eq(d.pool), pw.out_int32.eq(d.out_int32), pw.width.eq(d.width),
+            pw.height.eq(d.height), pw.out_width.eq(d.out_width), pw.c0.eq(dr_c0),
+            pw.rows.eq(_min(d.tile_rows, d.out_height - dr_p0)),
+        ]
         dr_room = ofifo.w_level + 8 < cfg.out_fifo_depth
-        dr_issue = Signal()
         drain_blocked = Signal()
         draining = Signal()
         for b, (rd, _) in enumerate(banks):
-            m.d.comb += rd.addr.eq(Mux((bank_state[b] == FULL) & (dr_slot == b), dr_addr, c_pix))
+            m.d.comb += rd.addr.eq(Mux((bank_state[b] == FULL) & (dr_slot == b), pw.addr, c_pix))
         with m.FSM(name="drain"):
             with m.State("WAIT"):
                 with m.If(run & (dr_p0 < d.out_height) & (bank_state[dr_slot] == FULL)):
-                    m.d.sync += [dr_sub.eq(0), dr_py.eq(0), dr_px.eq(0), dr_j.eq(0),
-                                 dr_rowbase.eq(0), dr_col.eq(0)]
+                    m.d.comb += pw.start.eq(1)
                     m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += draining.eq(1)
-                skip = (dr_og * n_sub + dr_sub) >= d.out_groups
-                with m.If(skip):
+                with m.If((dr_og * n_sub + pw.sub) >= d.out_groups):  # padding sub-group
                     m.next = "FLUSH"
                     m.d.sync += dr_flush.eq(0)
                 with m.Elif(~dr_room):
                     m.d.comb += drain_blocked.eq(1)
                 with m.Else():
-                    m.d.comb += dr_issue.eq(1)
-                    m.d.sync += dr_j.eq(dr_j + 1)
-                    with m.If(dr_j == nwin_last):
-                        m.d.sync += [dr_j.eq(0), dr_px.eq(dr_px + 1),
-                                     dr_col.eq(dr_col + Mux(step2, 2, 1))]
-                        with m.If(dr_px == d.out_width - 1):
-                            m.d.sync += [dr_px.eq(0), dr_col.eq(0), dr_py.eq(dr_py + 1),
-                                         dr_rowbase.eq(dr_rowbase + Mux(step2, d.width << 1,
-                                                                          d.width))]
-                            with m.If(dr_py == dr_rows - 1):
-                                m.d.sync += [dr_py.eq(0), dr_rowbase.eq(0), dr_sub.eq(dr_sub + 1)]
-                                with m.If(dr_sub == n_sub - 1):
-                                    m.d.sync += dr_flush.eq(0)
-                                    m.next = "FLUSH"
+                    m.d.comb += pw.step.eq(1)
+                    with m.If(pw.done):
+                        m.d.sync += dr_flush.eq(0)
+                        m.next = "FLUSH"
             with m.State("FLUSH"):
                 m.d.comb += draining.eq(1)
                 m.d.sync += dr_flush.eq(dr_flush + 1)
@@ -580,15 +541,14 @@ class EngineCore(wiring.Component):
                         m.d.sync += [dr_og.eq(0), dr_p0.eq(dr_p0 + d.tile_rows),
                                      dr_c0.eq(dr_c0 + d.tile_conv_rows)]
                     m.next = "WAIT"
-        # E1: bank data; select the p_ic channels of sub-group dr_sub.
+        # E1: bank data; select the p_ic channels of the walker's sub-group.
         e1_valid, e1_pos, e1_first, e1_last, e1_slot = (Signal(name=f"e1_{n}") for n in
                                                         ("valid", "pos", "first", "last", "slot"))
-        e1_sub = Signal.like(dr_sub)
+        e1_sub = Signal.like(pw.sub)
         e1_j = Signal(2)
         m.d.sync += [
-            e1_valid.eq(dr_issue), e1_pos.eq((cy < d.height) & (cx < d.width)),
-            e1_first.eq(dr_j == 0), e1_last.eq(dr_j == nwin_last), e1_slot.eq(dr_slot),
-            e1_sub.eq(dr_sub), e1_j.eq(dr_j),
+            e1_valid.eq(pw.step), e1_pos.eq(pw.pos), e1_first.eq(pw.first),
+            e1_last.eq(pw.last), e1_slot.eq(dr_slot), e1_sub.eq(pw.sub), e1_j.eq(pw.j),
         ]
         e1_acc = Mux(e1_slot, banks[1][0].data.as_value(), banks[0][0].data.as_value())
         e1_lanes = e1_acc.word_select(e1_sub, 32 * p_ic)
@@ -612,18 +572,12 @@ class EngineCore(wiring.Component):
             wide_q, tags_q = Signal.like(wide), Signal.like(tags)
             m.d.sync += [wide_q.eq(wide), tags_q.eq(tags)]
             wide, tags = wide_q, tags_q
-        e3_pos, e3_first, e3_last = tags[0], tags[1], tags[2]
-        running_max = Signal(data.ArrayLayout(signed(8), p_ic))
-        current = Signal(data.ArrayLayout(signed(8), p_ic))
-        for i in range(p_ic):
-            cand = Mux(e3_pos, rq.y[i], -128)
-            best = Mux(cand > running_max[i], cand, running_max[i])
-            m.d.comb += current[i].eq(Mux(e3_first, cand, best))
-        with m.If(rq.valid_o):
-            m.d.sync += running_max.eq(current)
+        m.submodules.pool_max = pm = PoolMax(p_ic)
         m.d.comb += [
-            ofifo.w_data.eq(Mux(d.out_int32, wide, current)),
-            ofifo.w_en.eq(rq.valid_o & (d.out_int32 | e3_last)),
+            pm.valid.eq(rq.valid_o), pm.pos.eq(tags[0]), pm.first.eq(tags[1]),
+            pm.last.eq(tags[2]), pm.y.eq(rq.y),
+            ofifo.w_data.eq(Mux(d.out_int32, wide, pm.out)),
+            ofifo.w_en.eq(Mux(d.out_int32, rq.valid_o, pm.out_valid)),
         ]
 
         # ---- writer ------------------------------------------------------------------------

@@ -1,0 +1,73 @@
+"""The window generator: one pass of the MAC array over a row tile, for one kernel tap."""
+
+from amaranth import Module, Mux, Signal, signed
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["WindowGen"]
+
+
+class WindowGen(wiring.Component):
+    """Walks the pixels of a row tile for one kernel tap ``(ky, kx)``, one pixel per cycle.
+
+    The input buffer holds the tile's input rows, row-major, ``width`` pixels per row, starting at
+    conv row ``c0 - 1`` for a 3×3 kernel (``c0`` for a 1×1 kernel or when ``c0 == 0``: the row
+    above the map is padding, not stored). For the pixel at conv position ``(y, x)`` the tap
+    reads input ``(y + ky - 1, x + kx - 1)`` (3×3) or ``(y, x)`` (1×1); ``addr`` is its
+    input-buffer address and ``pad`` says it lies outside the map (the engine substitutes the
+    pad value). This is ``model.golden.im2col``'s row ``ky * 3 + kx``, one column per cycle.
+
+    ``start`` latches ``ky``, ``kx``, ``c0`` and ``npix`` (the tile's pixels) and begins the pass
+    the next cycle; it may coincide with ``end`` of the previous pass (no bubble). The pass lasts
+    ``max(npix, min_pass)`` cycles: ``valid`` is low on the padding cycles. ``k3``, ``width`` and
+    ``height`` must be stable for the whole layer.
+
+    Parameters
+    ----------
+    min_pass : int
+        Shortest pass (the accumulator read-modify-write distance).
+    """
+
+    def __init__(self, *, min_pass, pix_width=24, addr_width=26):
+        self.min_pass = min_pass
+        super().__init__({
+            "start": In(1), "k3": In(1), "ky": In(2), "kx": In(2), "width": In(16),
+            "height": In(16), "c0": In(16), "npix": In(pix_width),
+            "running": Out(1), "valid": Out(1), "pix": Out(pix_width),
+            "addr": Out(signed(addr_width)), "pad": Out(1), "last_pix": Out(1), "end": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        w, h, k3 = self.width, self.height, self.k3
+        npix = Signal.like(self.npix)
+        length = Signal.like(self.npix)
+        ky, kx = Signal(2), Signal(2)
+        x = Signal(16)
+        cr = Signal(16)  # conv row of the current pixel
+        rowaddr = Signal(signed(len(self.addr)))  # buffer address of tap (ky, kx) at x = 0
+        # Buffer offset of conv row c0's tap: row c0 - 1 is stored first unless c0 == 0 (3x3).
+        tile_off = Mux(k3 & (self.c0 != 0), w, 0)
+        koff = Mux(k3, Mux(self.ky == 0, -w, Mux(self.ky == 2, w, 0)) + self.kx - 1, 0)
+        m.d.comb += [
+            self.end.eq(self.running & (self.pix == length - 1)),
+            self.valid.eq(self.running & (self.pix < npix)),
+            self.last_pix.eq(self.running & (self.pix == npix - 1)),
+            self.addr.eq(rowaddr + x),
+            self.pad.eq(~(Mux(k3, ((ky != 0) | (cr != 0)) & ((ky != 2) | (cr != h - 1)), 1)
+                          & Mux(k3, ((kx != 0) | (x != 0)) & ((kx != 2) | (x != w - 1)), 1))),
+        ]
+        with m.If(self.start):
+            m.d.sync += [
+                self.running.eq(1), npix.eq(self.npix),
+                length.eq(Mux(self.npix < self.min_pass, self.min_pass, self.npix)),
+                ky.eq(self.ky), kx.eq(self.kx), self.pix.eq(0), x.eq(0), cr.eq(self.c0),
+                rowaddr.eq(tile_off + koff),
+            ]
+        with m.Elif(self.running):
+            m.d.sync += [self.pix.eq(self.pix + 1), x.eq(x + 1)]
+            with m.If(x == w - 1):
+                m.d.sync += [x.eq(0), cr.eq(cr + 1), rowaddr.eq(rowaddr + w)]
+            with m.If(self.end):
+                m.d.sync += self.running.eq(0)
+        return m
