@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import site
 import sys
 import sysconfig
@@ -54,6 +55,17 @@ def _toolchain_env():
     return env
 
 
+def _icarus_kick(text):
+    """Make Icarus evaluate every ``always @*`` block once.
+
+    Yosys's Verilog gives each combinational block a dummy trigger register declared ``= 0``;
+    Icarus 11 applies that initializer without an event, so blocks whose inputs never change stay
+    X (a stuck engine). Toggling each trigger once, just after time 0, runs them all.
+    """
+    return re.sub(r"(reg (\\\$auto\$verilog_backend\S+) += 0;)", r"\1\n  initial #1 \2 = 1;",
+                  text)
+
+
 def _source_key(key, sim, waves):
     """Hash of everything a simulator binary depends on: the RTL sources, ``key`` (the top and
     its configuration), the Amaranth version, the simulator and the waveform switch. Hashing the
@@ -82,7 +94,8 @@ def build_top(make_top, toplevel, key, *, sim=None, waves=None):
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not stamp.exists():
             source = build_dir / f"{toplevel}.v"
-            source.write_text(verilog.convert(make_top(), name=toplevel, emit_src=False))
+            text = verilog.convert(make_top(), name=toplevel, emit_src=False)
+            source.write_text(_icarus_kick(text) if sim == "icarus" else text)
             os.environ.update(_toolchain_env())
             runner = get_runner(sim)
             build_args = ["-Wno-fatal", "-O3"] if sim == "verilator" else []

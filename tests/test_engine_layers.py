@@ -5,6 +5,8 @@ Each test runs all its layers on one simulator instance (one build shared by eve
 row, column, expected and actual (``WAVES=1`` dumps a waveform into the run directory).
 """
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -142,4 +144,16 @@ def test_long_fuzz_bit_exact():
     cases = _fuzz_cases(rng, 120)
     jobs = [{"case": case, "timing": _random_timing(rng)} for case in cases]
     results, ok = run_jobs(jobs, "longfuzz")
+    _assert_exact(jobs, results, ok)
+
+
+@pytest.mark.slow
+def test_icarus_runs_a_layer_bit_exact():
+    """SIM=icarus path (about 200 cycles/s here, so one small pooled layer)."""
+    if shutil.which("iverilog") is None:
+        pytest.fail("iverilog not found: install Icarus Verilog (Debian: apt-get install iverilog)")
+    rng = np.random.default_rng(5)
+    jobs = [{"case": random_case(rng, "icarus", 8, 4, 5, 16, 3, Pool.P2S2),
+             "timing": DdrTiming(latency=5, ready_prob=0.7, seed=2)}]
+    results, ok = run_jobs(jobs, "icarus", sim="icarus")
     _assert_exact(jobs, results, ok)
