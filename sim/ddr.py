@@ -92,8 +92,9 @@ class DdrModel:
             "rresp", "rlast", "awvalid", "awready", "awaddr", "awlen", "awid", "wvalid",
             "wready", "wdata", "wstrb", "wlast", "bvalid", "bready", "bid", "bresp")}
         self.s = type("Signals", (), sig)
+        self._driven = {}
         for name in ("arready", "rvalid", "awready", "wready", "bvalid"):
-            sig[name].value = 0
+            self._drive(name, 0)
 
     # -- memory access for the testbench -------------------------------------------------------
     def write(self, addr, data):
@@ -140,17 +141,27 @@ class DdrModel:
 
     def _quiesce(self):
         for name in ("arready", "awready", "wready", "rvalid", "bvalid"):
-            getattr(self.s, name).value = 0
+            self._drive(name, 0)
+
+    def _drive(self, name, value):
+        # Writes through the simulator interface are the model's main cost: skip unchanged ones.
+        value = int(value)
+        if self._driven.get(name) != value:
+            self._driven[name] = value
+            getattr(self.s, name).value = value
+
+    def _chance(self, prob):
+        return prob >= 1.0 or self.rng.random() < prob
 
     def _cycle_now(self):
         return int(get_sim_time("ns") // self.period_ns)
 
     def _step(self, arvalid, awvalid, wvalid):
-        s, t, rng = self.s, self.timing, self.rng
+        s, t, drive = self.s, self.timing, self._drive
         now = self._cycle_now()
         # AR
-        arready = rng.random() < t.ready_prob
-        s.arready.value = int(arready)
+        arready = self._chance(t.ready_prob)
+        drive("arready", arready)
         if arvalid and arready:
             addr, n = int(s.araddr.value), int(s.arlen.value) + 1
             # INCR bursts move on aligned beats; an unaligned start address only means the
@@ -165,27 +176,27 @@ class DdrModel:
             self.reads.append([now + t.latency, int(s.arid.value), beats, resp])
         # R
         rvalid = False
-        if self.reads and self.reads[0][0] <= now and rng.random() < t.rvalid_prob:
+        if self.reads and self.reads[0][0] <= now and self._chance(t.rvalid_prob):
             due, rid, beats, resp = self.reads[0]
             rvalid = True
-            s.rdata.value = beats[0]
-            s.rid.value = rid
-            s.rresp.value = resp
-            s.rlast.value = int(len(beats) == 1)
+            drive("rdata", beats[0])
+            drive("rid", rid)
+            drive("rresp", resp)
+            drive("rlast", int(len(beats) == 1))
             if int(s.rready.value):
                 beats.pop(0)
                 self.stats["read_beats"] += 1
                 if not beats:
                     self.reads.popleft()
-        s.rvalid.value = int(rvalid)
+        drive("rvalid", rvalid)
         # AW
-        awready = rng.random() < t.ready_prob
-        s.awready.value = int(awready)
+        awready = self._chance(t.ready_prob)
+        drive("awready", awready)
         if awvalid and awready:
             self.aws.append((int(s.awaddr.value), int(s.awlen.value) + 1, int(s.awid.value)))
         # W
-        wready = rng.random() < t.ready_prob
-        s.wready.value = int(wready)
+        wready = self._chance(t.ready_prob)
+        drive("wready", wready)
         if wvalid and wready:
             self.wbeats.append((int(s.wdata.value), int(s.wstrb.value)))
             self.stats["write_beats"] += 1
@@ -198,11 +209,11 @@ class DdrModel:
             self._commit_write(now)
         # B
         bvalid = bool(self.bresps) and self.bresps[0][0] <= now
-        s.bvalid.value = int(bvalid)
+        drive("bvalid", bvalid)
         if bvalid:
             _, bid, resp = self.bresps[0]
-            s.bid.value = bid
-            s.bresp.value = resp
+            drive("bid", bid)
+            drive("bresp", resp)
             if int(s.bready.value):
                 self.bresps.popleft()
 
