@@ -17,7 +17,7 @@ from model.float_ref import forward
 from model.golden import forward_int, quantize_input
 from model.pipeline import prepare_input
 from model.quant import quantize_network
-from model.zoo import DEFAULT_IMAGE, TINY_YOLO_VOC_CFG, random_weights
+from model.zoo import DOG_IMAGE, TINY_YOLO_VOC_CFG, random_weights
 
 __all__ = ["DARKNET_CPU_MS", "run_golden_bench"]
 
@@ -45,7 +45,7 @@ def run_golden_bench(repeat: int = 5) -> int:
         0 (the process exit status); the numbers are printed, not asserted.
     """
     net = random_weights(parse_cfg(TINY_YOLO_VOC_CFG), seed=0)
-    x, _ = prepare_input(DEFAULT_IMAGE, net.input_shape)
+    x, _ = prepare_input(DOG_IMAGE, net.input_shape)
     qnet = quantize_network(net, [x])
     macs = sum(
         int(np.prod(layer.out_shape)) * layer.in_shape[0] * layer.size**2

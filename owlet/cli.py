@@ -49,9 +49,23 @@ def _calibrate(net, images, method, quiet=False):
     return quantize_network(net, inputs, method)
 
 
-def _read_names(path: Path | None, classes: int) -> list[str]:
+def _load_quantized(path: Path, net):
+    from model.quant import QuantizedNetwork
+
+    qnet = QuantizedNetwork.load(path)
+    if qnet.input_shape != net.input_shape or len(qnet.layers) != len(net.layers):
+        raise ValueError(f"{path}: quantized model has input {qnet.input_shape} and "
+                         f"{len(qnet.layers)} layers, the cfg {net.input_shape} and "
+                         f"{len(net.layers)}")
+    return qnet
+
+
+def _read_names(path: Path | None, classes: int, cfg: Path) -> list[str]:
+    """Class names from ``path``, else from ``<cfg stem>.names`` beside the cfg, else numbers."""
     if path is None:
-        return [f"class{i}" for i in range(classes)]
+        path = cfg.with_suffix(".names")
+        if not path.exists():
+            return [f"class{i}" for i in range(classes)]
     names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     if len(names) < classes:
         raise SystemExit(f"owlet: {path} names {len(names)} classes, the network has {classes}")
@@ -75,9 +89,12 @@ def cmd_infer(args) -> int:
         def run():
             return infer_float(net, x, image_size, args.thresh, args.nms)
     else:
-        if args.calib is None:
-            print(f"owlet: no --calib given: calibrating activation scales on {args.image}")
-        qnet = _calibrate(net, args.calib or [args.image], args.calib_method)
+        if args.qmodel is not None:
+            qnet = _load_quantized(args.qmodel, net)
+        else:
+            if args.calib is None:
+                print(f"owlet: no --calib given: calibrating activation scales on {args.image}")
+            qnet = _calibrate(net, args.calib or [args.image], args.calib_method)
 
         def run():
             return infer_int8(qnet, x, image_size, args.thresh, args.nms)
@@ -85,7 +102,7 @@ def cmd_infer(args) -> int:
     if args.repeat:
         print(f"ms/frame: {_time_forward(run, args.repeat):.1f}")
     classes = net.region.classes if net.region else 0
-    names = _read_names(args.names, classes)
+    names = _read_names(args.names, classes, args.cfg)
     for det in result.detections:
         for c in np.flatnonzero(det.probs > 0):
             print(f"{names[c]}: {det.probs[c] * 100:.0f}%  box x={det.x:.3f} y={det.y:.3f} "
@@ -180,9 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="input image (default: the built-in %(default)s)")
     infer.add_argument("--mode", choices=("float", "int8"), default="float")
     _add_calibration_arguments(infer)
+    infer.add_argument("--qmodel", type=Path, metavar="MODEL.npz",
+                       help="int8 mode: use this quantized model file instead of calibrating "
+                            "(the built-in model's is model/zoo/owlet-tiny.npz)")
     infer.add_argument("--thresh", type=float, default=0.5, help="detection threshold")
     infer.add_argument("--nms", type=float, default=0.45, help="NMS IoU threshold")
-    infer.add_argument("--names", type=Path, help="class names, one per line")
+    infer.add_argument("--names", type=Path,
+                       help="class names, one per line (default: <cfg stem>.names beside the cfg)")
     infer.add_argument("--dump", type=Path, metavar="DIR",
                        help="write input.npy and layerNN.npy for every layer")
     infer.add_argument("--json", type=Path, metavar="OUT.json", help="write detections as JSON")

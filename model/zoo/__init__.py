@@ -11,20 +11,30 @@ from model.network import ConvLayer, Network
 __all__ = [
     "DEFAULT_CFG",
     "DEFAULT_IMAGE",
+    "DEFAULT_QMODEL",
     "DEFAULT_WEIGHTS",
+    "DOG_IMAGE",
     "OWLET_TINY_CFG",
+    "REFERENCE_CFG",
+    "REFERENCE_WEIGHTS",
     "TINY_YOLO_VOC_CFG",
     "ZOO_DIR",
     "random_weights",
 ]
 
 ZOO_DIR = Path(__file__).resolve().parent
-DEFAULT_CFG = ZOO_DIR / "ref-tiny.cfg"
-DEFAULT_WEIGHTS = ZOO_DIR / "ref-tiny.weights"
-DEFAULT_IMAGE = ZOO_DIR / "dog.png"
-TINY_YOLO_VOC_CFG = ZOO_DIR / "yolov2-tiny-voc.cfg"
-#: Owlet's detector for the built-in synthetic task (``make train`` trains it).
+#: Owlet's detector for the built-in synthetic task: ``make train`` produces these files.
 OWLET_TINY_CFG = ZOO_DIR / "owlet-tiny.cfg"
+DEFAULT_CFG = OWLET_TINY_CFG
+DEFAULT_WEIGHTS = ZOO_DIR / "owlet-tiny.weights"
+DEFAULT_QMODEL = ZOO_DIR / "owlet-tiny.npz"
+#: A held-out synthetic test image (64×64 scaled ×4).
+DEFAULT_IMAGE = ZOO_DIR / "shapes.png"
+#: The reduced tiny-YOLOv2 of shared/reference/darknet-tiny96 and its image.
+REFERENCE_CFG = ZOO_DIR / "ref-tiny.cfg"
+REFERENCE_WEIGHTS = ZOO_DIR / "ref-tiny.weights"
+DOG_IMAGE = ZOO_DIR / "dog.png"
+TINY_YOLO_VOC_CFG = ZOO_DIR / "yolov2-tiny-voc.cfg"
 
 
 def random_weights(net: Network, seed: int = 0) -> Network:
