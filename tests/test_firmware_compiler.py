@@ -9,22 +9,11 @@ from firmware.compiler import CompileError, allocate, compile_network
 from firmware.executor import descriptors
 from firmware.program import HOST_BEFORE, SegmentKind
 from hdl.descriptor import EngineConfig, Pool
-from model.darknet import load_darknet, parse_cfg
-from model.golden import quantize_input
-from model.pipeline import prepare_input
-from model.quant import QuantConv, QuantizedNetwork, QuantMaxpool, quantize_network
+from model.darknet import parse_cfg
+from model.quant import QuantConv, QuantizedNetwork, QuantMaxpool
 from model.zoo import TINY_YOLO_VOC_CFG
 
 CFG = EngineConfig()
-
-
-@pytest.fixture(scope="module")
-def reference(reference_dir):
-    """The reference network quantized on dog.png, and its int8 input."""
-    ref = reference_dir / "darknet-tiny96"
-    net = load_darknet(ref / "ref-tiny.cfg", ref / "ref-tiny.weights")
-    x, _ = prepare_input(ref / "dog.png", net.input_shape)
-    return quantize_network(net, [x]), quantize_input(x)
 
 
 @pytest.fixture(scope="module")
@@ -96,15 +85,15 @@ def test_allocator_random_lifetimes_never_overlap():
 
 
 @pytest.mark.parametrize("reuse", [True, False])
-def test_memory_map_never_overlaps_live_buffers(reference, voc_geometry, reuse):
-    for qnet in (reference[0], voc_geometry):
+def test_memory_map_never_overlaps_live_buffers(reference_quantized, voc_geometry, reuse):
+    for qnet in (reference_quantized[0], voc_geometry):
         program = compile_network(qnet, CFG, reuse=reuse)
         _assert_live_buffers_disjoint(program)
         assert all(s.addr % program.alignment == 0 for s in program.segments)
 
 
-def test_reuse_reaches_the_peak_of_live_buffers(reference, voc_geometry):
-    for qnet in (reference[0], voc_geometry):
+def test_reuse_reaches_the_peak_of_live_buffers(reference_quantized, voc_geometry):
+    for qnet in (reference_quantized[0], voc_geometry):
         shared = compile_network(qnet, CFG)
         separate = compile_network(qnet, CFG, reuse=False)
         assert separate.footprint == shared.footprint_without_reuse
@@ -120,8 +109,8 @@ def test_reuse_reaches_the_peak_of_live_buffers(reference, voc_geometry):
         assert all(s.end <= arena for s in constants)
 
 
-def test_fusion_covers_every_darknet_layer(reference):
-    qnet = reference[0]
+def test_fusion_covers_every_darknet_layer(reference_quantized):
+    qnet = reference_quantized[0]
     program = compile_network(qnet, CFG)
     covered = []
     for layer in program.layers:
@@ -144,11 +133,11 @@ def test_fusion_covers_every_darknet_layer(reference):
         [Pool.P2S2] * 5 + [Pool.P2S1, Pool.NONE, Pool.NONE]
 
 
-def test_descriptor_extents_are_the_segments(reference, voc_geometry):
+def test_descriptor_extents_are_the_segments(reference_quantized, voc_geometry):
     """Bytes the engine reads and writes per descriptor (from its fields) are exactly the
     segments the layer table names, and chained: each layer reads its predecessor's output."""
     for cfg in (CFG, EngineConfig(p_oc=32)):
-        for qnet in (reference[0], voc_geometry):
+        for qnet in (reference_quantized[0], voc_geometry):
             program = compile_network(qnet, cfg)
             segs = program.segments
             for i, (layer, d) in enumerate(zip(program.layers, descriptors(program),
@@ -173,8 +162,8 @@ def test_descriptor_extents_are_the_segments(reference, voc_geometry):
                     assert layer.input_segment == program.layers[i - 1].output_segment
 
 
-def test_refuses_what_the_engine_cannot_run(reference):
-    qnet = reference[0]
+def test_refuses_what_the_engine_cannot_run(reference_quantized):
+    qnet = reference_quantized[0]
 
     def with_layer(index, **changes):
         layers = list(qnet.layers)
@@ -200,7 +189,7 @@ def test_refuses_what_the_engine_cannot_run(reference):
     with pytest.raises(CompileError, match="alignment 100 is not a multiple of the 8-byte beat"):
         compile_network(qnet, CFG, alignment=100)
     with pytest.raises(CompileError, match=r"input shape \(3, 96, 95\), the network expects"):
-        compile_network(qnet, CFG, x_q=reference[1][:, :, :95])
+        compile_network(qnet, CFG, x_q=reference_quantized[1][:, :, :95])
     footprint = compile_network(qnet, CFG).footprint
     with pytest.raises(CompileError, match=f"needs {footprint} bytes of DDR, the memory has "
                                            f"{footprint - 1}"):

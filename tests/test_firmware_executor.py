@@ -15,9 +15,8 @@ from firmware.executor import (
 )
 from firmware.image import load_program, write_program
 from hdl.descriptor import Descriptor, EngineConfig, pack_descriptor
-from model.darknet import load_darknet, parse_cfg
+from model.darknet import parse_cfg
 from model.golden import forward_int, quantize_input
-from model.pipeline import prepare_input
 from model.quant import quantize_network
 from model.zoo import random_weights
 from sim.layer import params_to_ddr, weights_to_ddr
@@ -59,14 +58,6 @@ stride=1
 pad=1
 activation=linear
 """
-
-
-@pytest.fixture(scope="module")
-def reference(reference_dir):
-    ref = reference_dir / "darknet-tiny96"
-    net = load_darknet(ref / "ref-tiny.cfg", ref / "ref-tiny.weights")
-    x, _ = prepare_input(ref / "dog.png", net.input_shape)
-    return quantize_network(net, [x]), quantize_input(x)
 
 
 @pytest.fixture(scope="module")
@@ -145,8 +136,8 @@ def _run_and_compare(qnet, x_q, cfg, reuse, tmp_path):
 
 
 @pytest.mark.parametrize("reuse", [True, False])
-def test_reference_network_bit_exact(reference, tmp_path, reuse):
-    qnet, x_q = reference
+def test_reference_network_bit_exact(reference_quantized, tmp_path, reuse):
+    qnet, x_q = reference_quantized
     _run_and_compare(qnet, x_q, EngineConfig(), reuse, tmp_path)
 
 
@@ -157,10 +148,10 @@ def test_odd_shapes_bit_exact(odd, tmp_path, cfg):
     _run_and_compare(qnet, x_q, cfg, True, tmp_path)
 
 
-def test_executor_reads_the_descriptors_in_ddr(reference):
+def test_executor_reads_the_descriptors_in_ddr(reference_quantized):
     """The executor follows the descriptors, not the layer table: point layer 0 at another
     input (a copy of the real input shifted by one row) and its output must change."""
-    qnet, x_q = reference
+    qnet, x_q = reference_quantized
     program = compile_network(qnet, EngineConfig(), x_q=x_q)
     mem = program.ddr_image()
     spare = len(mem)

@@ -21,26 +21,14 @@ from firmware.image import (
     write_program,
 )
 from hdl.descriptor import EngineConfig
-from model.darknet import load_darknet
-from model.golden import quantize_input
-from model.pipeline import prepare_input
-from model.quant import quantize_network
 
 CFG = EngineConfig()
 DOC = Path(__file__).resolve().parent.parent / "docs" / "program-format.md"
 
 
-@pytest.fixture(scope="module")
-def reference(reference_dir):
-    ref = reference_dir / "darknet-tiny96"
-    net = load_darknet(ref / "ref-tiny.cfg", ref / "ref-tiny.weights")
-    x, _ = prepare_input(ref / "dog.png", net.input_shape)
-    return quantize_network(net, [x]), quantize_input(x)
-
-
 @pytest.fixture()
-def program_file(reference, tmp_path):
-    qnet, x_q = reference
+def program_file(reference_quantized, tmp_path):
+    qnet, x_q = reference_quantized
     program = compile_network(qnet, CFG, x_q=x_q)
     path = tmp_path / "prog.bin"
     write_program(program, path)
@@ -65,8 +53,8 @@ def _patch(path, name, value):
 
 
 @pytest.mark.parametrize("with_input", [True, False])
-def test_round_trip(reference, tmp_path, with_input):
-    qnet, x_q = reference
+def test_round_trip(reference_quantized, tmp_path, with_input):
+    qnet, x_q = reference_quantized
     for cfg in (CFG, EngineConfig(p_oc=32, acc_depth=512)):
         program = compile_network(qnet, cfg, x_q=x_q if with_input else None)
         path = tmp_path / "p.bin"
@@ -186,8 +174,8 @@ def test_documentation_matches_the_format():
         assert tables[name]["rows"] == fields, name
 
 
-def test_cli_compile(reference, tmp_path, capsys):
-    qnet, _ = reference
+def test_cli_compile(reference_quantized, tmp_path, capsys):
+    qnet, _ = reference_quantized
     model = tmp_path / "model.npz"
     qnet.save(model)
     parser = argparse.ArgumentParser()
