@@ -6,6 +6,7 @@ RTL source and configuration (the build directory is keyed by their hash, under 
 a list of layer jobs through :mod:`sim.engine_cocotb` in its own run directory and returns
 their results.
 
+Testbenches see the top level's ports only (the Verilator build is not ``--public-flat-rw``).
 Environment: ``SIM=icarus`` selects Icarus Verilog instead of Verilator; ``WAVES=1`` dumps
 waveforms (``dump.vcd`` / ``dump.fst`` in the run directory).
 """
@@ -22,7 +23,7 @@ import sysconfig
 from pathlib import Path
 
 from amaranth.back import verilog
-from cocotb_tools.runner import get_results, get_runner
+from cocotb_tools.runner import Verilator, get_results, get_runner
 
 from hdl.descriptor import EngineConfig
 from hdl.engine import Engine
@@ -55,6 +56,22 @@ def _toolchain_env():
     return env
 
 
+class _LeanVerilator(Verilator):
+    """cocotb's Verilator runner without ``--public-flat-rw`` (``--public-depth 1`` instead).
+
+    Only the top level's ports are then visible to cocotb — all our testbenches touch — and
+    Verilator is free to optimize the internals: 2.2x faster on the engine (31 k → 71 k cycles/s on
+    a compute-bound layer). Waveforms (``WAVES=1``) still hold every signal. Overrides a private
+    method of the pinned cocotb_tools 2.1 runner.
+    """
+
+    def _build_command(self):
+        cmds = super()._build_command()
+        verilate = [arg for arg in cmds[0] if arg != "--public-flat-rw"]
+        verilate[1:1] = ["--public-depth", "1"]
+        return [verilate, *cmds[1:]]
+
+
 def _icarus_kick(text):
     """Make Icarus evaluate every ``always @*`` block once.
 
@@ -73,7 +90,7 @@ def _source_key(key, sim, waves):
     import amaranth
 
     digest = hashlib.sha256(
-        f"{key}{sim}{waves}{amaranth.__version__}{_toolchain_env()['MAKEFLAGS']}".encode())
+        f"{key}{sim}{waves}{amaranth.__version__}{_toolchain_env()['MAKEFLAGS']}lean".encode())
     root = Path(__file__).resolve().parents[1]
     for path in sorted([*(root / "hdl").glob("*.py"), root / "sim" / "axi_wire.py"]):
         digest.update(path.read_bytes())
@@ -97,7 +114,7 @@ def build_top(make_top, toplevel, key, *, sim=None, waves=None):
             text = verilog.convert(make_top(), name=toplevel, emit_src=False)
             source.write_text(_icarus_kick(text) if sim == "icarus" else text)
             os.environ.update(_toolchain_env())
-            runner = get_runner(sim)
+            runner = _LeanVerilator() if sim == "verilator" else get_runner(sim)
             build_args = ["-Wno-fatal", "-O3"] if sim == "verilator" else []
             runner.build(sources=[source], hdl_toplevel=toplevel, build_dir=build_dir,
                          build_args=build_args, waves=waves, timescale=("1ns", "1ps"))
