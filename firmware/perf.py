@@ -13,7 +13,9 @@ the prediction matches the RTL's ``cycles`` counter within a few percent (valida
 ``tests/test_cosim.py``); ``docs/performance.md`` explains the model and the numbers.
 
 The roofline bounds are the classic ones: compute = useful MACs / (P_ic·P_oc), memory = DDR
-bytes / bytes per cycle; a layer cannot be faster than the larger of the two.
+bytes / bytes per cycle; a layer cannot be faster than the larger of the two. AXI4 has separate
+read and write channels, and so has the simulation's DDR model: the memory bound is the larger of
+the reads at the configured bandwidth and the writes at one beat per cycle.
 """
 
 from __future__ import annotations
@@ -69,7 +71,8 @@ class LayerPerf:
     macs : useful multiply-accumulates (real channels)
     mac_cycles : cycles the array computes (sum of pass lengths, padded lanes included)
     bytes_read, bytes_written : DDR traffic of the engine
-    compute_bound, memory_bound : roofline bounds in cycles
+    compute_bound, memory_bound : roofline bounds in cycles (memory: the larger of the read and
+        the write channel's transfer time)
     """
 
     name: str
@@ -368,7 +371,7 @@ def predict_program(program: Program, perf: PerfConfig | None = None) -> list[La
         name = f"{layer.conv_index}" + ("" if layer.pool_index is None
                                         else f"+{layer.pool_index}")
         out.append(LayerPerf(name, cycles, macs, mac_cycles, rd, wr, macs / peak,
-                             (rd + wr) / perf.ddr_bytes_per_cycle))
+                             max(rd / perf.ddr_bytes_per_cycle, wr / _BEAT)))
     return out
 
 

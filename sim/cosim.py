@@ -356,7 +356,7 @@ def _plot(rows, cfg, perf, path):
 
     peak = cfg.p_ic * cfg.p_oc
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
-    intensity = [r["macs"] / max(1, r["bytes_read"] + r["bytes_written"]) for r in rows]
+    intensity = [r["macs"] / max(1, r["bytes_read"]) for r in rows]  # reads bound (perf model)
     achieved = [r["macs"] / r["cycles"] if r["cycles"] else 0 for r in rows]
     xs = np.logspace(np.log10(min(intensity) / 2), np.log10(max(intensity) * 2), 100)
     ax.loglog(xs, np.minimum(peak, xs * perf.ddr_bytes_per_cycle), "k-",
@@ -364,7 +364,7 @@ def _plot(rows, cfg, perf, path):
     ax.scatter(intensity, achieved, color="#d8533b", zorder=3)
     for r, x, y in zip(rows, intensity, achieved, strict=True):
         ax.annotate(r["darknet"], (x, y), textcoords="offset points", xytext=(4, -10), fontsize=8)
-    ax.set_xlabel("MACs per DDR byte")
+    ax.set_xlabel("MACs per DDR byte read")
     ax.set_ylabel("MACs per cycle (measured)")
     ax.set_title("Roofline")
     ax.legend(fontsize=8)
