@@ -185,7 +185,7 @@ class EngineCore(wiring.Component):
             "axi": Out(AXI4Signature(addr_width=cfg.addr_width, data_width=cfg.data_width)),
         })
 
-    def elaborate(self, platform):  # noqa: C901 (one loop nest per unit, kept side by side)
+    def elaborate(self, platform):
         cfg = self.cfg
         p_ic, p_oc, beat_bytes = cfg.p_ic, cfg.p_oc, cfg.data_width // 8
         n_sub = p_oc // p_ic
