@@ -41,21 +41,20 @@ def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
 
 def register_cli(subparsers) -> None:
     """Add the ``sim`` and ``perf`` commands to the ``owlet`` sub-command parsers."""
-    from model.zoo import DEFAULT_IMAGE
-
     sim = subparsers.add_parser(
         "sim", help="run the whole network on the engine RTL, bit-exact against the golden model",
         description="Quantize the model on the image, compile it, run the program on the "
                     "Verilated sequencer + engine through the DDR model from one start, compare "
                     "every layer's output in DDR with the golden model, decode the detections "
                     "on the host and print per-layer performance (docs/sequencer.md).")
-    sim.add_argument("--cfg", type=Path, help="darknet .cfg (default: the reference network, or "
-                                              "tiny-YOLOv2-VOC with --full)")
-    sim.add_argument("--weights", type=Path, help="darknet .weights (default: the reference's)")
+    sim.add_argument("--cfg", type=Path,
+                     help="darknet .cfg, quantized on the image (random weights without "
+                          "--weights; default: the zoo's quantized detector)")
+    sim.add_argument("--weights", type=Path, help="darknet .weights for --cfg")
     sim.add_argument("--qmodel", type=Path, metavar="MODEL.npz",
-                     help="a quantized model file instead of --cfg/--weights")
-    sim.add_argument("--image", type=Path, default=DEFAULT_IMAGE,
-                     help="input image (default: the built-in %(default)s)")
+                     help="a quantized model file (default: the zoo's, model/zoo/owlet-tiny.npz)")
+    sim.add_argument("--image", type=Path,
+                     help="input image (default: the zoo's shapes.png, dog.png with --full)")
     sim.add_argument("--sim", choices=("verilator", "icarus"), default="verilator",
                      help="HDL simulator (icarus is about 100x slower)")
     _add_engine_arguments(sim)
@@ -72,8 +71,10 @@ def register_cli(subparsers) -> None:
     perf = subparsers.add_parser(
         "perf", help="analytic performance model: per-layer cycles, DDR traffic, roofline, fps",
         description="Model the engine layer by layer on a compiled network (docs/performance.md).")
-    perf.add_argument("--cfg", type=Path, help="darknet .cfg (default: the reference network)")
-    perf.add_argument("--qmodel", type=Path, metavar="MODEL.npz", help="a quantized model file")
+    perf.add_argument("--cfg", type=Path, help="darknet .cfg (random weights: timing does not "
+                                               "depend on them)")
+    perf.add_argument("--qmodel", type=Path, metavar="MODEL.npz",
+                      help="a quantized model file (default: the zoo's)")
     _add_engine_arguments(perf)
     perf.set_defaults(func=cmd_perf)
 

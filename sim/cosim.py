@@ -26,12 +26,13 @@ from pathlib import Path
 
 import cocotb
 import numpy as np
-from cocotb.triggers import RisingEdge, ValueChange, with_timeout
+from cocotb.triggers import FallingEdge, RisingEdge, ValueChange, with_timeout
 
 from hdl.descriptor import EngineConfig
 from hdl.engine import COUNTERS
-from hdl.sequencer import RECORD, RECORD_WORDS, SEQ_CSR, Sequencer
-from sim.ddr import DdrTiming
+from hdl.sequencer import RECORD, RECORD_WORDS, SEQ_CSR
+from hdl.top import SimTop
+from sim.ddr import OKAY, DdrTiming
 from sim.engine_cocotb import PERIOD_NS, TB, compare
 from sim.runner import BUILD_ROOT, build_top, run_cocotb
 
@@ -41,6 +42,7 @@ __all__ = [
     "CosimReport",
     "SequencerTB",
     "build_sequencer",
+    "class_names",
     "format_table",
     "load_model",
     "run_cosim",
@@ -48,22 +50,84 @@ __all__ = [
     "simulate_program",
 ]
 
-TOPLEVEL = "owlet_sequencer"
+TOPLEVEL = "owlet_simtop"
 #: Performance records go on the first 4 KB page after the program.
 _RECORD_ALIGN = 4096
 
 
 def build_sequencer(cfg=None, *, sim=None, waves=None):
-    """Build (or reuse) the simulator binary of :class:`hdl.sequencer.Sequencer`."""
+    """Build (or reuse) the simulator binary of :class:`hdl.top.SimTop` (the sequencer with the
+    DDR model's pins and the burst bridge)."""
     cfg = cfg or EngineConfig()
-    return build_top(lambda: Sequencer(cfg), TOPLEVEL, repr(cfg), sim=sim, waves=waves)
+    return build_top(lambda: SimTop(cfg), TOPLEVEL, repr(cfg), sim=sim, waves=waves)
 
 
 # ---- cocotb side -------------------------------------------------------------------------------
 
 class SequencerTB(TB):
     """The engine testbench's clock, reset, DDR model and Wishbone master, driving the sequencer's
-    CSR map (:class:`hdl.sequencer.SEQ_CSR`) instead of the engine's."""
+    CSR map (:class:`hdl.sequencer.SEQ_CSR`) instead of the engine's.
+
+    The DDR model's memory (``ddr.mem``) backs both memory paths of :class:`hdl.top.SimTop`: the
+    cocotb DDR model on the AXI pins (every beat in Python) or the burst bridge (timing in the
+    RTL, Python once per burst: ``docs/sequencer.md``), chosen per run by :meth:`select_memory`.
+    """
+
+    def __init__(self, dut, timing):
+        super().__init__(dut, timing)
+        for name in ("use_bridge", "mem_ld_valid", "mem_wc_valid"):
+            getattr(dut, name).value = 0
+
+    async def reset(self):
+        await super().reset()
+        cocotb.start_soon(self._serve_reads())
+        cocotb.start_soon(self._serve_writes())
+
+    def select_memory(self, timing, bridge):
+        """Use the burst bridge (``bridge``) or the cocotb DDR model, with ``timing``."""
+        dut = self.dut
+        self.ddr.timing = timing
+        dut.use_bridge.value = int(bridge)
+        dut.mem_read_latency.value = timing.latency
+        dut.mem_write_latency.value = timing.write_latency
+        dut.mem_ready_threshold.value = round(256 * timing.ready_prob)
+        dut.mem_rvalid_threshold.value = round(256 * timing.rvalid_prob)
+
+    async def _serve_reads(self):
+        """Answer each read burst of the bridge with all its beats (or its error response)."""
+        dut, mem, beat = self.dut, self.ddr.mem, self.ddr.beat
+        while True:
+            await FallingEdge(dut.clk)  # the bridge takes the answer on the next rising edge
+            if not int(dut.mem_rq_valid.value):
+                dut.mem_ld_valid.value = 0
+                await RisingEdge(dut.mem_rq_valid)
+                continue
+            addr, size = int(dut.mem_rq_addr.value), (int(dut.mem_rq_len.value) + 1) * beat
+            resp = self.ddr._resp(addr, size, "r")  # the DDR model's error injection ranges
+            data = mem[addr:addr + size].tobytes() if resp == OKAY else b""
+            dut.mem_ld_data.value = int.from_bytes(data, "little")
+            dut.mem_ld_resp.value = resp
+            dut.mem_ld_valid.value = 1
+
+    async def _serve_writes(self):
+        """Commit each complete write burst of the bridge to memory (unless refused)."""
+        dut, mem, beat = self.dut, self.ddr.mem, self.ddr.beat
+        while True:
+            await FallingEdge(dut.clk)
+            if not int(dut.mem_wr_valid.value):
+                dut.mem_wc_valid.value = 0
+                await RisingEdge(dut.mem_wr_valid)
+                continue
+            addr, beats = int(dut.mem_wr_addr.value), int(dut.mem_wr_len.value) + 1
+            if int(dut.mem_wr_beats.value) + 1 != beats or not int(dut.mem_wr_full_strobes.value):
+                raise RuntimeError(f"bridge: write burst at {addr:#x}: AWLEN says {beats} beats, "
+                                   f"W has {int(dut.mem_wr_beats.value) + 1}, or partial WSTRB")
+            resp = self.ddr._resp(addr, beats * beat, "w")
+            if resp == OKAY:
+                raw = int(dut.mem_wr_data.value).to_bytes(len(dut.mem_wr_data) // 8, "little")
+                mem[addr:addr + beats * beat] = np.frombuffer(raw[:beats * beat], np.uint8)
+            dut.mem_wc_resp.value = resp
+            dut.mem_wc_valid.value = 1
 
     async def run_program(self, prog_addr, count, perf_addr, timeout_cycles):
         """Start the program, wait for the done interrupt; return the sequencer's STATUS, ERROR,
@@ -102,7 +166,7 @@ async def _check_layers(tb, program, expected, checked, final):
 async def _run_one(tb, payload, run):
     program, expected = payload["program"], payload["expected"]
     t0 = time.perf_counter()
-    tb.ddr.timing = run.get("timing", DdrTiming())
+    tb.select_memory(run.get("timing", DdrTiming()), run.get("bridge", True))
     tb.ddr.errors = list(run.get("errors", []))
     # Stale data everywhere: every output must be written by the engine, never left over.
     tb.ddr.mem[:] = 0xA5
@@ -254,32 +318,47 @@ class CosimReport:
 def load_model(opts):
     """The quantized network, its float input, the image size and the image path for ``opts``.
 
-    ``qmodel`` wins; ``full`` (or a ``cfg`` without ``weights``) gets seeded random weights
-    (:func:`model.zoo.random_weights`); the default is the reference network. The activation
-    scales are calibrated on the image itself.
+    In order: ``qmodel``; ``full`` (or a ``cfg`` without ``weights``): seeded random weights
+    (:func:`model.zoo.random_weights`) quantized on the image; ``cfg`` + ``weights`` quantized on
+    the image; by default the zoo's quantized model (:data:`model.zoo.DEFAULT_QMODEL`). The image
+    defaults to the zoo's (dog.png for ``full``).
     """
     from model.darknet import load_darknet, parse_cfg
     from model.pipeline import prepare_input
     from model.quant import QuantizedNetwork, quantize_network
     from model.zoo import (
-        DEFAULT_CFG,
         DEFAULT_IMAGE,
-        DEFAULT_WEIGHTS,
+        DEFAULT_QMODEL,
+        DOG_IMAGE,
         TINY_YOLO_VOC_CFG,
         random_weights,
     )
 
-    image = opts.image or DEFAULT_IMAGE
-    if opts.qmodel is not None:
-        qnet = QuantizedNetwork.load(opts.qmodel)
+    image = opts.image or (DOG_IMAGE if opts.full else DEFAULT_IMAGE)
+    if opts.qmodel is not None or (opts.cfg is None and not opts.full):
+        qnet = QuantizedNetwork.load(opts.qmodel or DEFAULT_QMODEL)
         x, size = prepare_input(image, qnet.input_shape)
         return qnet, x, size, image
-    if opts.full or (opts.cfg is not None and opts.weights is None):
+    if opts.full or opts.weights is None:
         net = random_weights(parse_cfg(opts.cfg or TINY_YOLO_VOC_CFG), seed=opts.seed)
     else:
-        net = load_darknet(opts.cfg or DEFAULT_CFG, opts.weights or DEFAULT_WEIGHTS)
+        net = load_darknet(opts.cfg, opts.weights)
     x, size = prepare_input(image, net.input_shape)
     return quantize_network(net, [x]), x, size, image
+
+
+def class_names(opts, classes):
+    """Class names for the annotated image: ``<model>.names`` beside the model file when it
+    exists (the zoo's detector has one), else ``class0``, ``class1``, ..."""
+    from model.zoo import DEFAULT_QMODEL
+
+    model = opts.qmodel or opts.cfg or (None if opts.full else DEFAULT_QMODEL)
+    path = None if model is None else Path(model).with_suffix(".names")
+    if path is not None and path.exists():
+        names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        if len(names) >= classes:
+            return names[:classes]
+    return [f"class{i}" for i in range(classes)]
 
 
 def _ddr_timing(opts):
@@ -442,7 +521,7 @@ def run_cosim(opts=None, *, log=print):
             errors.append("detections decoded from the RTL output differ from the golden model's")
         classes = qnet.layers[-1].layer.classes
         files.append(opts.outdir / "cosim-detections.png")
-        draw_detections(image, dets, [f"class{i}" for i in range(classes)], files[-1])
+        draw_detections(image, dets, class_names(opts, classes), files[-1])
     if all(r["cycles"] for r in rows):
         files.append(opts.outdir / "cosim-roofline.png")
         _plot(rows, cfg, perf, files[-1])

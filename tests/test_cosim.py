@@ -12,6 +12,7 @@ import pytest
 
 from firmware.perf import PerfConfig, sequencer_overhead
 from hdl.descriptor import EngineConfig
+from model.zoo import DOG_IMAGE, REFERENCE_CFG, REFERENCE_WEIGHTS
 from sim.cosim import CosimOptions, run_cosim
 
 SUMMARY = re.compile(r"cosim: (\d+)/(\d+) layers bit-exact, (\d+) cycles, MAC utilization "
@@ -43,7 +44,8 @@ def _check_perf_model(report):
 
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory):
-    return run_cosim(CosimOptions(outdir=tmp_path_factory.mktemp("cosim"),
+    return run_cosim(CosimOptions(cfg=REFERENCE_CFG, weights=REFERENCE_WEIGHTS, image=DOG_IMAGE,
+                                  outdir=tmp_path_factory.mktemp("cosim"),
                                   run_name="test-reference"), log=lambda _: None)
 
 

@@ -11,13 +11,16 @@ import pytest
 from firmware.compiler import compile_network
 from firmware.perf import PerfConfig, predict_program, sequencer_overhead
 from hdl.descriptor import EngineConfig
+from model.zoo import DOG_IMAGE, REFERENCE_CFG, REFERENCE_WEIGHTS
 from sim.cli import register_cli
 from sim.cosim import CosimOptions, load_model
+
+REFERENCE = CosimOptions(cfg=REFERENCE_CFG, weights=REFERENCE_WEIGHTS, image=DOG_IMAGE)
 
 
 @pytest.fixture(scope="module")
 def reference_program():
-    qnet = load_model(CosimOptions())[0]
+    qnet = load_model(REFERENCE)[0]
     return compile_network(qnet, EngineConfig())
 
 
@@ -52,7 +55,7 @@ def test_latency_hurts_small_layers(reference_program):
 
 
 def test_parallelism_halves_compute_bound_layers(reference_program):
-    qnet = load_model(CosimOptions())[0]
+    qnet = load_model(REFERENCE)[0]
     wide = predict_program(compile_network(qnet, EngineConfig(p_oc=32)))
     narrow = predict_program(reference_program)
     # 4+5: 16 -> 32 channels on 24x24, compute-bound; 32 output channels fill one P_oc=32 group.

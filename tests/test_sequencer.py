@@ -3,8 +3,11 @@
 The reference network's program runs repeatedly on one sequencer: with bus errors injected into
 the engine's reads and writes, a descriptor fetch and a performance-record write, with a
 misaligned program address and with a shorter layer count. Each run must stop cleanly at the
-right layer with the right flags, every layer completed before it must be bit-exact, and a last
-full run under random DDR latency and backpressure must be bit-exact again (recovery).
+right layer with the right flags, every layer completed before it must be bit-exact, and a
+full run under random DDR latency and backpressure must be bit-exact again (recovery). The
+last runs check the two memory paths of ``hdl.top.SimTop`` against each other: the burst bridge
+(the default) and the cocotb DDR model give the same cycle counts, and the DDR model's own random
+backpressure gives a bit-exact run too.
 """
 
 import numpy as np
@@ -16,6 +19,7 @@ from hdl.descriptor import DESCRIPTOR_WORDS, EngineConfig
 from hdl.engine import COUNTERS, ERR
 from hdl.sequencer import RECORD, RECORD_WORDS, SEQ_ERR
 from model.golden import forward_int, quantize_input
+from model.zoo import DOG_IMAGE, REFERENCE_CFG, REFERENCE_WEIGHTS
 from sim.cosim import CosimOptions, load_model, perf_address, simulate_program
 from sim.ddr import DECERR, SLVERR, DdrTiming
 
@@ -24,7 +28,8 @@ DONE, DONE_ERROR = 0b010, 0b110
 
 @pytest.fixture(scope="module")
 def program_runs():
-    qnet, x, _, _ = load_model(CosimOptions())
+    qnet, x, _, _ = load_model(CosimOptions(cfg=REFERENCE_CFG, weights=REFERENCE_WEIGHTS,
+                                            image=DOG_IMAGE))
     x_q = quantize_input(x)
     # Without buffer reuse, so that an error range names one layer's output (the cosimulation
     # test covers reuse).
@@ -49,6 +54,11 @@ def program_runs():
         "count": ([], {"count": 3}),
         "recovery": ([], {"timing": DdrTiming(latency=57, write_latency=9, ready_prob=0.7,
                                               rvalid_prob=0.8, seed=11)}),
+        # The same program on both memory paths, no backpressure: identical timing.
+        "bridge": ([], {}),
+        "ddr model": ([], {"bridge": False}),
+        "ddr model backpressure": ([], {"bridge": False, "timing": DdrTiming(
+            latency=23, write_latency=3, ready_prob=0.6, rvalid_prob=0.7, seed=5)}),
     }
     runs = [{"timing": DdrTiming(), "timeout": timeout, "errors": errors, **extra}
             for errors, extra in cases.values()]
@@ -128,3 +138,14 @@ def test_layer_count_and_recovery(program_runs):
     engine = records[:, RECORD.COUNTERS + COUNTERS.index("cycles")].sum()
     assert engine < r["cycles"] < engine + 200 * n
     assert ok
+
+
+def test_bridge_and_ddr_model_agree(program_runs):
+    program, results, _ = program_runs
+    n = len(program.layers)
+    bridge, model = results["bridge"], results["ddr model"]
+    for r in (bridge, model, results["ddr model backpressure"]):
+        assert (r["status"], r["error"], r["layer"]) == (DONE, 0, n)
+        _exact_upto(r, n)
+    assert bridge["cycles"] == model["cycles"]
+    assert bridge["records"] == model["records"]
