@@ -521,7 +521,10 @@ def run_cosim(opts=None, *, log=print):
             errors.append("detections decoded from the RTL output differ from the golden model's")
         classes = qnet.layers[-1].layer.classes
         files.append(opts.outdir / "cosim-detections.png")
-        draw_detections(image, dets, class_names(opts, classes), files[-1])
+        # Random weights can decode boxes of negative size, which darknet's drawing skips but
+        # model.image.draw_detections rejects: draw only proper boxes.
+        drawable = [d for d in dets if d.w > 0 and d.h > 0]
+        draw_detections(image, drawable, class_names(opts, classes), files[-1])
     if all(r["cycles"] for r in rows):
         files.append(opts.outdir / "cosim-roofline.png")
         _plot(rows, cfg, perf, files[-1])
