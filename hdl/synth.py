@@ -16,26 +16,20 @@ from amaranth.back import verilog
 from hdl.descriptor import EngineConfig
 from hdl.engine import Engine
 
-__all__ = ["ECP5_85F", "resource_report", "synthesize"]
+__all__ = ["CELLS", "ECP5_85F", "resource_report", "synthesize"]
 
 #: Resources of the LFE5U-85F (Ref: Lattice ECP5 family data sheet, table 1.1).
 ECP5_85F = {"LUT4": 83640, "MULT18X18D": 156, "DP16KD": 208, "TRELLIS_FF": 83640}
 
-_GROUPS = {
-    "LUT4": ("LUT4",),
-    "TRELLIS_FF": ("TRELLIS_FF",),
-    "MULT18X18D": ("MULT18X18D",),
-    "DP16KD": ("DP16KD",),
-    "CCU2C": ("CCU2C",),
-    "TRELLIS_DPR16X4": ("TRELLIS_DPR16X4",),
-}
+#: The cell types the report counts (yosys ``synth_ecp5`` names).
+CELLS = ("LUT4", "TRELLIS_FF", "MULT18X18D", "DP16KD", "CCU2C", "TRELLIS_DPR16X4")
 
 
 def resource_report(stat):
     """Cell counts of interest from yosys ``stat -json`` output (dict) of the top module."""
     design = stat.get("design", stat)
     cells = design.get("num_cells_by_type", {})
-    return {name: sum(int(cells.get(c, 0)) for c in kinds) for name, kinds in _GROUPS.items()}
+    return {name: int(cells.get(name, 0)) for name in CELLS}
 
 
 def synthesize(cfg=None, out_dir=None):

@@ -101,9 +101,13 @@ async def run_job(tb, job, cfg):
         tb.ddr.write(addr, blob)
     tb.ddr.errors = list(job.get("errors", []))
     timeout = job.get("timeout", 50 * case.macs // (cfg.p_ic * cfg.p_oc) + 200_000)
+    before = dict(tb.ddr.stats)
     status, error, counters = await tb.run_layer(plan.pack(), timeout)
+    # The DDR model's own beat counts, to check the engine's byte counters against.
+    ddr_bytes = {k: (tb.ddr.stats[k] - before[k]) * tb.ddr.beat for k in before}
     result = {"name": case.name, "status": status, "error": error, "counters": counters,
-              "macs": case.macs, "mismatches": [], "wall_s": time.perf_counter() - t0}
+              "ddr_bytes": ddr_bytes, "macs": case.macs, "mismatches": [],
+              "wall_s": time.perf_counter() - t0}
     if job.get("errors"):
         return result
     expected = case.expected()

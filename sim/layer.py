@@ -110,7 +110,8 @@ class LayerCase:
 
     @property
     def macs(self):
-        """Useful multiply-accumulates (real channels, real kernel taps inside the map)."""
+        """Useful multiply-accumulates ``O·C·K·K·H·W``: real channels only; every kernel tap
+        counts, also those on the zero padding (the usual convention for MAC utilization)."""
         o, c, k, _ = self.w.shape
         _, h, w = self.x.shape
         return o * c * k * k * h * w

@@ -16,7 +16,7 @@ from model.darknet import load_darknet
 from model.golden import forward_int, quantize_input
 from model.pipeline import prepare_input
 from model.quant import quantize_network
-from sim.bench import VOC_LAYERS, bench_jobs
+from sim.bench import STALLS, VOC_LAYERS, bench_jobs
 from sim.ddr import DECERR, SLVERR, DdrTiming
 from sim.layer import LayerCase, layer_image, random_case
 from sim.runner import run_jobs
@@ -31,6 +31,12 @@ def _assert_exact(jobs, results, ok):
     assert ok
     for r in results:
         assert r["status"] == STATUS_DONE and r["error"] == 0, r
+        c = r["counters"]
+        # Performance counters: bytes as the DDR model saw them; stalls never exceed the time.
+        assert c["bytes_read"] == r["ddr_bytes"]["read_beats"], r
+        assert c["bytes_written"] == r["ddr_bytes"]["write_beats"], r
+        assert c["mac_active"] + sum(c[k] for k in STALLS) <= c["cycles"], r
+        assert c["mac_active"] * 128 >= r["macs"], r  # P_ic·P_oc MAC slots per active cycle
 
 
 def _random_timing(rng):
