@@ -11,7 +11,7 @@ JOBS ?= auto
 # variables, so multi-file builds need these (Ref: shared/DESIGN.md, toolchain facts).
 export MAKEFLAGS_VERILATOR := CFG_CXXFLAGS_PCH_I=-include CFG_CXXFLAGS_COROUTINES=-fcoroutines CFG_LDLIBS_THREADS=-pthread
 
-.PHONY: all setup sim sim-full test test-all lint bench synth train clean distclean
+.PHONY: all setup sim sim-full test test-all test-icarus lint bench synth train clean distclean
 
 all: test
 
@@ -27,7 +27,7 @@ sim: $(STAMP)
 	$(BIN)/owlet sim
 
 sim-full: $(STAMP)
-	$(BIN)/pytest -m slow -n $(JOBS)
+	$(BIN)/owlet sim --full
 
 test: $(STAMP)
 	$(BIN)/ruff check .
@@ -35,7 +35,11 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/pytest -n $(JOBS) -m ''
+	$(BIN)/pytest -n $(JOBS) -m 'not icarus'
+
+# Icarus Verilog is optional and not on PyPI: Debian's iverilog package provides it.
+test-icarus: $(STAMP)
+	$(BIN)/pytest -m icarus
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

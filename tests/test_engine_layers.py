@@ -153,7 +153,7 @@ def test_long_fuzz_bit_exact():
     _assert_exact(jobs, results, ok)
 
 
-@pytest.mark.slow
+@pytest.mark.icarus
 def test_icarus_runs_a_layer_bit_exact():
     """SIM=icarus path (about 200 cycles/s here, so one small pooled layer)."""
     if shutil.which("iverilog") is None:
