@@ -164,7 +164,7 @@ async def _check_layers(tb, program, expected, checked, final):
 
 
 async def _run_one(tb, payload, run):
-    program, expected = payload["program"], payload["expected"]
+    program, expected = payload["program"], run.get("expected", payload["expected"])
     t0 = time.perf_counter()
     tb.select_memory(run.get("timing", DdrTiming()), run.get("bridge", True))
     tb.ddr.errors = list(run.get("errors", []))
@@ -227,7 +227,8 @@ def simulate_program(program, expected, runs, run_name, *, sim=None, waves=None)
         The golden output of every program layer (``forward_int`` at ``layer.output_index``).
     runs : list of dict
         ``timing`` (:class:`sim.ddr.DdrTiming`), ``errors`` (DDR error injections),
-        ``timeout`` (cycles), optional ``perf_addr``, ``prog_addr``, ``count`` overrides and
+        ``timeout`` (cycles), ``bridge`` (memory path, default True: :class:`hdl.top.SimTop`),
+        optional ``perf_addr``, ``prog_addr``, ``count``, ``expected`` overrides and
         ``final_output`` (a ``.npy`` path for the last layer's output read from DDR).
 
     Returns
@@ -521,9 +522,10 @@ def run_cosim(opts=None, *, log=print):
             errors.append("detections decoded from the RTL output differ from the golden model's")
         classes = qnet.layers[-1].layer.classes
         files.append(opts.outdir / "cosim-detections.png")
-        # Random weights can decode boxes of negative size, which darknet's drawing skips but
-        # model.image.draw_detections rejects: draw only proper boxes.
-        drawable = [d for d in dets if d.w > 0 and d.h > 0]
+        # Random weights decode boxes of negative size or outside the image, which darknet's
+        # drawing skips but model.image.draw_detections rejects: draw the boxes that overlap it.
+        drawable = [d for d in dets if d.w > 0 and d.h > 0 and d.x - d.w / 2 < 1
+                    and d.x + d.w / 2 > 0 and d.y - d.h / 2 < 1 and d.y + d.h / 2 > 0]
         draw_detections(image, drawable, class_names(opts, classes), files[-1])
     if all(r["cycles"] for r in rows):
         files.append(opts.outdir / "cosim-roofline.png")

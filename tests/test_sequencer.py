@@ -44,6 +44,8 @@ def program_runs():
         return seg.addr, seg.end
 
     desc5 = program.descriptor_addr + 4 * DESCRIPTOR_WORDS * 5
+    wrong = [e.copy() for e in expected]  # one wrong golden value: the check must catch it
+    wrong[2][5, 1, 2] += 1
     cases = {
         "engine read": ([(*segment(3, "weight"), SLVERR, "r")], {}),
         "engine write": ([(*segment(7, "output"), DECERR, "w")], {}),
@@ -52,6 +54,7 @@ def program_runs():
                      "w")], {}),
         "align": ([], {"prog_addr": program.descriptor_addr + 4}),
         "count": ([], {"count": 3}),
+        "mismatch": ([], {"count": 3, "expected": wrong}),
         "recovery": ([], {"timing": DdrTiming(latency=57, write_latency=9, ready_prob=0.7,
                                               rvalid_prob=0.8, seed=11)}),
         # The same program on both memory paths, no backpressure: identical timing.
@@ -149,3 +152,14 @@ def test_bridge_and_ddr_model_agree(program_runs):
         _exact_upto(r, n)
     assert bridge["cycles"] == model["cycles"]
     assert bridge["records"] == model["records"]
+
+
+def test_a_wrong_value_is_reported_with_its_position(program_runs):
+    _, results, _ = program_runs
+    r = results["mismatch"]
+    assert r["checked"] == [0, 1, 2]
+    assert not r["mismatches"]["0"] and not r["mismatches"]["1"]
+    msgs = r["mismatches"]["2"]
+    assert len(msgs) == 1 and "channel 5, row 1, column 2: expected " in msgs[0], msgs
+    expected, actual = (int(v) for v in msgs[0].rsplit("expected ", 1)[1].split(", actual "))
+    assert expected == (actual + 1 + 128) % 256 - 128  # the int8 golden value, plus one
