@@ -20,6 +20,7 @@ from model.quant import QuantizedNetwork
 
 __all__ = [
     "Inference",
+    "class_names",
     "LayerQuality",
     "detection_agreement",
     "infer_float",
@@ -46,6 +47,21 @@ class Inference:
     outputs: list[np.ndarray]
     detections: list[Detection]
     image_size: tuple[int, int]
+
+
+def class_names(classes: int, cfg: str | Path, names: str | Path | None = None) -> list[str]:
+    """Class names, one per line, from ``names``, else ``<cfg stem>.names`` beside the cfg.
+
+    Without either file the classes are called ``class0``, ``class1``, ... A names file with
+    fewer lines than ``classes`` is an error naming the file.
+    """
+    path = Path(names) if names is not None else Path(cfg).with_suffix(".names")
+    if names is None and not path.exists():
+        return [f"class{i}" for i in range(classes)]
+    lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if len(lines) < classes:
+        raise ValueError(f"{path} names {len(lines)} classes, the network has {classes}")
+    return lines
 
 
 def prepare_input(image_path: str | Path, input_shape: tuple[int, int, int]):

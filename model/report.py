@@ -1,23 +1,40 @@
-"""Which activation calibration keeps more accuracy: a measured comparison.
+"""Quantization quality reports: the int8 golden model measured against the float reference.
 
-The quantizer offers two estimators of each activation tensor's range (docs/fixed-point.md §6).
-:func:`compare_calibration` calibrates with each on one set of images and measures, on a second,
-held-out set, how closely the int8 golden model follows the float reference: per-layer SQNR and
-how many of the float detections the integer model reproduces.
+- :func:`run_golden_report` (``owlet report``): one image, per-layer SQNR, the detections both
+  find, annotated images and an SQNR plot. No hardware is involved (``owlet sim`` runs the RTL).
+- :func:`compare_calibration` (``owlet calib-report``): the quantizer offers two estimators of
+  each activation tensor's range (docs/fixed-point.md §6); this calibrates with each on one set
+  of images and measures, on a second, held-out set, how closely the int8 golden model follows
+  the float reference: per-layer SQNR and how many float detections the integer model keeps.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from model.image import letterbox
+from model.darknet import load_darknet
+from model.image import draw_detections, letterbox
 from model.network import Network
-from model.pipeline import detection_agreement, infer_float, infer_int8, quantization_quality
+from model.pipeline import (
+    class_names,
+    detection_agreement,
+    infer_float,
+    infer_int8,
+    prepare_input,
+    quantization_quality,
+)
 from model.quant import CALIBRATION_METHODS, quantize_network
 
-__all__ = ["CalibrationResult", "compare_calibration", "image_variants"]
+__all__ = [
+    "CalibrationResult",
+    "compare_calibration",
+    "image_variants",
+    "plot_sqnr",
+    "run_golden_report",
+]
 
 
 @dataclass
@@ -91,3 +108,46 @@ def compare_calibration(
             matched, total = matched + m, total + t
         results.append(CalibrationResult(method, list(sqnr / len(evaluation)), matched, total))
     return results
+
+
+def plot_sqnr(rows, path: Path) -> None:
+    """Bar chart of per-layer SQNR in dB, written as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    ax.bar([f"{r.index}\n{r.kind[:4]}" for r in rows], [r.sqnr_db for r in rows], color="#3b7dd8")
+    ax.set_ylabel("SQNR int8 vs float (dB)")
+    ax.set_title("Quantization quality per darknet layer")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run_golden_report(cfg: Path, weights: Path, image: Path, outdir: Path, thresh: float) -> int:
+    """Run the comparison at detection threshold ``thresh``; returns the exit status (0)."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    net = load_darknet(cfg, weights)
+    x, image_size = prepare_input(image, net.input_shape)
+    qnet = quantize_network(net, [x])
+    float_run = infer_float(net, x, image_size, thresh)
+    int_run = infer_int8(qnet, x, image_size, thresh)
+    rows = quantization_quality(qnet, float_run, int_run)
+    print(f"model {cfg.name} + {weights.name}, image {image.name} {image_size[0]}x{image_size[1]}")
+    print(f"{'layer':>5}  {'kind':<14} {'output':<12} {'SQNR dB':>8}")
+    for row in rows:
+        print(f"{row.index:>5}  {row.kind:<14} {'x'.join(map(str, row.shape)):<12} "
+              f"{row.sqnr_db:>8.1f}")
+    matched, total = detection_agreement(float_run.detections, int_run.detections)
+    classes = net.region.classes if net.region else 0
+    names = class_names(classes, cfg)
+    draw_detections(image, float_run.detections, names, outdir / "detections-float.png")
+    draw_detections(image, int_run.detections, names, outdir / "detections-int8.png")
+    plot_sqnr(rows, outdir / "sqnr.png")
+    print(f"wrote {outdir}/detections-float.png, detections-int8.png, sqnr.png")
+    print(f"golden: {len(rows)} layers, end-to-end SQNR {rows[-1].sqnr_db:.1f} dB, "
+          f"{matched}/{total} float detections kept by int8 at thresh {thresh}")
+    return 0

@@ -60,18 +60,6 @@ def _load_quantized(path: Path, net):
     return qnet
 
 
-def _read_names(path: Path | None, classes: int, cfg: Path) -> list[str]:
-    """Class names from ``path``, else from ``<cfg stem>.names`` beside the cfg, else numbers."""
-    if path is None:
-        path = cfg.with_suffix(".names")
-        if not path.exists():
-            return [f"class{i}" for i in range(classes)]
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    if len(names) < classes:
-        raise SystemExit(f"owlet: {path} names {len(names)} classes, the network has {classes}")
-    return names
-
-
 def _time_forward(run, repeat: int) -> float:
     start = time.perf_counter()
     for _ in range(repeat):
@@ -81,7 +69,7 @@ def _time_forward(run, repeat: int) -> float:
 
 def cmd_infer(args) -> int:
     from model.image import draw_detections
-    from model.pipeline import infer_float, infer_int8, prepare_input
+    from model.pipeline import class_names, infer_float, infer_int8, prepare_input
 
     net = _load_network(args)
     x, image_size = prepare_input(args.image, net.input_shape)
@@ -102,7 +90,7 @@ def cmd_infer(args) -> int:
     if args.repeat:
         print(f"ms/frame: {_time_forward(run, args.repeat):.1f}")
     classes = net.region.classes if net.region else 0
-    names = _read_names(args.names, classes, args.cfg)
+    names = class_names(classes, args.cfg, args.names)
     for det in result.detections:
         for c in np.flatnonzero(det.probs > 0):
             print(f"{names[c]}: {det.probs[c] * 100:.0f}%  box x={det.x:.3f} y={det.y:.3f} "
@@ -177,10 +165,10 @@ def cmd_bench_engine(args) -> int:
     return run_engine_bench(args.options)
 
 
-def cmd_sim(args) -> int:
-    from model.demo import run_golden_demo
+def cmd_report(args) -> int:
+    from model.report import run_golden_report
 
-    return run_golden_demo(args.cfg, args.weights, args.image, args.outdir)
+    return run_golden_report(args.cfg, args.weights, args.image, args.outdir, args.thresh)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -243,17 +231,24 @@ def build_parser() -> argparse.ArgumentParser:
     # Its options belong to sim.bench's own parser: main() hands them over unparsed.
     engine.set_defaults(func=cmd_bench_engine, passes_options=True)
 
+    report = sub.add_parser("report", help="int8 golden model vs float: per-layer SQNR, detections",
+                            description="Calibrate on the image, run the float reference and the "
+                                        "int8 golden model, print per-layer SQNR and how many "
+                                        "float detections int8 keeps; write annotated PNGs and "
+                                        "an SQNR plot.")
+    _add_model_arguments(report)
+    report.add_argument("--image", type=Path, default=DEFAULT_IMAGE)
+    report.add_argument("--thresh", type=float, default=0.5, help="detection threshold")
+    report.add_argument("--outdir", type=Path, default=Path("build/report"))
+    report.set_defaults(func=cmd_report)
+
     from firmware.cli import register_cli as register_firmware_cli
     from model.train.cli import register_cli as register_train_cli
+    from sim.cli import register_cli as register_sim_cli
 
     register_train_cli(sub)
     register_firmware_cli(sub)
-
-    sim = sub.add_parser("sim", help="the main demonstration on the default model and image")
-    _add_model_arguments(sim)
-    sim.add_argument("--image", type=Path, default=DEFAULT_IMAGE)
-    sim.add_argument("--outdir", type=Path, default=Path("build/sim"))
-    sim.set_defaults(func=cmd_sim)
+    register_sim_cli(sub)
     return parser
 
 
