@@ -50,6 +50,9 @@ __all__ = [
     "simulate_program",
 ]
 
+#: Detection threshold of the host-side decoding (darknet's ``detector test`` default).
+DETECTION_THRESH = 0.5
+
 TOPLEVEL = "owlet_simtop"
 #: Performance records go on the first 4 KB page after the program.
 _RECORD_ALIGN = 4096
@@ -312,7 +315,8 @@ class CosimReport:
     def summary(self):
         """The one summary line of ``make sim``."""
         return (f"cosim: {self.exact}/{len(self.rows)} layers bit-exact, {self.cycles} cycles, "
-                f"MAC utilization {self.utilization:.1%}, projected {self.fps:.1f} fps at "
+                f"MAC utilization {self.utilization:.1%}, projected "
+                f"{self.fps:.{2 if self.fps < 10 else 1}f} fps at "
                 f"{self.clock_mhz:g} MHz")
 
 
@@ -474,7 +478,6 @@ def run_cosim(opts=None, *, log=print):
     """
     from firmware.compiler import compile_network
     from firmware.perf import DEFAULT_CLOCK_MHZ, PerfConfig, predict_program
-    from model.demo import DEMO_THRESH
     from model.golden import forward_int, quantize_input
     from model.image import draw_detections
     from model.pipeline import infer_int8
@@ -513,7 +516,7 @@ def run_cosim(opts=None, *, log=print):
 
     files, dets_equal, n_dets = [], False, 0
     if final_file.exists():
-        thresh = DEMO_THRESH
+        thresh = DETECTION_THRESH
         dets = _decode(qnet, np.load(final_file), image_size, thresh)
         golden_dets = infer_int8(qnet, x, image_size, thresh).detections
         dets_equal = _same_detections(dets, golden_dets)
