@@ -36,6 +36,7 @@ __all__ = [
     "layer_macs",
     "predict_network",
     "predict_program",
+    "program_cycles",
     "sequencer_overhead",
 ]
 
@@ -110,6 +111,12 @@ def sequencer_overhead(cfg: EngineConfig, perf: PerfConfig) -> int:
     wishbone = 2 * (DESCRIPTOR_WORDS + 1) + 2 * (len(COUNTERS) + 2)
     return (perf.ddr_latency + desc_beats + wishbone + RECORD_WORDS // beats
             + perf.write_latency + 2)
+
+
+def program_cycles(layers: list[LayerPerf], cfg: EngineConfig, perf: PerfConfig) -> int:
+    """Predicted cycles of a whole run (the sequencer's CYCLES CSR): the layers, the sequencer's
+    overhead per layer, and the cycle that leaves its idle state."""
+    return sum(p.cycles for p in layers) + len(layers) * sequencer_overhead(cfg, perf) + 1
 
 
 def _bursts(addr: int, beats: int, max_burst: int):

@@ -60,6 +60,8 @@ def register_cli(subparsers) -> None:
     _add_engine_arguments(sim)
     sim.add_argument("--backpressure", type=_fraction, default=0.0, metavar="P",
                      help="probability that the DDR drops a READY in a cycle (default: 0)")
+    sim.add_argument("--thresh", type=float, default=0.5, help="detection threshold "
+                                                              "(default: %(default)s)")
     sim.add_argument("--seed", type=int, default=0, help="backpressure and random-weight seed")
     sim.add_argument("--no-reuse", action="store_true",
                      help="compile without feature-map buffer reuse")
@@ -90,6 +92,7 @@ def cmd_sim(args) -> int:
         full=args.full, p_oc=args.p_oc, sim=args.sim, waves=args.waves,
         ddr_latency=args.ddr_latency, ddr_bytes_per_cycle=args.ddr_bandwidth,
         backpressure=args.backpressure, seed=args.seed, reuse=not args.no_reuse,
+        thresh=args.thresh,
         clock_mhz=args.clock_mhz, outdir=args.outdir,
         run_name="cosim-full" if args.full else "cosim")
     report = run_cosim(opts)
@@ -112,7 +115,7 @@ def cmd_sim(args) -> int:
 def cmd_perf(args) -> int:
     """Print the model's per-layer table, the roofline gap and the projected fps."""
     from firmware.compiler import compile_network
-    from firmware.perf import PerfConfig, predict_program, sequencer_overhead
+    from firmware.perf import PerfConfig, predict_program, program_cycles
     from hdl.descriptor import EngineConfig
     from sim.cosim import CosimOptions, load_model
 
@@ -134,8 +137,8 @@ def cmd_perf(args) -> int:
         print(f"{p.name:<7} {p.macs:>12} {p.cycles:>10} {p.macs / (peak * p.cycles):>6.1%} "
               f"{p.bytes_read:>10} {p.bytes_written:>9} {p.compute_bound:>10.0f} "
               f"{p.memory_bound:>10.0f} {bound:>7}")
-    overhead = sequencer_overhead(cfg, perf) * len(layers)
-    cycles = sum(p.cycles for p in layers) + overhead
+    cycles = program_cycles(layers, cfg, perf)
+    overhead = cycles - sum(p.cycles for p in layers)
     roofline = sum(p.roofline for p in layers)
     macs = sum(p.macs for p in layers)
     fps = perf.clock_mhz * 1e6 / cycles

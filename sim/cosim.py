@@ -42,7 +42,6 @@ __all__ = [
     "CosimReport",
     "SequencerTB",
     "build_sequencer",
-    "class_names",
     "format_table",
     "load_model",
     "run_cosim",
@@ -260,7 +259,8 @@ def simulate_program(program, expected, runs, run_name, *, sim=None, waves=None)
 @dataclass
 class CosimOptions:
     """What :func:`run_cosim` runs. ``qmodel`` (a saved ``.npz``) replaces ``cfg``/``weights``;
-    ``full`` selects tiny-YOLOv2-VOC 416 with seeded random weights."""
+    ``full`` selects tiny-YOLOv2-VOC 416 with seeded random weights; ``thresh`` is the detection
+    threshold of the host-side decoding (NMS at 0.45, as darknet)."""
 
     cfg: Path | None = None
     weights: Path | None = None
@@ -275,6 +275,7 @@ class CosimOptions:
     backpressure: float = 0.0
     seed: int = 0
     reuse: bool = True
+    thresh: float = 0.5
     clock_mhz: float | None = None
     outdir: Path = BUILD_ROOT
     run_name: str = "cosim"
@@ -352,18 +353,14 @@ def load_model(opts):
     return quantize_network(net, [x]), x, size, image
 
 
-def class_names(opts, classes):
+def _names(opts, classes):
     """Class names for the annotated image: ``<model>.names`` beside the model file when it
     exists (the zoo's detector has one), else ``class0``, ``class1``, ..."""
-    from model.zoo import DEFAULT_QMODEL
+    from model.pipeline import class_names
+    from model.zoo import DEFAULT_QMODEL, TINY_YOLO_VOC_CFG
 
-    model = opts.qmodel or opts.cfg or (None if opts.full else DEFAULT_QMODEL)
-    path = None if model is None else Path(model).with_suffix(".names")
-    if path is not None and path.exists():
-        names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-        if len(names) >= classes:
-            return names[:classes]
-    return [f"class{i}" for i in range(classes)]
+    default = TINY_YOLO_VOC_CFG if opts.full else DEFAULT_QMODEL
+    return class_names(classes, opts.qmodel or opts.cfg or default)
 
 
 def _ddr_timing(opts):
@@ -529,7 +526,7 @@ def run_cosim(opts=None, *, log=print):
         # drawing skips but model.image.draw_detections rejects: draw the boxes that overlap it.
         drawable = [d for d in dets if d.w > 0 and d.h > 0 and d.x - d.w / 2 < 1
                     and d.x + d.w / 2 > 0 and d.y - d.h / 2 < 1 and d.y + d.h / 2 > 0]
-        draw_detections(image, drawable, class_names(opts, classes), files[-1])
+        draw_detections(image, drawable, _names(opts, classes), files[-1])
     if all(r["cycles"] for r in rows):
         files.append(opts.outdir / "cosim-roofline.png")
         _plot(rows, cfg, perf, files[-1])
