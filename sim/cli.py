@@ -41,6 +41,8 @@ def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
 
 def register_cli(subparsers) -> None:
     """Add the ``sim`` and ``perf`` commands to the ``owlet`` sub-command parsers."""
+    from sim.cosim import DETECTION_THRESH
+
     sim = subparsers.add_parser(
         "sim", help="run the whole network on the engine RTL, bit-exact against the golden model",
         description="Quantize the model on the image, compile it, run the program on the "
@@ -60,8 +62,8 @@ def register_cli(subparsers) -> None:
     _add_engine_arguments(sim)
     sim.add_argument("--backpressure", type=_fraction, default=0.0, metavar="P",
                      help="probability that the DDR drops a READY in a cycle (default: 0)")
-    sim.add_argument("--thresh", type=float, default=0.5, help="detection threshold "
-                                                              "(default: %(default)s)")
+    sim.add_argument("--thresh", type=float, default=DETECTION_THRESH,
+                     help="detection threshold (default: %(default)s)")
     sim.add_argument("--seed", type=int, default=0, help="backpressure and random-weight seed")
     sim.add_argument("--no-reuse", action="store_true",
                      help="compile without feature-map buffer reuse")

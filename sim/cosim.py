@@ -37,6 +37,7 @@ from sim.engine_cocotb import PERIOD_NS, TB, compare
 from sim.runner import BUILD_ROOT, build_top, run_cocotb
 
 __all__ = [
+    "DETECTION_THRESH",
     "TOPLEVEL",
     "CosimOptions",
     "CosimReport",
@@ -275,7 +276,7 @@ class CosimOptions:
     backpressure: float = 0.0
     seed: int = 0
     reuse: bool = True
-    thresh: float = 0.5
+    thresh: float = DETECTION_THRESH
     clock_mhz: float | None = None
     outdir: Path = BUILD_ROOT
     run_name: str = "cosim"
@@ -513,9 +514,8 @@ def run_cosim(opts=None, *, log=print):
 
     files, dets_equal, n_dets = [], False, 0
     if final_file.exists():
-        thresh = DETECTION_THRESH
-        dets = _decode(qnet, np.load(final_file), image_size, thresh)
-        golden_dets = infer_int8(qnet, x, image_size, thresh).detections
+        dets = _decode(qnet, np.load(final_file), image_size, opts.thresh)
+        golden_dets = infer_int8(qnet, x, image_size, opts.thresh).detections
         dets_equal = _same_detections(dets, golden_dets)
         n_dets = sum(bool(np.any(d.probs > 0)) for d in dets)
         if not dets_equal:
