@@ -24,6 +24,7 @@ __all__ = [
     "conv2d_int_naive",
     "dequantize_output",
     "forward_int",
+    "host_region",
     "maxpool_int",
     "maxpool_int_naive",
     "quantize_input",
@@ -215,6 +216,25 @@ def dequantize_output(layer, acc: np.ndarray) -> np.ndarray:
     return (acc.astype(np.float64) * scale[:, None, None]).astype(np.float32)
 
 
+def host_region(producer, region, acc: np.ndarray) -> np.ndarray:
+    """The region layer, run on the host on the last convolution's int32 accumulators.
+
+    Parameters
+    ----------
+    producer : QuantConv with ``output_int32``, the layer feeding the region layer
+    region : RegionLayer
+    acc : integer array, shape (O, H, W)
+
+    Returns
+    -------
+    float32 array, shape (O, H, W): darknet's region output (logistic, softmax) of the
+    dequantized accumulators.
+    """
+    from model.float_ref import region_forward
+
+    return region_forward(dequantize_output(producer, acc), region)
+
+
 def forward_int(qnet, x_q: np.ndarray) -> list[np.ndarray]:
     """Run a quantized network on an int8 input, layer by layer as darknet indexes them.
 
@@ -235,8 +255,6 @@ def forward_int(qnet, x_q: np.ndarray) -> list[np.ndarray]:
     OverflowError
         If an accumulator leaves the 32-bit range (the quantizer's bound makes this impossible).
     """
-    from model.float_ref import region_forward
-
     outputs: list[np.ndarray] = []
     x = x_q
     for index, layer in enumerate(qnet.layers):
@@ -252,8 +270,7 @@ def forward_int(qnet, x_q: np.ndarray) -> list[np.ndarray]:
         elif layer.kind == "maxpool":
             x = maxpool_int(x, layer.size, layer.stride, layer.padding)
         elif layer.kind == "region":
-            producer = qnet.layers[index - 1]
-            x = region_forward(dequantize_output(producer, x), layer.layer)
+            x = host_region(qnet.layers[index - 1], layer.layer, x)
         else:
             raise ValueError(f"layer {index}: unknown layer kind {layer.kind!r}")
         outputs.append(x)

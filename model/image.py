@@ -194,6 +194,8 @@ def draw_detections(
         right = min(im_w - 1, int((det.x + det.w / 2) * im_w))
         top = max(0, int((det.y - det.h / 2) * im_h))
         bottom = min(im_h - 1, int((det.y + det.h / 2) * im_h))
+        if right < left or bottom < top:
+            continue  # outside the image or of negative size: darknet's draw_box draws nothing
         color = _class_color(shown[0], len(names))
         draw.rectangle([left, top, right, bottom], outline=color, width=width)
         label = ", ".join(f"{names[j]} {probs[j]:.0%}" for j in shown)

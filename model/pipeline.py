@@ -13,7 +13,7 @@ import numpy as np
 
 from model.detect import Detection, box_iou, do_nms_sort, get_network_boxes
 from model.float_ref import forward
-from model.golden import forward_int, quantize_input
+from model.golden import forward_int, host_region, quantize_input
 from model.image import letterbox, load_image
 from model.network import Network, RegionLayer
 from model.quant import QuantizedNetwork
@@ -21,6 +21,7 @@ from model.quant import QuantizedNetwork
 __all__ = [
     "Inference",
     "class_names",
+    "decode_engine_output",
     "LayerQuality",
     "detection_agreement",
     "infer_float",
@@ -104,6 +105,22 @@ def infer_int8(
     region = last.layer if last.kind == "region" else None
     dets = _detections(outputs[-1], region, qnet.input_shape, image_size, thresh, nms)
     return Inference(x, outputs, dets, image_size)
+
+
+def decode_engine_output(
+    qnet: QuantizedNetwork, acc: np.ndarray, image_size, thresh=0.5, nms=0.45
+) -> list[Detection]:
+    """Detections from the engine's last output, exactly as :func:`infer_int8` decodes its own.
+
+    Parameters
+    ----------
+    qnet : QuantizedNetwork ending in a region layer
+    acc : integer array, shape (O, H, W): the int32 accumulators the engine wrote
+    image_size : (width, height) of the original image
+    """
+    region = qnet.layers[-1].layer
+    out = host_region(qnet.layers[-2], region, acc)
+    return _detections(out, region, qnet.input_shape, image_size, thresh, nms)
 
 
 def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:

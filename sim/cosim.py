@@ -369,20 +369,6 @@ def _ddr_timing(opts):
                      rvalid_prob=min(1.0, opts.ddr_bytes_per_cycle / 8), seed=opts.seed)
 
 
-def _decode(qnet, acc, image_size, thresh):
-    """Host side of the last layer: dequantize, region layer, boxes, NMS (as the golden model)."""
-    from model.detect import do_nms_sort, get_network_boxes
-    from model.float_ref import region_forward
-    from model.golden import dequantize_output
-
-    region = qnet.layers[-1].layer
-    out = region_forward(dequantize_output(qnet.layers[-2], acc), region)
-    _, net_h, net_w = qnet.input_shape
-    dets = get_network_boxes(out, region, net_w, net_h, *image_size, thresh)
-    do_nms_sort(dets, region.classes, 0.45)
-    return dets
-
-
 def _same_detections(a, b):
     def rows(dets):
         return [np.concatenate([[d.x, d.y, d.w, d.h, d.objectness], d.probs]) for d in dets]
@@ -478,7 +464,7 @@ def run_cosim(opts=None, *, log=print):
     from firmware.perf import DEFAULT_CLOCK_MHZ, PerfConfig, predict_program
     from model.golden import forward_int, quantize_input
     from model.image import draw_detections
-    from model.pipeline import infer_int8
+    from model.pipeline import decode_engine_output, infer_int8
 
     opts = opts or CosimOptions()
     t0 = time.perf_counter()
@@ -514,7 +500,7 @@ def run_cosim(opts=None, *, log=print):
 
     files, dets_equal, n_dets = [], False, 0
     if final_file.exists():
-        dets = _decode(qnet, np.load(final_file), image_size, opts.thresh)
+        dets = decode_engine_output(qnet, np.load(final_file), image_size, opts.thresh)
         golden_dets = infer_int8(qnet, x, image_size, opts.thresh).detections
         dets_equal = _same_detections(dets, golden_dets)
         n_dets = sum(bool(np.any(d.probs > 0)) for d in dets)
@@ -522,11 +508,7 @@ def run_cosim(opts=None, *, log=print):
             errors.append("detections decoded from the RTL output differ from the golden model's")
         classes = qnet.layers[-1].layer.classes
         files.append(opts.outdir / "cosim-detections.png")
-        # Random weights decode boxes of negative size or outside the image, which darknet's
-        # drawing skips but model.image.draw_detections rejects: draw the boxes that overlap it.
-        drawable = [d for d in dets if d.w > 0 and d.h > 0 and d.x - d.w / 2 < 1
-                    and d.x + d.w / 2 > 0 and d.y - d.h / 2 < 1 and d.y + d.h / 2 > 0]
-        draw_detections(image, drawable, _names(opts, classes), files[-1])
+        draw_detections(image, dets, _names(opts, classes), files[-1])
     if all(r["cycles"] for r in rows):
         files.append(opts.outdir / "cosim-roofline.png")
         _plot(rows, cfg, perf, files[-1])

@@ -155,3 +155,15 @@ def test_draw_detections_writes_annotated_png(tmp_path):
     untouched = tmp_path / "none.png"
     draw_detections(image, [], ["cat", "dog"], untouched)
     assert np.array_equal(np.asarray(Image.open(untouched)), original)
+
+
+def test_draw_detections_skips_boxes_outside_the_image(tmp_path):
+    # Untrained networks decode boxes of negative size or entirely off the image: darknet's
+    # draw_box draws nothing for them, and neither may we (nor crash).
+    img = np.full((3, 20, 30), 0.5, np.float32)
+    probs = np.array([0.9], np.float32)
+    dets = [Detection(2.0, 0.5, 0.2, 0.2, 0.9, probs), Detection(0.5, 0.5, -0.3, 0.2, 0.9, probs),
+            Detection(0.5, -1.5, 0.2, 0.4, 0.9, probs)]
+    out = tmp_path / "none.png"
+    draw_detections(img, dets, ["thing"], out)
+    assert np.all(np.asarray(Image.open(out)) == 128)
