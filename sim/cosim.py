@@ -17,9 +17,6 @@ reuses the buffer has not been started yet at that moment.
 
 from __future__ import annotations
 
-import json
-import os
-import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +31,7 @@ from hdl.sequencer import RECORD, RECORD_WORDS, SEQ_CSR
 from hdl.top import SimTop
 from sim.ddr import OKAY, DdrTiming
 from sim.engine_cocotb import PERIOD_NS, TB, compare
-from sim.runner import BUILD_ROOT, build_top, run_cocotb
+from sim.runner import BUILD_ROOT, build_top, load_payload, run_payload, write_results
 
 __all__ = [
     "DETECTION_THRESH",
@@ -197,9 +194,8 @@ async def _run_one(tb, payload, run):
 
 @cocotb.test()
 async def run_programs(dut):
-    """Run every program run of ``OWLET_COSIM`` on one sequencer instance (reset once)."""
-    with open(os.environ["OWLET_COSIM"], "rb") as f:
-        payload = pickle.load(f)
+    """Run every program run of the payload on one sequencer instance (reset once)."""
+    payload = load_payload()
     tb = SequencerTB(dut, DdrTiming())
     await tb.reset()
     results = []
@@ -209,8 +205,7 @@ async def run_programs(dut):
             dut._log.info("run: status %#x error %#x layer %d cycles %d",
                           *(results[-1][k] for k in ("status", "error", "layer", "cycles")))
     finally:
-        with open(os.environ["OWLET_RESULTS"], "w") as f:
-            json.dump(results, f, indent=1)
+        write_results(results)
 
 
 # ---- host side ---------------------------------------------------------------------------------
@@ -242,19 +237,10 @@ def simulate_program(program, expected, runs, run_name, *, sim=None, waves=None)
         layer, ``checked`` (layers compared); ``ok`` whether the cocotb test passed.
     """
     build_dir = build_sequencer(program.config, sim=sim, waves=waves)
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    run_dir = build_dir / "runs" / f"{run_name}-{worker}"
-    run_dir.mkdir(parents=True, exist_ok=True)
     runs = [{"perf_addr": perf_address(program), **run} for run in runs]
-    payload_file, results_file = run_dir / "cosim.pkl", run_dir / "results.json"
-    with open(payload_file, "wb") as f:
-        pickle.dump({"program": program, "expected": expected, "runs": runs}, f)
-    results_file.unlink(missing_ok=True)
-    _, ok = run_cocotb(build_dir, TOPLEVEL, "sim.cosim", run_name,
-                       {"OWLET_COSIM": str(payload_file), "OWLET_RESULTS": str(results_file)},
+    return run_payload(build_dir, TOPLEVEL, "sim.cosim", run_name,
+                       {"program": program, "expected": expected, "runs": runs},
                        sim=sim, waves=waves)
-    results = json.loads(results_file.read_text()) if results_file.exists() else []
-    return results, ok
 
 
 @dataclass

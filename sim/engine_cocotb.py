@@ -1,16 +1,13 @@
 """cocotb testbench of the engine top (``hdl.engine.Engine``): runs a list of layer jobs.
 
-The pytest side (``sim.runner.run_jobs``) pickles a list of jobs into ``OWLET_JOBS``; each job is a
-dict with ``case`` (:class:`sim.layer.LayerCase`), ``timing`` (:class:`sim.ddr.DdrTiming`) and
-optional ``errors`` (DDR error injections). This module runs them one after another on one
-simulator instance, compares every output with the golden model and writes one result dict per
-job (counters, status, mismatches) to ``OWLET_RESULTS`` as JSON. The cocotb test fails on the first
-mismatch with a message naming layer, channel, row, column, expected and actual.
+The pytest side (``sim.runner.run_jobs``) hands over a list of jobs (``sim.runner.run_payload``);
+each is a dict with ``case`` (:class:`sim.layer.LayerCase`), ``timing``
+(:class:`sim.ddr.DdrTiming`) and optional ``errors`` (DDR error injections). This module runs
+them one after another on one simulator instance, compares every output with the golden model
+and writes one result dict per job (counters, status, mismatches) back as JSON. The cocotb test
+fails on the first mismatch with a message naming layer, channel, row, column, expected and actual.
 """
 
-import json
-import os
-import pickle
 import time
 
 import cocotb
@@ -22,6 +19,7 @@ from hdl.descriptor import EngineConfig
 from hdl.engine import COUNTERS, CSR
 from sim.ddr import DdrModel, DdrTiming
 from sim.layer import fm_from_ddr, layer_image
+from sim.runner import load_payload, write_results
 
 __all__ = ["TB", "compare", "run_jobs"]
 
@@ -119,9 +117,8 @@ async def run_job(tb, job, cfg):
 
 @cocotb.test()
 async def run_jobs(dut):
-    """Run every job of ``OWLET_JOBS`` on one engine instance (reset once)."""
-    with open(os.environ["OWLET_JOBS"], "rb") as f:
-        payload = pickle.load(f)
+    """Run every job of the payload on one engine instance (reset once)."""
+    payload = load_payload()
     cfg, jobs = payload.get("cfg", EngineConfig()), payload["jobs"]
     tb = TB(dut, jobs[0].get("timing", DdrTiming()))
     await tb.reset()
@@ -132,7 +129,6 @@ async def run_jobs(dut):
             results.append(await run_job(tb, job, cfg))
             dut._log.info("%s: %s", job["case"].name, results[-1]["counters"])
     finally:
-        with open(os.environ["OWLET_RESULTS"], "w") as f:
-            json.dump(results, f, indent=1)
+        write_results(results)
     problems = [msg for r in results for msg in r["mismatches"]]
     assert not problems, "\n".join(problems)

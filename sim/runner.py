@@ -28,9 +28,20 @@ from cocotb_tools.runner import Verilator, get_results, get_runner
 from hdl.descriptor import EngineConfig
 from hdl.engine import Engine
 
-__all__ = ["BUILD_ROOT", "build_engine", "build_top", "run_cocotb", "run_jobs"]
+__all__ = [
+    "BUILD_ROOT",
+    "build_engine",
+    "build_top",
+    "load_payload",
+    "run_cocotb",
+    "run_jobs",
+    "run_payload",
+    "write_results",
+]
 
 BUILD_ROOT = Path(__file__).resolve().parents[1] / "build" / "sim"
+# How run_payload and the cocotb test it runs find the payload and the results file.
+_PAYLOAD_ENV, _RESULTS_ENV = "OWLET_PAYLOAD", "OWLET_RESULTS"
 TOPLEVEL = "owlet_engine"
 
 
@@ -160,15 +171,42 @@ def run_jobs(jobs, run_name, cfg=None, *, sim=None, waves=None):
     """
     cfg = cfg or EngineConfig()
     build_dir = build_engine(cfg, sim=sim, waves=waves)
+    return run_payload(build_dir, TOPLEVEL, "sim.engine_cocotb", run_name,
+                       {"cfg": cfg, "jobs": jobs}, sim=sim, waves=waves)
+
+
+def run_payload(build_dir, toplevel, test_module, run_name, payload, *, sim=None, waves=None):
+    """Run cocotb ``test_module`` on a pickled ``payload`` and collect its JSON results.
+
+    The test module reads the payload with :func:`load_payload` and writes one result per item
+    with :func:`write_results`. The run directory is per pytest-xdist worker.
+
+    Returns
+    -------
+    (results, ok)
+        The list the test wrote (empty if it wrote none) and whether the cocotb test passed.
+    """
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     run_dir = build_dir / "runs" / f"{run_name}-{worker}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    jobs_file, results_file = run_dir / "jobs.pkl", run_dir / "results.json"
-    with open(jobs_file, "wb") as f:
-        pickle.dump({"cfg": cfg, "jobs": jobs}, f)
+    payload_file, results_file = run_dir / "payload.pkl", run_dir / "results.json"
+    with open(payload_file, "wb") as f:
+        pickle.dump(payload, f)
     results_file.unlink(missing_ok=True)
-    _, ok = run_cocotb(build_dir, TOPLEVEL, "sim.engine_cocotb", run_name,
-                       {"OWLET_JOBS": str(jobs_file), "OWLET_RESULTS": str(results_file)},
+    _, ok = run_cocotb(build_dir, toplevel, test_module, run_name,
+                       {_PAYLOAD_ENV: str(payload_file), _RESULTS_ENV: str(results_file)},
                        sim=sim, waves=waves)
     results = json.loads(results_file.read_text()) if results_file.exists() else []
     return results, ok
+
+
+def load_payload():
+    """Inside a cocotb test run by :func:`run_payload`: the payload it pickled."""
+    with open(os.environ[_PAYLOAD_ENV], "rb") as f:
+        return pickle.load(f)
+
+
+def write_results(results):
+    """Inside a cocotb test run by :func:`run_payload`: hand ``results`` (JSON-able) back."""
+    with open(os.environ[_RESULTS_ENV], "w") as f:
+        json.dump(results, f, indent=1)
