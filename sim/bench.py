@@ -15,36 +15,44 @@ import json
 import numpy as np
 
 from hdl.descriptor import EngineConfig, Pool
+from model.darknet import parse_cfg
+from model.zoo import REFERENCE_CFG, TINY_YOLO_VOC_CFG
 from sim.ddr import DdrTiming
 from sim.layer import random_case
 from sim.runner import run_jobs
 
-__all__ = ["REFERENCE_LAYERS", "VOC_LAYERS", "format_table", "run_engine_bench"]
-
-# (name, C, H, W, O, K, pool, int32 out). Ref: shared/reference/darknet-tiny96/ref-tiny.cfg.
-REFERENCE_LAYERS = [
-    ("ref.0", 3, 96, 96, 8, 3, Pool.P2S2, False),
-    ("ref.2", 8, 48, 48, 16, 3, Pool.P2S2, False),
-    ("ref.4", 16, 24, 24, 32, 3, Pool.P2S2, False),
-    ("ref.6", 32, 12, 12, 64, 3, Pool.P2S2, False),
-    ("ref.8", 64, 6, 6, 64, 3, Pool.P2S2, False),
-    ("ref.10", 64, 3, 3, 128, 3, Pool.P2S1, False),
-    ("ref.12", 128, 3, 3, 128, 3, Pool.NONE, False),
-    ("ref.13", 128, 3, 3, 40, 1, Pool.NONE, True),
-]
-# tiny-YOLOv2-VOC, 416x416 input (darknet yolov2-tiny-voc.cfg shapes).
-VOC_LAYERS = [
-    ("voc.0", 3, 416, 416, 16, 3, Pool.P2S2, False),
-    ("voc.2", 16, 208, 208, 32, 3, Pool.P2S2, False),
-    ("voc.4", 32, 104, 104, 64, 3, Pool.P2S2, False),
-    ("voc.6", 64, 52, 52, 128, 3, Pool.P2S2, False),
-    ("voc.8", 128, 26, 26, 256, 3, Pool.P2S2, False),
-    ("voc.10", 256, 13, 13, 512, 3, Pool.P2S1, False),
-    ("voc.12", 512, 13, 13, 1024, 3, Pool.NONE, False),
-    ("voc.13", 1024, 13, 13, 1024, 3, Pool.NONE, False),
-    ("voc.14", 1024, 13, 13, 125, 1, Pool.NONE, True),
+__all__ = [
+    "REFERENCE_LAYERS",
+    "VOC_LAYERS",
+    "engine_layers",
+    "format_table",
+    "run_engine_bench",
 ]
 
+def engine_layers(cfg_path, prefix):
+    """The engine layers of a darknet cfg, as the compiler fuses them.
+
+    Returns
+    -------
+    list of (name, C, H, W, O, K, pool, int32 out)
+        One per convolution, named ``prefix.<darknet index>``, with the maxpool that follows it
+        fused (:class:`hdl.descriptor.Pool`); the last convolution writes int32.
+    """
+    layers = parse_cfg(cfg_path).layers
+    convs = [i for i, layer in enumerate(layers) if layer.kind == "convolutional"]
+    entries = []
+    for i in convs:
+        conv, after = layers[i], layers[i + 1] if i + 1 < len(layers) else None
+        pool = Pool.NONE
+        if after is not None and after.kind == "maxpool":
+            pool = {2: Pool.P2S2, 1: Pool.P2S1}[after.stride]
+        c, h, w = conv.in_shape
+        entries.append((f"{prefix}.{i}", c, h, w, conv.filters, conv.size, pool, i == convs[-1]))
+    return entries
+
+
+REFERENCE_LAYERS = engine_layers(REFERENCE_CFG, "ref")
+VOC_LAYERS = engine_layers(TINY_YOLO_VOC_CFG, "voc")
 STALLS = ("stall_input", "stall_weights", "stall_requant", "stall_output")
 
 
