@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from model.float_ref import region_forward
 from model.network import maxpool_output_hw
 from model.windows import im2col, max_pool, pool_offset
 
@@ -230,8 +231,6 @@ def host_region(producer, region, acc: np.ndarray) -> np.ndarray:
     float32 array, shape (O, H, W): darknet's region output (logistic, softmax) of the
     dequantized accumulators.
     """
-    from model.float_ref import region_forward
-
     return region_forward(dequantize_output(producer, acc), region)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from model.float_ref import fold_batchnorm, forward
 from model.golden import ACC_BITS, INPUT_SCALE
 from model.network import ConvLayer, MaxpoolLayer, Network, RegionLayer
 
@@ -369,8 +370,6 @@ def quantize_network(
     QuantizationError
         A layer's multipliers or accumulator do not fit the contract; the message names the layer.
     """
-    from model.float_ref import fold_batchnorm, forward
-
     if thresholds is None:
         if not calibration_inputs:
             raise QuantizationError("calibration needs at least one image")
@@ -388,7 +387,7 @@ def quantize_network(
     for index, layer in enumerate(net.layers):
         if isinstance(layer, ConvLayer):
             out_scale = None if index == last_conv else thresholds[index] / 127.0
-            layers.append(_quantize_conv(index, layer, in_scale, out_scale, fold_batchnorm))
+            layers.append(_quantize_conv(index, layer, in_scale, out_scale))
             in_scale = out_scale
         elif isinstance(layer, MaxpoolLayer):
             layers.append(QuantMaxpool(layer.in_shape, layer.out_shape, layer.size, layer.stride,
@@ -400,7 +399,7 @@ def quantize_network(
     return QuantizedNetwork(net.input_shape, INPUT_SCALE, layers, calibration)
 
 
-def _quantize_conv(index, layer, in_scale, out_scale, fold_batchnorm) -> QuantConv:
+def _quantize_conv(index, layer, in_scale, out_scale) -> QuantConv:
     """One convolution; ``out_scale`` None makes it the int32 last layer."""
     w_folded, b_folded = fold_batchnorm(layer)
     w_q, w_scale = quantize_weights(w_folded)
