@@ -16,6 +16,9 @@ export MAKEFLAGS_VERILATOR := CFG_CXXFLAGS_PCH_I=-include CFG_CXXFLAGS_COROUTINE
 all: test
 
 $(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+	  echo "error: Owlet needs Python 3.11 or newer; $(PYTHON) is $$($(PYTHON) -V 2>&1)." \
+	       "Run make with PYTHON=python3.11 (or newer)." >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

@@ -8,7 +8,7 @@ Three steps:
    region layer stays on the host.
 2. **Lay out DDR.** Constants first (the descriptor list, then per layer its weights in the
    engine's streaming order and its requant table), then an arena of run-time buffers (the
-   input, every engine layer's output). The layouts are ``sim/layer.py``'s.
+   input, every engine layer's output). The layouts are :mod:`firmware.layout`'s.
 3. **Plan and pack** one descriptor per layer with :func:`hdl.descriptor.plan_layer`.
 
 Run-time buffers share addresses when their lifetimes are disjoint (:func:`allocate`): buffer
@@ -24,10 +24,10 @@ from typing import NamedTuple
 
 import numpy as np
 
+from firmware.layout import fm_to_ddr, params_to_ddr, weights_to_ddr
 from firmware.program import HOST_BEFORE, Program, ProgramLayer, Segment, SegmentKind
 from hdl.descriptor import DESCRIPTOR_WORDS, EngineConfig, Pool, plan_layer
 from model.quant import QuantConv, QuantizedNetwork, QuantMaxpool, QuantRegion
-from sim.layer import fm_to_ddr, params_to_ddr, weights_to_ddr
 
 __all__ = [
     "DEFAULT_ALIGNMENT",

@@ -2,7 +2,7 @@
 
 :func:`execute` walks a program's descriptor list *as it sits in DDR*: it unpacks each descriptor,
 reads the input map, the weight stream and the requant table back from the addresses the
-descriptor holds (with the inverses of ``sim/layer.py``'s layouts), runs the golden model's
+descriptor holds (with the inverses of :mod:`firmware.layout`), runs the golden model's
 integer functions, and writes the output where the descriptor says. Agreement with
 :func:`model.golden.forward_int` on every layer therefore proves that the compiler's addresses,
 layouts and descriptor fields are consistent, before any RTL runs; the same executor can check a
@@ -16,17 +16,15 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from amaranth import Shape
 
+from firmware.layout import fm_from_ddr, fm_to_ddr, params_from_ddr, weights_from_ddr
 from firmware.program import Program
 from hdl.descriptor import DESCRIPTOR_WORDS, Descriptor, Pool
 from model.golden import conv2d_int, maxpool_int, requantize
-from sim.layer import fm_from_ddr, fm_to_ddr
 
 __all__ = [
     "descriptors",
     "execute",
-    "params_from_ddr",
     "unpack_descriptor",
-    "weights_from_ddr",
 ]
 
 
@@ -68,42 +66,6 @@ def _descriptor_at(raw, base: int, index: int) -> dict:
     size = 4 * DESCRIPTOR_WORDS
     return unpack_descriptor(np.frombuffer(bytes(raw[_within(raw, base + size * index, size)]),
                                            "<u4"))
-
-
-def weights_from_ddr(raw, out_channels: int, in_channels: int, kernel: int, p_ic: int,
-                     p_oc: int) -> np.ndarray:
-    """Inverse of :func:`sim.layer.weights_to_ddr` for padded channel counts.
-
-    Parameters
-    ----------
-    raw : bytes-like, ``out_channels * in_channels * kernel**2`` bytes
-    out_channels, in_channels : int
-        Multiples of ``p_oc`` and ``p_ic``.
-
-    Returns
-    -------
-    int8 array, shape (out_channels, in_channels, kernel, kernel)
-    """
-    og, ig = out_channels // p_oc, in_channels // p_ic
-    stream = np.frombuffer(bytes(raw), np.int8).reshape(og, ig, kernel, kernel, p_oc, p_ic)
-    # (OG, IG, K, K, P_oc, P_ic) -> (OG, P_oc, IG, P_ic, K, K)
-    return stream.transpose(0, 4, 1, 5, 2, 3).reshape(out_channels, in_channels, kernel, kernel)
-
-
-def params_from_ddr(raw, channels: int) -> tuple[np.ndarray, ...]:
-    """Inverse of :func:`sim.layer.params_to_ddr`.
-
-    Returns
-    -------
-    bias : int32 array, shape (channels,)
-    m_pos, m_neg, shift : int64 arrays, shape (channels,)
-    """
-    words = np.frombuffer(bytes(raw), "<u8").reshape(channels, 2)
-    bias = (words[:, 0] & np.uint64(0xFFFFFFFF)).astype(np.uint32).view(np.int32)
-    shift = (words[:, 0] >> np.uint64(32)).astype(np.int64)
-    m_pos = (words[:, 1] & np.uint64(0xFFFF)).astype(np.int64)
-    m_neg = (words[:, 1] >> np.uint64(16)).astype(np.int64)
-    return bias, m_pos, m_neg, shift
 
 
 def execute(program: Program, mem: bytearray,

@@ -5,7 +5,7 @@ A :class:`Program` is what :func:`firmware.compiler.compile_network` produces an
 in DDR (:class:`Segment`), which darknet layers each engine layer covers (:class:`ProgramLayer`),
 and what the initial DDR contents are (descriptors, weights, requant tables, optionally the input).
 
-Feature maps use the engine's layouts (``sim/layer.py``): int8 maps ``[C/g][H][W][g]`` and the
+Feature maps use the engine's layouts (:mod:`firmware.layout`): int8 maps ``[C/g][H][W][g]`` and the
 int32 output ``[O/g][H][W][g]`` with ``g = p_ic`` channels per 64-bit beat group.
 """
 
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from firmware.layout import fm_from_ddr, fm_to_ddr
 from hdl.descriptor import EngineConfig, Pool
-from sim.layer import fm_from_ddr, fm_to_ddr
 
 __all__ = [
     "HOST_BEFORE",

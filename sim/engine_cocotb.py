@@ -15,10 +15,11 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge, with_timeout
 
+from firmware.layout import fm_from_ddr
 from hdl.descriptor import EngineConfig
 from hdl.engine import COUNTERS, CSR
 from sim.ddr import DdrModel, DdrTiming
-from sim.layer import fm_from_ddr, layer_image
+from sim.layer import layer_image
 from sim.runner import load_payload, write_results
 
 __all__ = ["TB", "compare", "run_jobs"]

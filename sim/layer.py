@@ -1,29 +1,20 @@
-"""Host side of one engine layer: DDR layouts, the memory image, the golden expectation.
+"""Host side of one engine layer test: the memory image, the golden expectation, random layers.
 
-The layouts are the contract with the compiler (``docs/engine.md``, "DDR layouts"):
-
-- feature map (int8): ``[ceil(C/8)][H][W][8]``, channels zero-padded to a multiple of 8;
-- int32 output: ``[ceil(O/8)][H][W][8]`` int32 little-endian (four 64-bit beats per pixel);
-- weights: ``[ceil(O/P_oc)][ceil(C/8)][K*K][P_oc][8]`` int8, zero-padded channels;
-- requant table: per output channel (padded to a multiple of P_oc) two 64-bit words:
-  ``bias | shift << 32`` and ``m_pos | m_neg << 16``.
+The DDR layouts are the engine's memory contract, :mod:`firmware.layout`.
 """
 
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from firmware.layout import fm_to_ddr, params_to_ddr, weights_to_ddr
 from hdl.descriptor import Pool, plan_layer
 from model.golden import conv2d_int, maxpool_int, requantize
 
 __all__ = [
     "LayerCase",
-    "fm_from_ddr",
-    "fm_to_ddr",
     "layer_image",
-    "params_to_ddr",
     "random_case",
-    "weights_to_ddr",
 ]
 
 _ALIGN = 4096
@@ -31,46 +22,6 @@ _ALIGN = 4096
 
 def _ceil(a, b):
     return -(-a // b)
-
-
-def fm_to_ddr(x, group=8):
-    """Feature map ``(C, H, W)`` → bytes in the ``[C/8][H][W][8]`` layout (any integer dtype)."""
-    c, h, w = x.shape
-    padded = np.zeros((_ceil(c, group) * group, h, w), dtype=x.dtype)
-    padded[:c] = x
-    return padded.reshape(-1, group, h, w).transpose(0, 2, 3, 1).astype(x.dtype.newbyteorder("<"))\
-        .tobytes()
-
-
-def fm_from_ddr(raw, shape, dtype=np.int8, group=8):
-    """Inverse of :func:`fm_to_ddr`: ``raw`` bytes → array ``shape`` = (C, H, W) of ``dtype``."""
-    c, h, w = shape
-    groups = _ceil(c, group)
-    arr = np.frombuffer(bytes(raw), dtype=np.dtype(dtype).newbyteorder("<"))
-    arr = arr[:groups * h * w * group].reshape(groups, h, w, group).transpose(0, 3, 1, 2)
-    return arr.reshape(groups * group, h, w)[:c].astype(dtype)
-
-
-def weights_to_ddr(w, p_ic, p_oc):
-    """Weights ``(O, C, K, K)`` int8 → bytes in the engine's streaming order."""
-    o, c, k, _ = w.shape
-    og, ig = _ceil(o, p_oc), _ceil(c, p_ic)
-    padded = np.zeros((og * p_oc, ig * p_ic, k, k), dtype=np.int8)
-    padded[:o, :c] = w
-    # (OG, P_oc, IG, P_ic, K, K) -> (OG, IG, K, K, P_oc, P_ic)
-    return padded.reshape(og, p_oc, ig, p_ic, k, k).transpose(0, 2, 4, 5, 1, 3).tobytes()
-
-
-def params_to_ddr(bias, m_pos, m_neg, shift, p_oc):
-    """Requant table: two little-endian 64-bit words per output channel, padded to ``p_oc``."""
-    o = len(bias)
-    n = _ceil(o, p_oc) * p_oc
-    words = np.zeros((n, 2), dtype=np.uint64)
-    words[o:, 0] = np.uint64(1) << np.uint64(32)  # padded channels: shift 1, all else 0 -> out 0
-    words[:o, 0] = (np.asarray(bias, np.int64) & 0xFFFFFFFF).astype(np.uint64) \
-        | (np.asarray(shift, np.uint64) << np.uint64(32))
-    words[:o, 1] = np.asarray(m_pos, np.uint64) | (np.asarray(m_neg, np.uint64) << np.uint64(16))
-    return words.astype("<u8").tobytes()
 
 
 @dataclass

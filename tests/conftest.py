@@ -1,32 +1,85 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures, and the guard that keeps the suite inside the repository.
+
+Every file a test reads must live in the repository (``tests/data/``, ``model/zoo/``, the weights
+cache under ``build/``) so that a bare clone passes ``make test``. The guard below watches every
+``open`` while a test runs (a Python audit hook, PEP 578) and fails the test that touched a path
+outside the repository, the temporary directories and the Python installation.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
+import sysconfig
+import tempfile
 from pathlib import Path
 
 import pytest
 
-__all__ = ["reference_dir", "reference_quantized"]
+__all__ = ["DATA_DIR", "REPO_ROOT", "darknet_tiny96", "outside_repository",
+           "reference_quantized"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = REPO_ROOT / "tests" / "data"
+
+# Matplotlib keeps a font cache in the home directory unless told otherwise.
+os.environ.setdefault("MPLCONFIGDIR", str(REPO_ROOT / "build" / "mplconfig"))
+
+# What a test may read besides the repository: the interpreter and its packages, temporary
+# files, and the operating system's own files (devices, shared libraries, fonts, locale).
+_ALLOWED_ROOTS = tuple(Path(p).resolve() for p in {
+    REPO_ROOT, tempfile.gettempdir(), sys.prefix, sys.base_prefix, sys.exec_prefix,
+    sysconfig.get_paths()["purelib"], sysconfig.get_paths()["stdlib"],
+    "/dev", "/proc", "/sys", "/usr", "/lib", "/lib64", "/etc", "/opt",
+})
+
+
+def outside_repository(path) -> bool:
+    """Whether a test that reads ``path`` depends on something a bare clone does not have."""
+    try:
+        resolved = Path(os.fsdecode(path)).resolve()
+    except (TypeError, ValueError, OSError):
+        return False  # file descriptors and the like
+    return not any(resolved == root or root in resolved.parents for root in _ALLOWED_ROOTS)
+
+
+_touched: list[str] = []
+
+
+def _audit(event: str, args: tuple) -> None:
+    if event == "open" and isinstance(args[0], str | bytes | os.PathLike) \
+            and outside_repository(args[0]):
+        _touched.append(os.fsdecode(args[0]))
+
+
+sys.addaudithook(_audit)
+
+
+@pytest.fixture(autouse=True)
+def _stays_inside_repository():
+    """Fail the test that opened a file outside the repository (after it ran, so that a library
+    catching the open's error cannot hide it)."""
+    _touched.clear()
+    yield
+    if _touched:
+        paths = ", ".join(sorted(set(_touched))[:5])
+        _touched.clear()
+        pytest.fail(f"the test read outside the repository ({REPO_ROOT}): {paths}; copy what it "
+                    "needs into tests/data/", pytrace=False)
 
 
 @pytest.fixture(scope="session")
-def reference_dir() -> Path:
-    """The shared reference data directory (outputs of the real darknet and friends).
+def darknet_tiny96() -> Path:
+    """The real darknet's outputs for the reduced tiny-YOLOv2 (``tests/data/darknet-tiny96``).
 
-    Looked up at ``../shared/reference`` next to the repository, or at ``$OWLET_REFERENCE``. Missing
-    data fails the test instead of skipping it: a silently skipped oracle proves nothing.
+    The network and image are ``model.zoo.REFERENCE_CFG``, ``REFERENCE_WEIGHTS`` and
+    ``DOG_IMAGE``; see ``tests/data/README.md``.
     """
-    path = Path(os.environ.get("OWLET_REFERENCE", REPO_ROOT.parent / "shared" / "reference"))
-    if not path.is_dir():
-        pytest.fail(f"reference data not found at {path} (set OWLET_REFERENCE to its location)")
-    return path
+    return DATA_DIR / "darknet-tiny96"
 
 
 @pytest.fixture(scope="session")
-def reference_quantized(reference_dir):
+def reference_quantized():
     """The reference network quantized on its image (max calibration), and its int8 input.
 
     Returns ``(QuantizedNetwork, int8 array (3, 96, 96))``; shared, so tests must not modify it.
@@ -35,8 +88,8 @@ def reference_quantized(reference_dir):
     from model.golden import quantize_input
     from model.pipeline import prepare_input
     from model.quant import quantize_network
+    from model.zoo import DOG_IMAGE, REFERENCE_CFG, REFERENCE_WEIGHTS
 
-    ref = reference_dir / "darknet-tiny96"
-    net = load_darknet(ref / "ref-tiny.cfg", ref / "ref-tiny.weights")
-    x, _ = prepare_input(ref / "dog.png", net.input_shape)
+    net = load_darknet(REFERENCE_CFG, REFERENCE_WEIGHTS)
+    x, _ = prepare_input(DOG_IMAGE, net.input_shape)
     return quantize_network(net, [x]), quantize_input(x)

@@ -11,11 +11,12 @@ import pytest
 
 from model.darknet import DarknetFormatError, load_weights, parse_cfg, save_weights, write_cfg
 from model.network import ConvLayer, MaxpoolLayer, Network, RegionLayer
+from model.zoo import REFERENCE_CFG, REFERENCE_WEIGHTS
 
 
 @pytest.fixture(scope="module")
-def ref(reference_dir):
-    return reference_dir / "darknet-tiny96"
+def ref(darknet_tiny96):
+    return darknet_tiny96
 
 
 def assert_same_network(a: Network, b: Network) -> None:
@@ -39,7 +40,7 @@ def assert_same_network(a: Network, b: Network) -> None:
 
 
 def test_reference_cfg_shapes_match_darknet_outputs(ref):
-    net = parse_cfg(ref / "ref-tiny.cfg")
+    net = parse_cfg(REFERENCE_CFG)
     assert net.input_shape == (3, 96, 96)
     assert len(net.layers) == 15
     kinds = [layer.kind for layer in net.layers]
@@ -68,7 +69,7 @@ def test_reference_cfg_shapes_match_darknet_outputs(ref):
 
 
 def test_parse_cfg_zero_initialises_with_documented_shapes(ref):
-    net = parse_cfg(ref / "ref-tiny.cfg")
+    net = parse_cfg(REFERENCE_CFG)
     for layer in net.layers:
         if isinstance(layer, ConvLayer):
             c = layer.in_shape[0]
@@ -83,14 +84,14 @@ def test_parse_cfg_zero_initialises_with_documented_shapes(ref):
 
 
 def test_weights_round_trip_is_byte_identical_to_darknet_file(ref, tmp_path):
-    net = parse_cfg(ref / "ref-tiny.cfg")
-    load_weights(net, ref / "ref-tiny.weights")
+    net = parse_cfg(REFERENCE_CFG)
+    load_weights(net, REFERENCE_WEIGHTS)
     assert net.version == (0, 2, 0)
     assert net.layers[0].rolling_variance.min() > 0  # real BN statistics were read
     out = tmp_path / "copy.weights"
     save_weights(net, out)
-    assert out.read_bytes() == (ref / "ref-tiny.weights").read_bytes()
-    again = load_weights(parse_cfg(ref / "ref-tiny.cfg"), out)
+    assert out.read_bytes() == (REFERENCE_WEIGHTS).read_bytes()
+    again = load_weights(parse_cfg(REFERENCE_CFG), out)
     assert_same_network(net, again)
 
 
@@ -213,7 +214,7 @@ def test_cfg_and_weights_round_trip(tmp_path):
 
 
 def test_write_cfg_takes_input_shape_from_network(tmp_path, ref):
-    net = parse_cfg(ref / "ref-tiny.cfg")
+    net = parse_cfg(REFERENCE_CFG)
     net.input_shape = (3, 160, 128)
     write_cfg(net, tmp_path / "resized.cfg")
     back = parse_cfg(tmp_path / "resized.cfg")
@@ -228,8 +229,8 @@ def _conv_bytes(layer: ConvLayer) -> int:
 
 
 def test_truncated_weights_name_layer_and_byte_counts(ref, tmp_path):
-    net = parse_cfg(ref / "ref-tiny.cfg")
-    data = (ref / "ref-tiny.weights").read_bytes()
+    net = parse_cfg(REFERENCE_CFG)
+    data = (REFERENCE_WEIGHTS).read_bytes()
     # cut inside the second-to-last conv layer (darknet layer 12)
     start_12 = 20 + sum(
         _conv_bytes(layer) for layer in net.layers[:12] if isinstance(layer, ConvLayer)
@@ -252,15 +253,15 @@ def test_truncated_header(tmp_path, ref):
     bad.write_bytes(struct.pack("<3i", 0, 2, 0) + b"\0\0\0")
     pattern = r"truncated header: expected 20 bytes, file has 15"
     with pytest.raises(DarknetFormatError, match=pattern):
-        load_weights(parse_cfg(ref / "ref-tiny.cfg"), bad)
+        load_weights(parse_cfg(REFERENCE_CFG), bad)
 
 
 def test_trailing_bytes_are_an_error(ref, tmp_path):
-    data = (ref / "ref-tiny.weights").read_bytes()
+    data = (REFERENCE_WEIGHTS).read_bytes()
     bad = tmp_path / "long.weights"
     bad.write_bytes(data + b"\0" * 8)
     with pytest.raises(DarknetFormatError) as err:
-        load_weights(parse_cfg(ref / "ref-tiny.cfg"), bad)
+        load_weights(parse_cfg(REFERENCE_CFG), bad)
     msg = str(err.value)
     assert str(bad) in msg and "8 trailing bytes" in msg and "(layer 13)" in msg
     assert f"needs {len(data)} bytes, the file has {len(data) + 8}" in msg

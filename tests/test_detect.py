@@ -10,14 +10,15 @@ from model.detect import Detection, box_iou, do_nms_sort, get_network_boxes
 from model.float_ref import forward
 from model.image import letterbox, load_image
 from model.network import RegionLayer
+from model.zoo import DOG_IMAGE, REFERENCE_CFG, REFERENCE_WEIGHTS
 
 # boxes.txt prints 7 significant digits, so agreement is checked to 1e-6 relative; zeros are exact.
 RTOL = 1e-6
 
 
 @pytest.fixture(scope="module")
-def ref(reference_dir):
-    return reference_dir / "darknet-tiny96"
+def ref(darknet_tiny96):
+    return darknet_tiny96
 
 
 def as_rows(dets: list[Detection]) -> np.ndarray:
@@ -32,7 +33,7 @@ def darknet_boxes(ref) -> np.ndarray:
 
 
 def test_region_output_decodes_to_darknets_boxes(ref):
-    net = load_darknet(ref / "ref-tiny.cfg", ref / "ref-tiny.weights")
+    net = load_darknet(REFERENCE_CFG, REFERENCE_WEIGHTS)
     region_out = np.fromfile(ref / "layer14.f32", dtype="<f4").reshape(net.region.out_shape)
     dets = get_network_boxes(region_out, net.region, 96, 96, 768, 576, thresh=0.2)
     assert len(dets) == 45
@@ -42,8 +43,8 @@ def test_region_output_decodes_to_darknets_boxes(ref):
 
 def test_image_to_boxes_end_to_end(ref):
     """dog.png -> letterbox -> float reference -> boxes -> NMS equals darknet's detections."""
-    net = load_darknet(ref / "ref-tiny.cfg", ref / "ref-tiny.weights")
-    image = load_image(ref / "dog.png")
+    net = load_darknet(REFERENCE_CFG, REFERENCE_WEIGHTS)
+    image = load_image(DOG_IMAGE)
     _, img_h, img_w = image.shape
     outputs = forward(net, letterbox(image, 96, 96))
     dets = get_network_boxes(outputs[-1], net.region, 96, 96, img_w, img_h, thresh=0.2)

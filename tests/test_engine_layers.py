@@ -16,6 +16,7 @@ from model.darknet import load_darknet
 from model.golden import forward_int, quantize_input
 from model.pipeline import prepare_input
 from model.quant import quantize_network
+from model.zoo import DOG_IMAGE, REFERENCE_CFG, REFERENCE_WEIGHTS
 from sim.bench import STALLS, VOC_LAYERS, bench_jobs
 from sim.ddr import DECERR, SLVERR, DdrTiming
 from sim.layer import LayerCase, layer_image, random_case
@@ -46,12 +47,11 @@ def _random_timing(rng):
 
 
 @pytest.fixture(scope="module")
-def reference_cases(reference_dir):
+def reference_cases():
     """Every convolution of the quantized reference network (its maxpool fused), fed with the
     golden model's activations of dog.png."""
-    ref = reference_dir / "darknet-tiny96"
-    net = load_darknet(ref / "ref-tiny.cfg", ref / "ref-tiny.weights")
-    x, _ = prepare_input(ref / "dog.png", net.input_shape)
+    net = load_darknet(REFERENCE_CFG, REFERENCE_WEIGHTS)
+    x, _ = prepare_input(DOG_IMAGE, net.input_shape)
     qnet = quantize_network(net, [x])
     x_q = quantize_input(x)
     outputs = forward_int(qnet, x_q)

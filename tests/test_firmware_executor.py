@@ -7,19 +7,14 @@ import numpy as np
 import pytest
 
 from firmware.compiler import compile_network
-from firmware.executor import (
-    execute,
-    params_from_ddr,
-    unpack_descriptor,
-    weights_from_ddr,
-)
+from firmware.executor import execute, unpack_descriptor
 from firmware.image import load_program, write_program
+from firmware.layout import params_from_ddr, params_to_ddr, weights_from_ddr, weights_to_ddr
 from hdl.descriptor import Descriptor, EngineConfig, pack_descriptor
 from model.darknet import parse_cfg
 from model.golden import forward_int, quantize_input
 from model.quant import quantize_network
 from model.zoo import random_weights
-from sim.layer import params_to_ddr, weights_to_ddr
 
 # Odd sizes: a 2x2/2 pool on 13x11 (ceil), channel counts that are not multiples of 8 or 16,
 # a 1x1 convolution followed by a 2x2/1 pool, and an int32 last layer without a region.

@@ -19,6 +19,7 @@ from model.float_ref import (
 )
 from model.network import ConvLayer, Network, RegionLayer
 from model.windows import im2col
+from model.zoo import REFERENCE_CFG, REFERENCE_WEIGHTS
 
 # Tolerance of the BLAS (exact=False) path, relative to the layer's largest magnitude: the
 # summation order differs from darknet's, so a few float32 ulps of the largest partial sums.
@@ -26,10 +27,10 @@ FAST_RTOL = 1e-5
 
 
 @pytest.fixture(scope="module")
-def darknet_run(reference_dir):
+def darknet_run(darknet_tiny96):
     """(network, darknet's input, darknet's per-layer outputs) of the darknet-tiny96 reference."""
-    ref = reference_dir / "darknet-tiny96"
-    net = load_darknet(ref / "ref-tiny.cfg", ref / "ref-tiny.weights")
+    ref = darknet_tiny96
+    net = load_darknet(REFERENCE_CFG, REFERENCE_WEIGHTS)
     x = np.fromfile(ref / "input.f32", dtype="<f4").reshape(net.input_shape)
     outputs = [
         np.fromfile(ref / f"layer{i:02d}.f32", dtype="<f4").reshape(layer.out_shape)

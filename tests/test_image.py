@@ -8,6 +8,7 @@ from PIL import Image
 
 from model.detect import Detection
 from model.image import draw_detections, letterbox, load_image, resize_image
+from model.zoo import DOG_IMAGE
 
 F32 = np.float32
 
@@ -44,9 +45,9 @@ def resize_naive(im: np.ndarray, w: int, h: int) -> np.ndarray:
     return out
 
 
-def test_letterbox_of_dog_equals_darknet_input(reference_dir):
-    ref = reference_dir / "darknet-tiny96"
-    image = load_image(ref / "dog.png")
+def test_letterbox_of_dog_equals_darknet_input(darknet_tiny96):
+    ref = darknet_tiny96
+    image = load_image(DOG_IMAGE)
     assert image.shape == (3, 576, 768) and image.dtype == F32
     want = np.fromfile(ref / "input.f32", dtype="<f4").reshape(3, 96, 96)
     got = letterbox(image, 96, 96)

@@ -19,22 +19,23 @@ from model.pipeline import (
     sqnr_db,
 )
 from model.quant import QuantizationError, QuantizedNetwork, quantize_network
+from model.zoo import DOG_IMAGE, REFERENCE_CFG, REFERENCE_WEIGHTS
 from owlet.cli import main
 
 
 @pytest.fixture(scope="module")
-def ref(reference_dir):
-    return reference_dir / "darknet-tiny96"
+def ref(darknet_tiny96):
+    return darknet_tiny96
 
 
 @pytest.fixture(scope="module")
 def network(ref):
-    return load_darknet(ref / "ref-tiny.cfg", ref / "ref-tiny.weights")
+    return load_darknet(REFERENCE_CFG, REFERENCE_WEIGHTS)
 
 
 @pytest.fixture(scope="module")
 def letterboxed(ref, network):
-    return prepare_input(ref / "dog.png", network.input_shape)
+    return prepare_input(DOG_IMAGE, network.input_shape)
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +106,8 @@ def test_quantized_model_file_errors(tmp_path, quantized):
 
 def test_cli_infer_float_dump_and_json_match_darknet(ref, tmp_path):
     dump, out_json, png = tmp_path / "dump", tmp_path / "dets.json", tmp_path / "dets.png"
-    status = main(["infer", "--cfg", str(ref / "ref-tiny.cfg"), "--weights",
-                   str(ref / "ref-tiny.weights"), str(ref / "dog.png"), "--thresh", "0.2",
+    status = main(["infer", "--cfg", str(REFERENCE_CFG), "--weights",
+                   str(REFERENCE_WEIGHTS), str(DOG_IMAGE), "--thresh", "0.2",
                    "--dump", str(dump), "--json", str(out_json), "--out", str(png)])
     assert status == 0
     expected_input = np.fromfile(ref / "input.f32", np.float32).reshape(3, 96, 96)
@@ -129,8 +130,8 @@ def test_cli_infer_float_dump_and_json_match_darknet(ref, tmp_path):
 
 def test_cli_infer_int8_dump_is_integer(ref, tmp_path, capsys):
     dump = tmp_path / "dump"
-    status = main(["infer", "--cfg", str(ref / "ref-tiny.cfg"), "--weights",
-                   str(ref / "ref-tiny.weights"), str(ref / "dog.png"), "--mode", "int8",
+    status = main(["infer", "--cfg", str(REFERENCE_CFG), "--weights",
+                   str(REFERENCE_WEIGHTS), str(DOG_IMAGE), "--mode", "int8",
                    "--dump", str(dump), "--repeat", "2"])
     assert status == 0
     out = capsys.readouterr().out
@@ -141,13 +142,13 @@ def test_cli_infer_int8_dump_is_integer(ref, tmp_path, capsys):
 
 def test_cli_errors_are_one_line(tmp_path, capsys, ref):
     missing = tmp_path / "missing.png"
-    status = main(["infer", "--cfg", str(ref / "ref-tiny.cfg"), "--weights",
-                   str(ref / "ref-tiny.weights"), str(missing)])
+    status = main(["infer", "--cfg", str(REFERENCE_CFG), "--weights",
+                   str(REFERENCE_WEIGHTS), str(missing)])
     assert status == 2
     assert "missing.png" in capsys.readouterr().err
     truncated = tmp_path / "short.weights"
-    truncated.write_bytes((ref / "ref-tiny.weights").read_bytes()[:5000])
-    status = main(["infer", "--cfg", str(ref / "ref-tiny.cfg"), "--weights", str(truncated)])
+    truncated.write_bytes((REFERENCE_WEIGHTS).read_bytes()[:5000])
+    status = main(["infer", "--cfg", str(REFERENCE_CFG), "--weights", str(truncated)])
     assert status == 2
     err = capsys.readouterr().err
     assert "short.weights" in err and "layer" in err
@@ -169,7 +170,7 @@ def test_calibration_comparison_covers_every_method(network, ref):
     from model.quant import CALIBRATION_METHODS
     from model.report import compare_calibration, image_variants
 
-    image = load_image(ref / "dog.png")
+    image = load_image(DOG_IMAGE)
     variants = image_variants(image, 2, seed=3)
     assert all(np.array_equal(a, b) for a, b in zip(variants, image_variants(image, 2, seed=3),
                                                       strict=True))
