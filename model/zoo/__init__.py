@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,15 @@ __all__ = [
     "OWLET_TINY_CFG",
     "REFERENCE_CFG",
     "REFERENCE_WEIGHTS",
+    "MODELS",
     "TINY_YOLO_VOC_CFG",
+    "YOLOV3_TINY_CFG",
+    "YOLOV3_TINY_DIR",
+    "YOLOV3_TINY_NAMES",
+    "YOLOV3_TINY_WEIGHTS",
     "ZOO_DIR",
+    "ZooModel",
+    "find_model",
     "random_weights",
 ]
 
@@ -35,6 +43,62 @@ REFERENCE_CFG = ZOO_DIR / "ref-tiny.cfg"
 REFERENCE_WEIGHTS = ZOO_DIR / "ref-tiny.weights"
 DOG_IMAGE = ZOO_DIR / "dog.png"
 TINY_YOLO_VOC_CFG = ZOO_DIR / "yolov2-tiny-voc.cfg"
+#: The published COCO YOLOv3-tiny: too large for the repository, ``make weights`` fetches it here
+#: (``model.zoo.fetch``).
+YOLOV3_TINY_DIR = ZOO_DIR.parent.parent / "build" / "weights" / "yolov3-tiny"
+YOLOV3_TINY_CFG = YOLOV3_TINY_DIR / "yolov3-tiny.cfg"
+YOLOV3_TINY_WEIGHTS = YOLOV3_TINY_DIR / "yolov3-tiny.weights"
+YOLOV3_TINY_NAMES = YOLOV3_TINY_DIR / "coco.names"
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    """A named network of the zoo: what ``owlet ... --model NAME`` selects.
+
+    Attributes
+    ----------
+    name : str
+    cfg, weights : Path
+    names : Path or None
+        Class names, one per line (None: ``<cfg stem>.names`` beside the cfg, if any).
+    image : Path
+        The image its demonstrations and reports run on by default.
+    fetched : bool
+        The files come from ``make weights`` rather than the repository.
+    """
+
+    name: str
+    cfg: Path
+    weights: Path
+    names: Path | None
+    image: Path
+    fetched: bool = False
+
+    def check(self) -> ZooModel:
+        """``self`` if its files exist, else FileNotFoundError saying how to get them."""
+        for path in (self.cfg, self.weights, self.names):
+            if path is not None and not path.is_file():
+                hint = "run `make weights`" if self.fetched else "the repository is incomplete"
+                raise FileNotFoundError(f"model {self.name}: {path} is missing; {hint}")
+        return self
+
+
+MODELS = {
+    model.name: model
+    for model in (
+        ZooModel("owlet-tiny", OWLET_TINY_CFG, DEFAULT_WEIGHTS, None, DEFAULT_IMAGE),
+        ZooModel("ref-tiny", REFERENCE_CFG, REFERENCE_WEIGHTS, None, DOG_IMAGE),
+        ZooModel("yolov3-tiny", YOLOV3_TINY_CFG, YOLOV3_TINY_WEIGHTS, YOLOV3_TINY_NAMES,
+                 DOG_IMAGE, fetched=True),
+    )
+}
+
+
+def find_model(name: str) -> ZooModel:
+    """The zoo entry called ``name``, its files checked (see :meth:`ZooModel.check`)."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model '{name}' (the zoo has: {', '.join(MODELS)})")
+    return MODELS[name].check()
 
 
 def random_weights(net: Network, seed: int = 0) -> Network:
