@@ -1,12 +1,14 @@
 """Darknet ``.cfg`` / ``.weights`` reading and writing.
 
-The subset of darknet Owlet supports is tiny-YOLOv2: ``[net]``, ``[convolutional]`` (leaky or
-linear, with or without batch norm), ``[maxpool]`` and ``[region]``. Anything else -- an unknown
+The subset of darknet Owlet supports is tiny-YOLOv2 and YOLOv3-tiny: ``[net]``,
+``[convolutional]`` (leaky or linear, with or without batch norm), ``[maxpool]``, ``[region]``,
+``[route]``, ``[upsample]`` and ``[yolo]``. Anything else -- an unknown
 section, an unknown key, an unsupported value -- is a :class:`DarknetFormatError` naming the file
 and the line, instead of darknet's habit of warning and carrying on with a default.
 
 Ref: darknet src/parser.c (``read_cfg``, ``parse_network_cfg``, ``parse_convolutional``,
-``parse_maxpool``, ``parse_region``, ``load_weights_upto``, ``save_weights_upto``).
+``parse_maxpool``, ``parse_region``, ``parse_route``, ``parse_upsample``, ``parse_yolo``,
+``load_weights_upto``, ``save_weights_upto``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from model.network import (
     MaxpoolLayer,
     Network,
     RegionLayer,
+    RouteLayer,
+    UpsampleLayer,
+    YoloLayer,
     conv_output_hw,
     maxpool_output_hw,
 )
@@ -47,6 +52,9 @@ _SECTION_KINDS = {
     "maxpool": "maxpool",
     "max": "maxpool",
     "region": "region",
+    "route": "route",
+    "upsample": "upsample",
+    "yolo": "yolo",
 }
 
 # Every key darknet's ``parse_net_options`` reads; all are training or input options that Owlet
@@ -65,6 +73,11 @@ _REGION_TRAINING_KEYS = frozenset(
     "bias_match absolute classfix log sqrt max".split()
 )
 _REGION_KEYS = frozenset("anchors classes coords num softmax".split()) | _REGION_TRAINING_KEYS
+_ROUTE_KEYS = frozenset(["layers"])
+_UPSAMPLE_KEYS = frozenset(["stride"])
+# Keys that only matter to darknet's yolo training loss; kept verbatim in ``YoloLayer.options``.
+_YOLO_TRAINING_KEYS = frozenset("jitter ignore_thresh truth_thresh random max".split())
+_YOLO_KEYS = frozenset("mask anchors classes num".split()) | _YOLO_TRAINING_KEYS
 _ACTIVATIONS = ("leaky", "linear")
 
 
@@ -108,6 +121,25 @@ class _Section:
     def get_str(self, key: str, default: str) -> str:
         return self.entries[key][0] if key in self.entries else default
 
+    def get_list(self, key: str, kind: type) -> list:
+        """A comma-separated list of ``kind`` (int or float)."""
+        text = self.entries[key][0]
+        try:
+            return [kind(item) for item in text.split(",")]
+        except ValueError:
+            noun = "integers" if kind is int else "numbers"
+            raise self.error(f"{key} must be comma-separated {noun}, got '{text}'", key) from None
+
+    def get_anchors(self, num: int) -> np.ndarray:
+        """``anchors`` as a float32 (num, 2) array; darknet's default is 0.5 everywhere."""
+        if "anchors" not in self.entries:
+            return np.full((num, 2), 0.5, np.float32)
+        values = self.get_list("anchors", float)
+        if len(values) != 2 * num:
+            message = f"{len(values)} anchor values for num={num}, expected {2 * num}"
+            raise self.error(message, "anchors")
+        return np.array(values, dtype=np.float32).reshape(num, 2)
+
 
 def _read_sections(path: PathLike) -> list[_Section]:
     """Split a cfg file into sections, as darknet's ``read_cfg`` does.
@@ -131,7 +163,7 @@ def _read_sections(path: PathLike) -> list[_Section]:
             if name not in _SECTION_KINDS:
                 raise DarknetFormatError(
                     f"{spath}:{lineno}: unknown section {line} (Owlet accepts [net], "
-                    f"[convolutional], [maxpool], [region])"
+                    f"[convolutional], [maxpool], [region], [route], [upsample], [yolo])"
                 )
             sections.append(_Section(_SECTION_KINDS[name], spath, lineno))
             continue
@@ -221,23 +253,12 @@ def _parse_region(s: _Section, in_shape: tuple[int, int, int]) -> RegionLayer:
             f"input has {in_shape[0]} channels, expected num*(coords+1+classes) = "
             f"{num * (coords + 1 + classes)}"
         )
-    if "anchors" in s.entries:
-        text = s.entries["anchors"][0]
-        try:
-            anchors = np.array([float(a) for a in text.split(",")], dtype=np.float32)
-        except ValueError:
-            message = f"anchors must be comma-separated numbers, got '{text}'"
-            raise s.error(message, "anchors") from None
-        if anchors.size != 2 * num:
-            message = f"{anchors.size} anchor values for num={num}, expected {2 * num}"
-            raise s.error(message, "anchors")
-    else:
-        anchors = np.full(2 * num, 0.5, np.float32)  # darknet's default biases
+    anchors = s.get_anchors(num)
     options = {k: v for k, (v, _) in s.entries.items() if k in _REGION_TRAINING_KEYS}
     return RegionLayer(
         in_shape=in_shape,
         out_shape=in_shape,
-        anchors=anchors.reshape(num, 2),
+        anchors=anchors,
         classes=classes,
         coords=coords,
         num=num,
@@ -246,7 +267,67 @@ def _parse_region(s: _Section, in_shape: tuple[int, int, int]) -> RegionLayer:
     )
 
 
-_PARSERS = {"convolutional": _parse_conv, "maxpool": _parse_maxpool, "region": _parse_region}
+def _parse_route(s: _Section, layers: list[Layer]) -> RouteLayer:
+    # Ref: darknet src/parser.c ``parse_route``: a negative index counts back from this layer.
+    s.check_keys(_ROUTE_KEYS)
+    if "layers" not in s.entries:
+        raise s.error("missing required key 'layers'")
+    here = len(layers)
+    sources = []
+    for index in s.get_list("layers", int):
+        source = here + index if index < 0 else index
+        if not 0 <= source < here:
+            raise s.error(f"layers={index} refers to layer {source}, but route {here} can only "
+                          f"use layers 0..{here - 1}", "layers")
+        sources.append(source)
+    shapes = [layers[i].out_shape for i in sources]
+    if any(shape[1:] != shapes[0][1:] for shape in shapes):
+        listing = ", ".join(f"layer {i} {'x'.join(map(str, shape))}"
+                            for i, shape in zip(sources, shapes, strict=True))
+        raise s.error(f"cannot concatenate maps of different sizes: {listing}", "layers")
+    out_shape = (sum(shape[0] for shape in shapes), *shapes[0][1:])
+    return RouteLayer(out_shape, out_shape, tuple(sources))
+
+
+def _parse_upsample(s: _Section, in_shape: tuple[int, int, int]) -> UpsampleLayer:
+    # Ref: darknet src/parser.c ``parse_upsample`` (stride defaults to 2; Owlet has no
+    # negative, i.e. downsampling, stride).
+    s.check_keys(_UPSAMPLE_KEYS)
+    stride = s.get_int("stride", 2)
+    if stride < 1:
+        raise s.error(f"stride must be a positive integer, got {stride}", "stride")
+    c, h, w = in_shape
+    return UpsampleLayer(in_shape, (c, h * stride, w * stride), stride)
+
+
+def _parse_yolo(s: _Section, in_shape: tuple[int, int, int]) -> YoloLayer:
+    # Ref: darknet src/parser.c ``parse_yolo``, ``parse_yolo_mask``; src/yolo_layer.c
+    # ``make_yolo_layer`` (no mask: the head predicts all ``num`` anchors).
+    s.check_keys(_YOLO_KEYS)
+    classes = s.get_int("classes", 20)
+    num = s.get_int("num", 1)
+    if classes < 1 or num < 1:
+        raise s.error(f"bad classes={classes} num={num}")
+    mask = tuple(s.get_list("mask", int)) if "mask" in s.entries else tuple(range(num))
+    if any(not 0 <= m < num for m in mask):
+        raise s.error(f"mask {','.join(map(str, mask))} selects anchors outside 0..{num - 1}",
+                      "mask")
+    if in_shape[0] != len(mask) * (4 + 1 + classes):
+        raise s.error(
+            f"input has {in_shape[0]} channels, expected len(mask)*(4+1+classes) = "
+            f"{len(mask) * (4 + 1 + classes)}"
+        )
+    options = {k: v for k, (v, _) in s.entries.items() if k in _YOLO_TRAINING_KEYS}
+    return YoloLayer(in_shape, in_shape, s.get_anchors(num), mask, classes, options)
+
+
+_PARSERS = {
+    "convolutional": _parse_conv,
+    "maxpool": _parse_maxpool,
+    "region": _parse_region,
+    "upsample": _parse_upsample,
+    "yolo": _parse_yolo,
+}
 
 
 def parse_cfg(path: PathLike) -> Network:
@@ -256,8 +337,8 @@ def parse_cfg(path: PathLike) -> Network:
     ----------
     path : str or PathLike
         The cfg file. The first section must be ``[net]`` (or ``[network]``) with ``width``,
-        ``height`` and ``channels``; every other section is ``[convolutional]``, ``[maxpool]`` or
-        ``[region]``.
+        ``height`` and ``channels``; every other section is ``[convolutional]``, ``[maxpool]``,
+        ``[region]``, ``[route]``, ``[upsample]`` or ``[yolo]``.
 
     Returns
     -------
@@ -287,7 +368,10 @@ def parse_cfg(path: PathLike) -> Network:
     for s in sections[1:]:
         if s.kind == "net":
             raise s.error("only the first section may be [net]")
-        layer = _PARSERS[s.kind](s, shape)
+        if s.kind == "route":
+            layer = _parse_route(s, layers)  # reads earlier layers, not just the previous one
+        else:
+            layer = _PARSERS[s.kind](s, shape)
         layers.append(layer)
         shape = layer.out_shape
     options = {k: v for k, (v, _) in net_section.entries.items()}
@@ -299,12 +383,17 @@ def _format_float(x: float) -> str:
     return np.format_float_positional(np.float32(x), unique=True, trim="-")
 
 
+def _format_anchors(anchors: np.ndarray) -> str:
+    return ", ".join(f"{_format_float(aw)},{_format_float(ah)}" for aw, ah in anchors)
+
+
 def write_cfg(net: Network, path: PathLike) -> None:
     """Write ``net``'s structure as a darknet ``.cfg`` that :func:`parse_cfg` reads back equal.
 
     ``width``, ``height`` and ``channels`` come from ``net.input_shape`` (overriding any stale
-    values in ``net.options``); the other ``[net]`` options and the region's training options are
-    written verbatim. Parameters are not written (see :func:`save_weights`).
+    values in ``net.options``); the other ``[net]`` options and the region's and yolo layers'
+    training options are written verbatim; route sources as absolute indices. Parameters are not
+    written (see :func:`save_weights`).
     """
     c, h, w = net.input_shape
     out = ["[net]", f"width={w}", f"height={h}", f"channels={c}"]
@@ -326,16 +415,26 @@ def write_cfg(net: Network, path: PathLike) -> None:
             if layer.padding != layer.size - 1:
                 out.append(f"padding={layer.padding}")
         elif isinstance(layer, RegionLayer):
-            anchors = ", ".join(
-                f"{_format_float(aw)},{_format_float(ah)}" for aw, ah in layer.anchors
-            )
             out += [
                 "[region]",
-                f"anchors={anchors}",
+                f"anchors={_format_anchors(layer.anchors)}",
                 f"classes={layer.classes}",
                 f"coords={layer.coords}",
                 f"num={layer.num}",
                 f"softmax={int(layer.softmax)}",
+            ]
+            out += [f"{k}={v}" for k, v in layer.options.items()]
+        elif isinstance(layer, RouteLayer):
+            out += ["[route]", f"layers={','.join(map(str, layer.layers))}"]
+        elif isinstance(layer, UpsampleLayer):
+            out += ["[upsample]", f"stride={layer.stride}"]
+        elif isinstance(layer, YoloLayer):
+            out += [
+                "[yolo]",
+                f"mask={','.join(map(str, layer.mask))}",
+                f"anchors={_format_anchors(layer.anchors)}",
+                f"classes={layer.classes}",
+                f"num={layer.num}",
             ]
             out += [f"{k}={v}" for k, v in layer.options.items()]
         else:
@@ -394,7 +493,8 @@ def load_weights(net: Network, path: PathLike) -> Network:
     ------
     DarknetFormatError
         If the file is shorter or longer than ``net`` needs; the message names the file, the layer
-        index and the expected and actual byte counts.
+        index and the expected and actual byte counts. ``net`` is then left untouched: every
+        array is read before any is replaced.
     """
     spath = os.fspath(path)
     with open(spath, "rb") as f:
@@ -414,6 +514,8 @@ def load_weights(net: Network, path: PathLike) -> Network:
         )
     (seen,) = struct.unpack_from(seen_fmt, data, 12)
     offset = header
+    # Every array is read before any is set: a bad file leaves the network as it was.
+    loaded = []
     for index, layer in convs:
         need = _conv_nbytes(layer)
         if offset + need > len(data):
@@ -426,7 +528,7 @@ def load_weights(net: Network, path: PathLike) -> Network:
         for name, shape in _conv_arrays(layer):
             count = int(np.prod(shape))
             block = np.frombuffer(data, dtype="<f4", count=count, offset=offset)
-            setattr(layer, name, block.astype(np.float32).reshape(shape))
+            loaded.append((layer, name, block.astype(np.float32).reshape(shape)))
             offset += 4 * count
     if offset != len(data):
         last = convs[-1][0] if convs else None
@@ -434,6 +536,8 @@ def load_weights(net: Network, path: PathLike) -> Network:
             f"{spath}: {len(data) - offset} trailing bytes after the last conv layer "
             f"(layer {last}): the network needs {expected_total} bytes, the file has {len(data)}"
         )
+    for layer, name, array in loaded:
+        setattr(layer, name, array)
     net.version = version
     net.seen = seen
     return net

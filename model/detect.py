@@ -1,9 +1,9 @@
-"""Region-layer box decoding and non-maximum suppression, exactly as darknet does them.
+"""Region and yolo box decoding and non-maximum suppression, exactly as darknet does them.
 
 Every step keeps darknet's float/double types (box fields are float32; ``exp`` and the letterbox
 correction's offsets are double) and darknet's orders, so the boxes, scores and output order equal
 darknet's ``get_network_boxes`` + ``do_nms_sort``.
-Ref: pjreddie darknet src/region_layer.c, src/box.c, src/network.c.
+Ref: pjreddie darknet src/region_layer.c, src/yolo_layer.c, src/box.c, src/network.c.
 """
 
 from __future__ import annotations
@@ -12,9 +12,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.network import RegionLayer
+from model.network import RegionLayer, YoloLayer
 
-__all__ = ["Detection", "box_iou", "do_nms_sort", "get_network_boxes", "nms_sort"]
+__all__ = [
+    "Detection",
+    "box_iou",
+    "do_nms_sort",
+    "get_network_boxes",
+    "get_yolo_detections",
+    "nms_sort",
+]
 
 _F32 = np.float32
 _F64 = np.float64
@@ -107,7 +114,18 @@ def get_network_boxes(
     probs = scale[:, None] * pred[:, layer.coords + 1 :]  # float * float
     probs = np.where((probs > thresh32) & (objectness[:, None] != 0), probs, _F32(0))
 
-    # correct_region_boxes: the offsets and the division are double, the w/h factor float.
+    boxes = _correct_boxes(bx, by, bw, bh, net_w, net_h, img_w, img_h, relative)
+    probs = probs.transpose(0, 2, 3, 1).reshape(-1, layer.classes)
+    return _detection_list(*(a.ravel() for a in (*boxes, objectness)), probs)
+
+
+def _correct_boxes(bx, by, bw, bh, net_w, net_h, img_w, img_h, relative):
+    """Undo the letterbox on float32 box arrays (any one shape); returns the four arrays.
+
+    The offsets and the division are double, the w/h factor float. Ref: darknet
+    src/region_layer.c ``correct_region_boxes``, src/yolo_layer.c ``correct_yolo_boxes`` (the
+    same arithmetic).
+    """
     new_w, new_h = _letterbox_size(img_w, img_h, net_w, net_h)
     off_x, off_y = (net_w - new_w) / 2.0 / net_w, (net_h - new_h) / 2.0 / net_h
     bx = ((bx.astype(_F64) - off_x) / _F64(_F32(new_w) / _F32(net_w))).astype(_F32)
@@ -117,13 +135,71 @@ def get_network_boxes(
     if not relative:
         bx, bw = bx * _F32(img_w), bw * _F32(img_w)
         by, bh = by * _F32(img_h), bh * _F32(img_h)
+    return bx, by, bw, bh
 
-    probs = probs.transpose(0, 2, 3, 1).reshape(-1, layer.classes)
-    columns = [a.ravel() for a in (bx, by, bw, bh, objectness)]
+
+def _detection_list(bx, by, bw, bh, objectness, probs) -> list[Detection]:
+    """One :class:`Detection` per entry of the flat (N,) arrays and the (N, classes) ``probs``."""
     return [
         Detection(float(x), float(y), float(w), float(h), float(o), probs[i].copy())
-        for i, (x, y, w, h, o) in enumerate(zip(*columns, strict=True))
+        for i, (x, y, w, h, o) in enumerate(zip(bx, by, bw, bh, objectness, strict=True))
     ]
+
+
+def get_yolo_detections(
+    yolo_output: np.ndarray,
+    layer: YoloLayer,
+    net_w: int,
+    net_h: int,
+    img_w: int,
+    img_h: int,
+    thresh: float,
+    relative: bool = True,
+) -> list[Detection]:
+    """The boxes of one yolo layer whose objectness exceeds ``thresh``, as darknet decodes them.
+
+    Parameters
+    ----------
+    yolo_output : float32 array, shape (len(mask) * (4 + 1 + classes), H, W)
+        The yolo layer's output (after :func:`model.float_ref.yolo_forward`).
+    layer : YoloLayer
+    net_w, net_h : int
+        Network input size (the anchors are in its pixels).
+    img_w, img_h : int
+        Original image size.
+    thresh : float
+        Objectness and class-score threshold (darknet compares in float32).
+    relative : bool
+        True: coordinates relative to the image; False: in pixels.
+
+    Returns
+    -------
+    list of Detection
+        Cell by cell (row-major), and within a cell box ``n`` of the mask in order, only those with
+        objectness above ``thresh`` -- darknet's order. A class probability is
+        ``objectness * P(class)`` if above ``thresh``, else 0.
+        Ref: darknet src/yolo_layer.c ``get_yolo_detections``, ``get_yolo_box``,
+        ``correct_yolo_boxes``.
+    """
+    entries = 4 + 1 + layer.classes
+    pred = np.asarray(yolo_output, _F32)
+    _, grid_h, grid_w = pred.shape
+    # (cells, boxes, entries): darknet loops over cells outside, boxes inside.
+    pred = pred.reshape(len(layer.mask), entries, grid_h * grid_w).transpose(2, 0, 1)
+    objectness = pred[:, :, 4]
+    cell, box = np.nonzero(objectness > _F32(thresh))
+    pred, objectness = pred[cell, box], objectness[cell, box]
+    anchors = np.asarray(layer.anchors, _F32)[list(layer.mask)][box].astype(_F64)
+    # get_yolo_box: x, y in float over the int grid size; w, h via double exp() times the float
+    # anchor over the int network size.
+    bx = ((cell % grid_w).astype(_F32) + pred[:, 0]) / _F32(grid_w)
+    by = ((cell // grid_w).astype(_F32) + pred[:, 1]) / _F32(grid_h)
+    bw = (np.exp(pred[:, 2].astype(_F64)) * anchors[:, 0] / net_w).astype(_F32)
+    bh = (np.exp(pred[:, 3].astype(_F64)) * anchors[:, 1] / net_h).astype(_F32)
+    probs = objectness[:, None] * pred[:, 5:]  # float * float
+    probs = np.where(probs > _F32(thresh), probs, _F32(0))
+    boxes = _correct_boxes(bx, by, bw, bh, net_w, net_h, img_w, img_h, relative)
+    return _detection_list(*boxes, objectness, probs)
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -13,6 +13,8 @@ All activations are CHW float32 arrays (batch dimension dropped).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from model.network import (
@@ -20,6 +22,9 @@ from model.network import (
     MaxpoolLayer,
     Network,
     RegionLayer,
+    RouteLayer,
+    UpsampleLayer,
+    YoloLayer,
     conv_output_hw,
     maxpool_output_hw,
 )
@@ -35,6 +40,11 @@ __all__ = [
     "maxpool",
     "maxpool_naive",
     "region_forward",
+    "route",
+    "upsample",
+    "upsample_naive",
+    "yolo_forward",
+    "yolo_forward_naive",
 ]
 
 _F32 = np.float32
@@ -319,6 +329,96 @@ def region_forward(x: np.ndarray, layer: RegionLayer) -> np.ndarray:
     return out.reshape(x.shape)
 
 
+def route(outputs: list[np.ndarray], layers: tuple[int, ...]) -> np.ndarray:
+    """Darknet's route: the listed layers' outputs concatenated in channel order.
+
+    Parameters
+    ----------
+    outputs : list of arrays, shapes (C_i, H, W), any one dtype
+        Every earlier layer's output, indexed as darknet indexes layers.
+    layers : tuple of int
+        Absolute indices of the sources (:attr:`model.network.RouteLayer.layers`).
+
+    Returns
+    -------
+    array, shape (sum C_i, H, W), the sources' dtype
+        Ref: darknet src/route_layer.c ``forward_route_layer`` (one ``copy_cpu`` per source, each
+        after the previous one's channels).
+    """
+    return np.concatenate([outputs[i] for i in layers], axis=0)
+
+
+def upsample(x: np.ndarray, stride: int) -> np.ndarray:
+    """Darknet's nearest-neighbour upsampling (its ``scale`` is 1, a no-op multiply).
+
+    Parameters
+    ----------
+    x : array, shape (C, H, W), any dtype (the golden model upsamples int8 with it)
+    stride : int
+
+    Returns
+    -------
+    array, shape (C, H * stride, W * stride), the dtype of ``x``
+        ``out[c, y, x] = in[c, y // stride, x // stride]``.
+        Ref: darknet src/blas.c ``upsample_cpu``.
+    """
+    return np.repeat(np.repeat(x, stride, axis=1), stride, axis=2)
+
+
+def upsample_naive(x: np.ndarray, stride: int) -> np.ndarray:
+    """Loop oracle for :func:`upsample`, darknet's ``upsample_cpu`` loops on flat indices."""
+    c, h, w = x.shape
+    flat_in = np.ravel(x)
+    out = np.empty(c * h * stride * w * stride, x.dtype)
+    for k in range(c):
+        for j in range(h * stride):
+            for i in range(w * stride):
+                in_index = k * w * h + (j // stride) * w + i // stride
+                out_index = k * w * h * stride * stride + j * w * stride + i
+                out[out_index] = flat_in[in_index]
+    return out.reshape(c, h * stride, w * stride)
+
+
+def yolo_forward(x: np.ndarray, layer: YoloLayer) -> np.ndarray:
+    """Darknet's yolo layer forward (inference).
+
+    Parameters
+    ----------
+    x : float32 array, shape (len(mask) * (4 + 1 + classes), H, W)
+        The producing convolution's output; box ``n``'s entry ``e`` (0..3 box, 4 objectness,
+        5.. classes) at channel ``n * (4 + 1 + classes) + e`` (darknet ``entry_index``).
+
+    Returns
+    -------
+    float32 array, same shape
+        Logistic on x, y, objectness and every class score (independent logistics, no softmax);
+        w and h pass through raw. Ref: darknet src/yolo_layer.c ``forward_yolo_layer``.
+    """
+    x = np.asarray(x, _F32)
+    entries = 4 + 1 + layer.classes
+    if x.shape[0] != len(layer.mask) * entries:
+        raise ValueError(f"yolo input has {x.shape[0]} channels, expected "
+                         f"{len(layer.mask) * entries}")
+    out = x.copy().reshape(len(layer.mask), entries, *x.shape[1:])
+    out[:, 0:2] = _logistic(out[:, 0:2])
+    out[:, 4:] = _logistic(out[:, 4:])
+    return out.reshape(x.shape)
+
+
+def yolo_forward_naive(x: np.ndarray, layer: YoloLayer) -> np.ndarray:
+    """Loop oracle for :func:`yolo_forward`: darknet's two ``activate_array`` calls per box, on
+    flat indices, with ``math.exp``."""
+    _, h, w = x.shape
+    flat = np.array(x, _F32).ravel()
+    entries = 4 + 1 + layer.classes
+    for n in range(len(layer.mask)):
+        for start, count in ((0, 2 * w * h), (4 * w * h, (1 + layer.classes) * w * h)):
+            base = n * entries * w * h + start  # entry_index(l, 0, n*w*h, entry)
+            for i in range(base, base + count):
+                flat[i] = _F32(1.0 / (1.0 + math.exp(-float(flat[i]))))
+    return flat.reshape(x.shape)
+
+
 def forward(net: Network, x: np.ndarray, exact: bool = True) -> list[np.ndarray]:
     """Run ``net`` on one input, as darknet's ``network_predict`` does on the CPU.
 
@@ -346,6 +446,12 @@ def forward(net: Network, x: np.ndarray, exact: bool = True) -> list[np.ndarray]
             x = maxpool(x, layer.size, layer.stride, layer.padding)
         elif isinstance(layer, RegionLayer):
             x = region_forward(x, layer)
+        elif isinstance(layer, RouteLayer):
+            x = route(outputs, layer.layers)
+        elif isinstance(layer, UpsampleLayer):
+            x = upsample(x, layer.stride)
+        elif isinstance(layer, YoloLayer):
+            x = yolo_forward(x, layer)
         else:
             raise TypeError(f"unsupported layer {type(layer).__name__}")
         outputs.append(x)

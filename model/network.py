@@ -19,6 +19,9 @@ __all__ = [
     "MaxpoolLayer",
     "Network",
     "RegionLayer",
+    "RouteLayer",
+    "UpsampleLayer",
+    "YoloLayer",
     "conv_output_hw",
     "maxpool_output_hw",
 ]
@@ -117,7 +120,62 @@ class RegionLayer:
     kind = "region"
 
 
-Layer = ConvLayer | MaxpoolLayer | RegionLayer
+@dataclass
+class RouteLayer:
+    """A darknet ``[route]`` layer: the outputs of earlier layers, concatenated in channel order.
+
+    ``layers`` holds the absolute indices of the sources (the cfg's negative indices resolved);
+    all sources have the same height and width. ``in_shape == out_shape`` is the concatenated map
+    (the route reads nothing else). With one source the route is a copy of it.
+    Ref: darknet src/route_layer.c ``make_route_layer``, ``forward_route_layer``.
+    """
+
+    in_shape: Shape
+    out_shape: Shape
+    layers: tuple[int, ...]
+
+    kind = "route"
+
+
+@dataclass
+class UpsampleLayer:
+    """A darknet ``[upsample]`` layer: nearest-neighbour ×``stride`` (each value fills a
+    ``stride × stride`` block). Ref: darknet src/upsample_layer.c, src/blas.c ``upsample_cpu``."""
+
+    in_shape: Shape
+    out_shape: Shape
+    stride: int
+
+    kind = "upsample"
+
+
+@dataclass
+class YoloLayer:
+    """A darknet ``[yolo]`` layer (YOLOv3 detection head).
+
+    ``in_shape == out_shape == (len(mask) * (4 + 1 + classes), H, W)``. ``anchors`` has shape
+    (num, 2): all anchors of the network, in pixels of the network input; ``mask`` selects the
+    ones this head predicts (anchor ``mask[n]`` for the head's ``n``-th box). The training-only
+    keys of the section are kept verbatim in ``options``.
+    Ref: darknet src/yolo_layer.c ``make_yolo_layer``; src/parser.c ``parse_yolo``.
+    """
+
+    in_shape: Shape
+    out_shape: Shape
+    anchors: np.ndarray
+    mask: tuple[int, ...]
+    classes: int
+    options: dict[str, str] = field(default_factory=dict)
+
+    kind = "yolo"
+
+    @property
+    def num(self) -> int:
+        """Total anchors of the network (the cfg's ``num``)."""
+        return len(self.anchors)
+
+
+Layer = ConvLayer | MaxpoolLayer | RegionLayer | RouteLayer | UpsampleLayer | YoloLayer
 
 
 @dataclass
@@ -145,3 +203,10 @@ class Network:
         """The final region layer, if the network has one."""
         last = self.layers[-1] if self.layers else None
         return last if isinstance(last, RegionLayer) else None
+
+    @property
+    def heads(self) -> list[tuple[int, RegionLayer | YoloLayer]]:
+        """The detection layers (``[region]``, ``[yolo]``) as ``(index, layer)``, in order: the
+        layers darknet's ``get_network_boxes`` collects boxes from."""
+        return [(i, layer) for i, layer in enumerate(self.layers)
+                if isinstance(layer, RegionLayer | YoloLayer)]

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from model.detect import Detection, box_iou, do_nms_sort, get_network_boxes
+from model.detect import Detection, box_iou, do_nms_sort, get_network_boxes, get_yolo_detections
 from model.float_ref import forward
 from model.golden import forward_int, host_region, quantize_input
 from model.image import letterbox, load_image
-from model.network import Network, RegionLayer
+from model.network import Network, RegionLayer, YoloLayer
 from model.quant import QuantizedNetwork
 
 __all__ = [
@@ -80,19 +80,27 @@ def prepare_input(image_path: str | Path, input_shape: tuple[int, int, int]):
     return letterbox(image, w, h), (image.shape[2], image.shape[1])
 
 
-def _detections(region_output, region: RegionLayer | None, input_shape, image_size, thresh, nms):
-    if region is None:
-        return []
+def _detections(outputs, heads: list[tuple[int, RegionLayer | YoloLayer]], input_shape,
+                image_size, thresh, nms) -> list[Detection]:
+    """Darknet's ``get_network_boxes`` over every head in layer order, then ``do_nms_sort``.
+
+    Ref: darknet src/network.c ``fill_network_boxes`` (yolo and region layers append their boxes
+    in layer order); examples/detector.c ``test_detector``.
+    """
     _, net_h, net_w = input_shape
-    dets = get_network_boxes(region_output, region, net_w, net_h, *image_size, thresh)
-    do_nms_sort(dets, region.classes, nms)
+    dets: list[Detection] = []
+    for index, head in heads:
+        decode = get_yolo_detections if isinstance(head, YoloLayer) else get_network_boxes
+        dets += decode(outputs[index], head, net_w, net_h, *image_size, thresh)
+    if dets:
+        do_nms_sort(dets, heads[-1][1].classes, nms)
     return dets
 
 
 def infer_float(net: Network, x: np.ndarray, image_size, thresh=0.5, nms=0.45) -> Inference:
     """Float reference forward pass and darknet's box decoding and NMS."""
     outputs = forward(net, x)
-    dets = _detections(outputs[-1], net.region, net.input_shape, image_size, thresh, nms)
+    dets = _detections(outputs, net.heads, net.input_shape, image_size, thresh, nms)
     return Inference(x, outputs, dets, image_size)
 
 
@@ -101,9 +109,9 @@ def infer_int8(
 ) -> Inference:
     """Integer golden model forward pass; decoding as :func:`infer_float` on the host."""
     outputs = forward_int(qnet, quantize_input(x))
-    last = qnet.layers[-1]
-    region = last.layer if last.kind == "region" else None
-    dets = _detections(outputs[-1], region, qnet.input_shape, image_size, thresh, nms)
+    heads = [(i, layer.layer) for i, layer in enumerate(qnet.layers)
+             if layer.kind in ("region", "yolo")]
+    dets = _detections(outputs, heads, qnet.input_shape, image_size, thresh, nms)
     return Inference(x, outputs, dets, image_size)
 
 
@@ -120,7 +128,7 @@ def decode_engine_output(
     """
     region = qnet.layers[-1].layer
     out = host_region(qnet.layers[-2], region, acc)
-    return _detections(out, region, qnet.input_shape, image_size, thresh, nms)
+    return _detections([out], [(0, region)], qnet.input_shape, image_size, thresh, nms)
 
 
 def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:

@@ -277,7 +277,7 @@ BASE = "[net]\nwidth=8\nheight=8\nchannels=3\n"
 @pytest.mark.parametrize(
     ("text", "line", "pattern"),
     [
-        (BASE + "[route]\nlayers=-1\n", 5, r"unknown section \[route\]"),
+        (BASE + "[shortcut]\nfrom=-1\n", 5, r"unknown section \[shortcut\]"),
         (BASE + "[convolutional]\nfilters=2\ngroups=2\n", 7, r"unknown key 'groups'"),
         (BASE + "bogus=1\n", 5, r"unknown key 'bogus' in \[net\]"),
         (BASE + "[maxpool]\nsize=2\nsize=2\n", 7, r"duplicate key 'size'"),
