@@ -7,6 +7,7 @@ Ref: darknet src/image.c.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -16,20 +17,28 @@ from PIL import Image, ImageDraw, UnidentifiedImageError
 if TYPE_CHECKING:
     from model.detect import Detection
 
-__all__ = ["draw_detections", "letterbox", "load_image", "resize_image"]
+__all__ = ["MAX_IMAGE_PIXELS", "draw_detections", "letterbox", "load_image", "resize_image"]
 
 _F32 = np.float32
 # Modes Pillow converts to RGB the way darknet's stb_image does when asked for 3 channels:
-# grey is replicated, alpha is dropped, palettes are expanded.
-_CONVERTIBLE_MODES = ("RGB", "RGBA", "L", "LA", "P")
+# grey (1-bit too) is replicated, alpha is dropped, palettes are expanded. Pillow already reads
+# 16-bit RGB PNGs as 8-bit RGB by keeping the high byte, as stb_image does.
+_CONVERTIBLE_MODES = ("RGB", "RGBA", "L", "LA", "P", "1")
+# 16-bit greyscale, which stb_image reduces to its high byte (``stbi__convert_16_to_8``).
+_GREY16_MODES = ("I;16", "I;16L", "I;16B")
+#: The most pixels :func:`load_image` accepts (8192 x 8192). Darknet has no limit, but the float32
+#: image alone takes 12 bytes a pixel (768 MiB at the limit); more is a mistake or an attack.
+MAX_IMAGE_PIXELS = 1 << 26
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image file as darknet's ``load_image_color`` does.
 
-    ``L``, ``LA``, ``P`` (palette) and ``RGBA`` images are converted to RGB (grey replicated to the
-    three channels, alpha dropped, palette expanded), as stb_image does for darknet; other modes
-    (16-bit, float, CMYK, ...) are rejected. EXIF orientation is ignored, as in darknet.
+    ``1``, ``L``, ``LA``, ``P`` (palette) and ``RGBA`` images are converted to RGB (grey
+    replicated to the three channels, alpha dropped, palette expanded), as stb_image does for
+    darknet; 16-bit greyscale and 16-bit RGB keep the high byte of each sample, as stb_image does.
+    Other modes (32-bit integer, float, CMYK, ...) are rejected, and so are files of more than
+    :data:`MAX_IMAGE_PIXELS` pixels. EXIF orientation is ignored, as in darknet.
 
     Parameters
     ----------
@@ -44,20 +53,41 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     Raises
     ------
     ValueError
-        If the file is not an image Pillow can read, or has an unsupported mode; the message names
-        the file (and the mode).
+        If the file is not an image Pillow can read (empty images included: no format Pillow
+        reads stores one), is corrupt or truncated, has an unsupported mode or too many pixels;
+        the message names the file and, once its header is read, its size, format and mode.
+    OSError
+        If the file cannot be opened (the message names it).
     """
     spath = os.fspath(path)
     try:
-        with Image.open(spath) as img:
-            if img.mode not in _CONVERTIBLE_MODES:
-                raise ValueError(
-                    f"{spath}: unsupported image mode {img.mode!r} (Owlet reads "
-                    f"{', '.join(_CONVERTIBLE_MODES)}; 8-bit only)"
-                )
-            rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
+        with warnings.catch_warnings():
+            # Pillow warns from 89 M pixels on; the size check below refuses those files anyway,
+            # and the user should see one message, not two.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(spath)
     except UnidentifiedImageError:
         raise ValueError(f"{spath}: not an image file Pillow can read") from None
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"{spath}: {exc} Owlet loads at most {MAX_IMAGE_PIXELS}.") from None
+    with img:
+        width, height = img.size
+        what = f"{spath}: {width}x{height} {img.format} image, mode {img.mode!r}"
+        if img.mode not in _CONVERTIBLE_MODES + _GREY16_MODES:
+            raise ValueError(f"{what}: unsupported mode (Owlet reads "
+                             f"{', '.join(_CONVERTIBLE_MODES)} and 16-bit grey, as darknet)")
+        if width * height > MAX_IMAGE_PIXELS:
+            raise ValueError(f"{what}: {width * height} pixels, more than the "
+                             f"{MAX_IMAGE_PIXELS} Owlet loads")
+        try:
+            if img.mode in _GREY16_MODES:
+                grey = (np.asarray(img).astype(np.uint16) >> 8).astype(np.uint8)
+                rgb = np.repeat(grey[:, :, None], 3, axis=2)
+            else:
+                rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
+        except (OSError, SyntaxError, EOFError) as exc:
+            # Pillow decodes the pixels only now: a damaged file passes the header checks above.
+            raise ValueError(f"{what}: corrupt or truncated ({exc})") from None
     return (rgb.transpose(2, 0, 1) / 255.0).astype(_F32)
 
 
@@ -129,12 +159,21 @@ def letterbox(img: np.ndarray, w: int, h: int) -> np.ndarray:
         ``new_h = (H * w) // W`` when ``(float)w/W < (float)h/H``, else ``new_h = h``,
         ``new_w = (W * h) // H`` -- placed at ``((w - new_w) // 2, (h - new_h) // 2)``; the rest
         is 0.5. Ref: darknet src/image.c ``letterbox_image``, ``embed_image``.
+
+    Raises
+    ------
+    ValueError
+        If the image is so narrow that it shrinks to no row or no column (``new_w`` or ``new_h``
+        is 0): darknet would run on an empty canvas and divide by zero decoding the boxes.
     """
     c, im_h, im_w = img.shape
     if _F32(w) / _F32(im_w) < _F32(h) / _F32(im_h):
         new_w, new_h = w, (im_h * w) // im_w
     else:
         new_w, new_h = (im_w * h) // im_h, h
+    if new_w == 0 or new_h == 0:
+        raise ValueError(f"a {im_w}x{im_h} image letterboxes to {new_w}x{new_h} in the {w}x{h} "
+                         "network input: nothing of it is left to detect on")
     boxed = np.full((c, h, w), 0.5, _F32)
     top, left = (h - new_h) // 2, (w - new_w) // 2
     boxed[:, top : top + new_h, left : left + new_w] = resize_image(img, new_w, new_h)

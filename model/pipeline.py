@@ -53,31 +53,57 @@ class Inference:
 def class_names(classes: int, cfg: str | Path, names: str | Path | None = None) -> list[str]:
     """Class names, one per line, from ``names``, else ``<cfg stem>.names`` beside the cfg.
 
-    Without either file the classes are called ``class0``, ``class1``, ... A names file with
-    fewer lines than ``classes`` is an error naming the file.
+    Without either file the classes are called ``class0``, ``class1``, ... Blank lines are
+    skipped. The file must name exactly ``classes`` classes: darknet reads any number of lines and
+    indexes them by class, so fewer lines crash it and more lines -- usually another dataset's
+    names file -- silently mislabel every detection; both are errors here.
+
+    Raises
+    ------
+    ValueError
+        The names file has another number of names than the network has classes; the message
+        names the file and both counts.
     """
     path = Path(names) if names is not None else Path(cfg).with_suffix(".names")
     if names is None and not path.exists():
         return [f"class{i}" for i in range(classes)]
     lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    if len(lines) < classes:
-        raise ValueError(f"{path} names {len(lines)} classes, the network has {classes}")
+    if len(lines) != classes:
+        raise ValueError(f"{path}: {len(lines)} class names, the network has {classes} classes "
+                         "(one name per line)")
     return lines
 
 
 def prepare_input(image_path: str | Path, input_shape: tuple[int, int, int]):
-    """Load an image and letterbox it to the network input.
+    """Load an image and letterbox it to the network input, as darknet's ``detector test``.
+
+    Any size letterboxes (darknet's rule) unless the image is so narrow that it shrinks to no
+    row or column; images load as 3 channels (RGB), so the network must take 3.
 
     Returns
     -------
     x : float32 array, shape ``input_shape`` (C, H, W)
     image_size : (width, height) of the original image
+
+    Raises
+    ------
+    ValueError
+        The file cannot be read as an image (:func:`model.image.load_image`), the network does
+        not take 3 channels, or the image letterboxes to nothing; the message names the file,
+        its size and the network input.
     """
-    image = load_image(image_path)
     c, h, w = input_shape
+    image = load_image(image_path)
+    im_h, im_w = image.shape[1:]
     if image.shape[0] != c:
-        raise ValueError(f"{image_path}: image has {image.shape[0]} channels, network wants {c}")
-    return letterbox(image, w, h), (image.shape[2], image.shape[1])
+        raise ValueError(f"{image_path}: the {im_w}x{im_h} image loads as {image.shape[0]} "
+                         "channels (RGB, as "
+                         f"darknet's load_image_color), the network input (C, H, W) = "
+                         f"{tuple(input_shape)} takes {c}")
+    try:
+        return letterbox(image, w, h), (im_w, im_h)
+    except ValueError as exc:
+        raise ValueError(f"{image_path}: {exc}") from None
 
 
 def _detections(outputs, heads: list[tuple[int, RegionLayer | YoloLayer]], input_shape,

@@ -164,6 +164,31 @@ class QuantizedNetwork:
     layers: list[QuantLayer]
     calibration: dict = field(default_factory=dict)
 
+    def check_matches(self, net: Network, source: str | Path, cfg: str | Path) -> None:
+        """Refuse to run this quantized model (read from ``source``) as the network ``net``
+        (parsed from ``cfg``) unless both describe the same layers.
+
+        They must agree on the input shape and, layer by layer, on the kind, the input and output
+        shapes and the geometry (size, stride, padding, activation; a region or yolo layer's
+        classes, coords, num, softmax, mask and anchors; a route's sources). Weights and scales
+        are not compared: a model quantized from other weights of the same cfg is legitimate.
+
+        Raises
+        ------
+        QuantizationError
+            Naming both files, the first layer that differs and what each file says of it.
+        """
+        ours = [_shape_text(self.input_shape)] + [_describe(layer) for layer in self.layers]
+        theirs = [_shape_text(net.input_shape)] + [_describe(layer) for layer in net.layers]
+        for index, (a, b) in enumerate(zip(ours, theirs, strict=False)):
+            if a != b:
+                where = "the input" if index == 0 else f"layer {index - 1}"
+                raise QuantizationError(f"{source} does not match {cfg}: {where} is {a} in the "
+                                        f"quantized model, {b} in the cfg")
+        if len(ours) != len(theirs):
+            raise QuantizationError(f"{source} does not match {cfg}: the quantized model has "
+                                    f"{len(self.layers)} layers, the cfg {len(net.layers)}")
+
     def save(self, path: str | Path) -> None:
         """Write the documented ``.npz`` quantized model file (docs/quantized-model-format.md)."""
         arrays: dict[str, np.ndarray] = {}
@@ -254,6 +279,27 @@ class QuantizedNetwork:
             input_shape=tuple(meta["input_shape"]), input_scale=meta["input_scale"],
             layers=layers, calibration=meta["calibration"],
         )
+
+
+# What a quantized layer and its cfg layer must agree on besides kind and shapes (those of the
+# attributes a layer kind has).
+_GEOMETRY = ("size", "stride", "padding", "activation", "classes", "coords", "num", "softmax",
+             "mask", "layers")
+
+
+def _shape_text(shape) -> str:
+    return "x".join(map(str, shape))
+
+
+def _describe(layer) -> str:
+    """A cfg layer or a quantized layer as ``kind in -> out key=value ...`` (see
+    :meth:`QuantizedNetwork.check_matches`)."""
+    layer = getattr(layer, "layer", layer)  # QuantRegion and QuantYolo wrap their cfg layer
+    text = f"{layer.kind} {_shape_text(layer.in_shape)} -> {_shape_text(layer.out_shape)}"
+    text += "".join(f" {key}={getattr(layer, key)}" for key in _GEOMETRY if hasattr(layer, key))
+    if getattr(layer, "anchors", None) is not None:
+        text += f" anchors={np.asarray(layer.anchors).ravel().tolist()}"
+    return text
 
 
 def quantize_weights(w_folded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

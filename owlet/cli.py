@@ -49,14 +49,11 @@ def _calibrate(net, images, method, quiet=False):
     return quantize_network(net, inputs, method)
 
 
-def _load_quantized(path: Path, net):
+def _load_quantized(path: Path, net, cfg: Path):
     from model.quant import QuantizedNetwork
 
     qnet = QuantizedNetwork.load(path)
-    if qnet.input_shape != net.input_shape or len(qnet.layers) != len(net.layers):
-        raise ValueError(f"{path}: quantized model has input {qnet.input_shape} and "
-                         f"{len(qnet.layers)} layers, the cfg {net.input_shape} and "
-                         f"{len(net.layers)}")
+    qnet.check_matches(net, path, cfg)
     return qnet
 
 
@@ -78,7 +75,7 @@ def cmd_infer(args) -> int:
             return infer_float(net, x, image_size, args.thresh, args.nms)
     else:
         if args.qmodel is not None:
-            qnet = _load_quantized(args.qmodel, net)
+            qnet = _load_quantized(args.qmodel, net, args.cfg)
         else:
             if args.calib is None:
                 print(f"owlet: no --calib given: calibrating activation scales on {args.image}")

@@ -314,7 +314,8 @@ def load_model(opts):
     In order: ``qmodel``; ``full`` (or a ``cfg`` without ``weights``): seeded random weights
     (:func:`model.zoo.random_weights`) quantized on the image; ``cfg`` + ``weights`` quantized on
     the image; by default the zoo's quantized model (:data:`model.zoo.DEFAULT_QMODEL`). The image
-    defaults to the zoo's (dog.png for ``full``).
+    defaults to the zoo's (dog.png for ``full``). A ``cfg`` given with ``qmodel`` must describe
+    the same network (:meth:`model.quant.QuantizedNetwork.check_matches`).
     """
     from model.darknet import load_darknet, parse_cfg
     from model.pipeline import prepare_input
@@ -330,6 +331,8 @@ def load_model(opts):
     image = opts.image or (DOG_IMAGE if opts.full else DEFAULT_IMAGE)
     if opts.qmodel is not None or (opts.cfg is None and not opts.full):
         qnet = QuantizedNetwork.load(opts.qmodel or DEFAULT_QMODEL)
+        if opts.cfg is not None:
+            qnet.check_matches(parse_cfg(opts.cfg), opts.qmodel, opts.cfg)
         x, size = prepare_input(image, qnet.input_shape)
         return qnet, x, size, image
     if opts.full or opts.weights is None:

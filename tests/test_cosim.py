@@ -12,8 +12,9 @@ import pytest
 
 from firmware.perf import PerfConfig, sequencer_overhead
 from hdl.descriptor import EngineConfig
-from model.zoo import DOG_IMAGE, REFERENCE_CFG, REFERENCE_WEIGHTS
-from sim.cosim import CosimOptions, run_cosim
+from model.quant import QuantizationError
+from model.zoo import DEFAULT_IMAGE, DOG_IMAGE, REFERENCE_CFG, REFERENCE_WEIGHTS
+from sim.cosim import CosimOptions, load_model, run_cosim
 
 SUMMARY = re.compile(r"cosim: (\d+)/(\d+) layers bit-exact, (\d+) cycles, MAC utilization "
                      r"([\d.]+)%, projected ([\d.]+) fps at ([\d.]+) MHz")
@@ -60,6 +61,19 @@ def test_reference_network_bit_exact_through_sequencer(reference_run):
 
 def test_perf_model_matches_rtl_counters(reference_run):
     _check_perf_model(reference_run)
+
+
+def test_qmodel_that_does_not_match_cfg_is_refused(tmp_path):
+    """``owlet sim --qmodel M --cfg C`` runs M; a C that describes another network is an error
+    (before anything is built), naming both files and the layer."""
+    from model.zoo import DEFAULT_CFG, DEFAULT_QMODEL
+
+    with pytest.raises(QuantizationError, match=r"owlet-tiny\.npz does not match .*ref-tiny\.cfg: "
+                                                r"the input is 3x64x64 in the quantized model, "
+                                                r"3x96x96 in the cfg"):
+        load_model(CosimOptions(qmodel=DEFAULT_QMODEL, cfg=REFERENCE_CFG))
+    qnet, x, size, image = load_model(CosimOptions(qmodel=DEFAULT_QMODEL, cfg=DEFAULT_CFG))
+    assert x.shape == qnet.input_shape and image == DEFAULT_IMAGE
 
 
 @pytest.mark.slow

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import struct
+import warnings
+import zlib
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from model.detect import Detection
-from model.image import draw_detections, letterbox, load_image, resize_image
+from model.image import MAX_IMAGE_PIXELS, draw_detections, letterbox, load_image, resize_image
+from model.pipeline import prepare_input
 from model.zoo import DOG_IMAGE
 
 F32 = np.float32
@@ -97,33 +102,131 @@ def test_letterbox_placement_matches_darknet_formulas(img_hw, net_wh):
     assert np.array_equal(letterbox(im, w, h), want)
 
 
-@pytest.mark.parametrize("mode", ["RGBA", "L", "LA", "P"])
-def test_other_modes_are_converted_to_rgb(tmp_path, mode):
-    rng = np.random.default_rng(0)
-    rgba = Image.fromarray(rng.integers(0, 256, (5, 7, 4), dtype=np.uint8), "RGBA")
-    img = rgba.convert("RGB").convert("P") if mode == "P" else rgba.convert(mode)
+def _png(path, width, height, bit_depth=8, color_type=2, rows=None):
+    """A PNG written byte by byte (``color_type`` 0 grey, 2 RGB), so that a test controls what
+    Pillow refuses to write: huge or empty sizes, 16-bit RGB. ``rows``: the raw scanlines, big
+    endian, without filter bytes; None writes the header and no pixel data at all."""
+    def chunk(kind, data):
+        crc = zlib.crc32(kind + data)
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
+    idat = b"" if rows is None else chunk(b"IDAT", zlib.compress(b"".join(b"\0" + r for r in rows)))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + idat + chunk(b"IEND", b""))
+    return path
+
+
+# Each mode against what stb_image gives darknet for it, worked out from the pixels written.
+GREY = np.array([[0, 17, 255], [128, 64, 1]], np.uint8)
+RGB = np.stack([GREY, 255 - GREY, GREY // 2], axis=-1)
+PALETTE = np.array([[10, 20, 30], [40, 50, 60], [200, 100, 0]], np.uint8)
+INDICES = np.array([[0, 1, 2], [2, 1, 0]], np.uint8)
+
+
+def _palette_image():
+    img = Image.fromarray(INDICES, "P")
+    img.putpalette(PALETTE.ravel().tolist())
+    return img
+
+
+@pytest.mark.parametrize(("mode", "make", "expected_hwc"), [
+    ("L", lambda: Image.fromarray(GREY, "L"), np.stack([GREY] * 3, axis=-1)),  # replicated
+    ("LA", lambda: Image.merge("LA", [Image.fromarray(GREY), Image.fromarray(255 - GREY)]),
+     np.stack([GREY] * 3, axis=-1)),  # alpha dropped
+    ("RGBA", lambda: Image.fromarray(np.dstack([RGB, GREY]), "RGBA"), RGB),
+    ("P", _palette_image, PALETTE[INDICES]),  # expanded through the palette
+    ("1", lambda: Image.fromarray(GREY > 100), np.stack([(GREY > 100) * 255] * 3, axis=-1)),
+])
+def test_other_modes_are_converted_as_stb_image_does(tmp_path, mode, make, expected_hwc):
     path = tmp_path / f"img_{mode}.png"
-    img.save(path)
+    make().save(path)
     got = load_image(path)
-    expected_rgb = np.asarray(Image.open(path).convert("RGB"), np.float64).transpose(2, 0, 1)
-    assert got.shape == (3, 5, 7) and got.dtype == F32
-    np.testing.assert_array_equal(got, (expected_rgb / 255).astype(F32))
-    if mode in ("L", "LA"):
-        assert np.array_equal(got[0], got[1]) and np.array_equal(got[1], got[2])
+    assert Image.open(path).mode == mode  # the file really is in that mode
+    assert got.shape == (3, 2, 3) and got.dtype == F32
+    want = (expected_hwc.astype(np.float64).transpose(2, 0, 1) / 255).astype(F32)
+    np.testing.assert_array_equal(got, want)
 
 
-def test_unsupported_mode_is_rejected_naming_file_and_mode(tmp_path):
-    path = tmp_path / "float.tiff"
-    Image.new("F", (4, 3)).save(path)
-    with pytest.raises(ValueError, match=r"float\.tiff: unsupported image mode 'F'"):
+def test_16_bit_images_keep_the_high_byte(tmp_path):
+    # stb_image reduces 16-bit samples to v >> 8: 0x1234 -> 0x12, 0x00ff -> 0, 0xff00 -> 0xff.
+    samples = [0x1234, 0x00FF, 0xFF00, 0x8001]
+    grey = _png(tmp_path / "grey16.png", 4, 1, 16, 0, [struct.pack(">4H", *samples)])
+    want = np.array([0x12, 0x00, 0xFF, 0x80]) / 255
+    assert Image.open(grey).mode == "I;16"
+    np.testing.assert_array_equal(load_image(grey), np.tile(want.astype(F32), (3, 1, 1)))
+    rgb = _png(tmp_path / "rgb16.png", 1, 1, 16, 2, [struct.pack(">3H", *samples[:3])])
+    np.testing.assert_array_equal(load_image(rgb).ravel(), want[:3].astype(F32))
+
+
+@pytest.mark.parametrize(("mode", "suffix"), [("F", "tiff"), ("I", "tiff"), ("CMYK", "jpg")])
+def test_unsupported_mode_is_rejected_naming_file_size_and_mode(tmp_path, mode, suffix):
+    path = tmp_path / f"img.{suffix}"
+    Image.new(mode, (4, 3)).save(path)
+    fmt = "TIFF" if suffix == "tiff" else "JPEG"
+    with pytest.raises(ValueError, match=rf"img\.{suffix}: 4x3 {fmt} image, mode '{mode}': "
+                                         r"unsupported mode \(Owlet reads RGB, RGBA"):
         load_image(path)
 
 
-def test_non_image_file_is_rejected(tmp_path):
+@pytest.mark.parametrize("content", ["text", "empty", "zero width"])
+def test_non_image_file_is_rejected(tmp_path, content):
     path = tmp_path / "notes.png"
-    path.write_text("not an image")
-    with pytest.raises(ValueError, match=r"notes\.png: not an image file"):
+    if content == "zero width":  # no format Pillow reads can hold an empty image
+        _png(path, 0, 5)
+    else:
+        path.write_text("not an image" if content == "text" else "")
+    with pytest.raises(ValueError, match=r"notes\.png: not an image file Pillow can read"):
         load_image(path)
+
+
+def test_truncated_file_is_rejected_naming_file_and_size(tmp_path):
+    path = tmp_path / "cut.png"
+    noise = np.random.default_rng(3).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(path)
+    path.write_bytes(path.read_bytes()[:3000])
+    with pytest.raises(ValueError, match=r"cut\.png: 50x40 PNG image, mode 'RGB': corrupt or "
+                                         r"truncated \(image file is truncated"):
+        load_image(path)
+
+
+@pytest.mark.parametrize(("width", "height"), [(9000, 8000), (10000, 10000)])
+def test_too_many_pixels_are_rejected_before_decoding(tmp_path, width, height):
+    # Headers only (no pixel data): the size is refused before Pillow decodes anything, and
+    # without Pillow's own decompression-bomb warning, which starts at 89 M pixels.
+    path = _png(tmp_path / "huge.png", width, height)
+    pattern = (rf"huge\.png: {width}x{height} PNG image, mode 'RGB': {width * height} pixels, "
+               rf"more than the {MAX_IMAGE_PIXELS} Owlet loads")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=pattern):
+            load_image(path)
+
+
+def test_decompression_bomb_is_one_clear_error(tmp_path):
+    path = _png(tmp_path / "bomb.png", 20000, 20000)  # Pillow itself refuses beyond 179 M pixels
+    with pytest.raises(ValueError, match=r"bomb\.png: Image size \(400000000 pixels\) exceeds "
+                                         rf".* Owlet loads at most {MAX_IMAGE_PIXELS}\."):
+        load_image(path)
+
+
+def test_image_too_narrow_for_the_network_names_file_and_sizes(tmp_path):
+    # 200x1 into 96x96: new_h = 1 * 96 // 200 = 0 rows, nothing left to detect on.
+    path = tmp_path / "strip.png"
+    Image.new("RGB", (200, 1)).save(path)
+    with pytest.raises(ValueError, match=r"strip\.png: a 200x1 image letterboxes to 96x0 in the "
+                                         r"96x96 network input"):
+        prepare_input(path, (3, 96, 96))
+    # The widest image that keeps a row: 96 columns per row.
+    Image.new("RGB", (96, 1)).save(path)
+    assert prepare_input(path, (3, 96, 96))[1] == (96, 1)
+
+
+def test_network_that_does_not_take_3_channels_is_named(tmp_path):
+    path = tmp_path / "grey.png"
+    Image.new("L", (8, 6)).save(path)
+    with pytest.raises(ValueError, match=r"grey\.png: the 8x6 image loads as 3 channels .*"
+                                         r"\(C, H, W\) = \(1, 16, 16\) takes 1"):
+        prepare_input(path, (1, 16, 16))
 
 
 def test_pixel_values_are_bytes_over_255(tmp_path):

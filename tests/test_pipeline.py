@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from model.darknet import load_darknet
 from model.float_ref import conv2d, fold_batchnorm, forward, leaky
 from model.golden import dequantize_output, forward_int, quantize_input
 from model.pipeline import (
+    class_names,
     detection_agreement,
     infer_float,
     infer_int8,
@@ -140,18 +143,79 @@ def test_cli_infer_int8_dump_is_integer(ref, tmp_path, capsys):
     assert dtypes == [np.int8] * 13 + [np.int32, np.float32]
 
 
-def test_cli_errors_are_one_line(tmp_path, capsys, ref):
-    missing = tmp_path / "missing.png"
-    status = main(["infer", "--cfg", str(REFERENCE_CFG), "--weights",
-                   str(REFERENCE_WEIGHTS), str(missing)])
-    assert status == 2
-    assert "missing.png" in capsys.readouterr().err
+def test_cli_errors_are_one_line(tmp_path, capsys, quantized):
+    """Each class of bad input to ``owlet infer`` ends in exit code 2 and one line on stderr that
+    names the file and what is wrong with it."""
+    base = ["infer", "--cfg", str(REFERENCE_CFG), "--weights", str(REFERENCE_WEIGHTS)]
     truncated = tmp_path / "short.weights"
-    truncated.write_bytes((REFERENCE_WEIGHTS).read_bytes()[:5000])
-    status = main(["infer", "--cfg", str(REFERENCE_CFG), "--weights", str(truncated)])
-    assert status == 2
-    err = capsys.readouterr().err
-    assert "short.weights" in err and "layer" in err
+    truncated.write_bytes(REFERENCE_WEIGHTS.read_bytes()[:5000])
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(DOG_IMAGE.read_bytes()[:5000])
+    names = tmp_path / "two.names"
+    names.write_text("dog\ncat\n")
+    qmodel = tmp_path / "model.npz"
+    quantized.save(qmodel)
+    # The same weights fit a cfg whose first layer is linear: only --qmodel can tell.
+    linear = tmp_path / "linear.cfg"
+    linear.write_text(REFERENCE_CFG.read_text().replace("activation=leaky", "activation=linear",
+                                                        1))
+    cases = [
+        (base + [str(tmp_path / "missing.png")], r"missing\.png"),
+        (["infer", "--cfg", str(REFERENCE_CFG), "--weights", str(truncated)],
+         r"short\.weights: truncated at layer \d+"),
+        (base + [str(cut)], r"cut\.png: 768x576 PNG image, mode 'RGB': corrupt or truncated"),
+        (base + ["--names", str(names)], r"two\.names: 2 class names, the network has 3 classes"),
+        (["infer", "--cfg", str(linear), "--weights", str(REFERENCE_WEIGHTS), "--mode", "int8",
+          "--qmodel", str(qmodel)],
+         r"model\.npz does not match .*linear\.cfg: layer 0 is convolutional 3x96x96 -> 8x96x96 "
+         r"size=3 stride=1 padding=1 activation=leaky in the quantized model, convolutional "
+         r"3x96x96 -> 8x96x96 size=3 stride=1 padding=1 activation=linear in the cfg"),
+    ]
+    for argv, pattern in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and re.fullmatch(f"owlet: error: .*{pattern}.*\n", err), err
+
+
+@pytest.mark.parametrize("count", [2, 4])
+def test_names_file_must_name_every_class(tmp_path, count):
+    # Fewer names would crash darknet; more are most likely another dataset's, and would label
+    # every detection wrong without a word.
+    names = tmp_path / "three.names"
+    names.write_text("".join(f"c{i}\n" for i in range(count)))
+    with pytest.raises(ValueError, match=rf"three\.names: {count} class names, the network has 3 "
+                                         "classes"):
+        class_names(3, REFERENCE_CFG, names)
+    names.write_text("cat\n\ndog\nbird\n\n")  # blank lines do not count
+    assert class_names(3, REFERENCE_CFG, names) == ["cat", "dog", "bird"]
+    # Without a names file beside the cfg, the classes are numbered.
+    assert class_names(2, tmp_path / "other.cfg") == ["class0", "class1"]
+
+
+def test_quantized_model_for_another_network_is_refused(quantized, tmp_path):
+    """Layer count and region parameters: the differences a shape check alone would miss."""
+    from model.darknet import parse_cfg
+
+    net = parse_cfg(REFERENCE_CFG)
+    quantized.check_matches(net, "model.npz", "ref.cfg")  # the network it was made from
+    fewer = dataclasses.replace(quantized, layers=quantized.layers[:-1])
+    with pytest.raises(QuantizationError, match=r"model\.npz does not match ref\.cfg: the "
+                                                r"quantized model has 14 layers, the cfg 15"):
+        fewer.check_matches(net, "model.npz", "ref.cfg")
+    other = tmp_path / "anchors.cfg"
+    text = REFERENCE_CFG.read_text()
+    anchors = next(line for line in text.splitlines() if line.replace(" ", "").startswith(
+        "anchors="))
+    other.write_text(text.replace(anchors, "anchors=1,1,2,2,3,3,4,4,5,5"))
+    with pytest.raises(QuantizationError, match=r"layer 14 is region .* anchors=\[.*\] in the "
+                                                r"quantized model, region .* anchors=\[1\.0, "
+                                                r"1\.0, 2\.0"):
+        quantized.check_matches(parse_cfg(other), "model.npz", other)
+    small = tmp_path / "small.cfg"
+    small.write_text(text.replace("width=96", "width=64"))
+    with pytest.raises(QuantizationError, match=r"the input is 3x96x96 in the quantized model, "
+                                                r"3x96x64 in the cfg"):
+        quantized.check_matches(parse_cfg(small), "model.npz", small)
 
 
 def test_quantizer_refuses_an_empty_calibration_set(network):
