@@ -186,8 +186,9 @@ def load_program(path: str | Path, cfg: EngineConfig,
     Raises
     ------
     ProgramFormatError
-        Wrong magic or version, truncated file, bad checksum, another descriptor layout or
-        engine configuration, or a program larger than the memory.
+        Wrong magic or version, truncated file or trailing bytes (after the header's size or
+        after the last payload), a payload outside the file, bad checksum, another descriptor
+        layout or engine configuration, or a program larger than the memory.
     """
     try:
         blob = Path(path).read_bytes()
@@ -210,10 +211,12 @@ def program_from_bytes(blob: bytes, cfg: EngineConfig, memory_size: int = DEFAUL
     if header["version"] != FORMAT_VERSION:
         raise refuse(f"format version {header['version']}, this Owlet reads version "
                      f"{FORMAT_VERSION}: recompile the model")
-    if header["file_bytes"] != len(blob):
-        what = "truncated" if len(blob) < header["file_bytes"] else "trailing data"
-        raise refuse(f"{what}: the header says {header['file_bytes']} bytes, the file has "
+    if header["file_bytes"] > len(blob):
+        raise refuse(f"truncated: the header says {header['file_bytes']} bytes, the file has "
                      f"{len(blob)}")
+    if header["file_bytes"] < len(blob):
+        raise refuse(f"{len(blob) - header['file_bytes']} trailing bytes: the header says "
+                     f"{header['file_bytes']} bytes, the file has {len(blob)}")
     crc = _checksum(blob)
     if crc != header["crc32"]:
         raise refuse(f"bad checksum: the header says CRC-32 {header['crc32']:#010x}, the "
@@ -224,13 +227,33 @@ def program_from_bytes(blob: bytes, cfg: EngineConfig, memory_size: int = DEFAUL
                      f"the engine's is {descriptor_layout_id():#010x} ({DESCRIPTOR_WORDS} "
                      "words): recompile the model")
 
-    at = HEADER.itemsize
-    n_config, n_layers = int(header["config_count"]), int(header["descriptor_count"])
-    config = np.frombuffer(blob, CONFIG_ENTRY, n_config, at)
-    at += config.nbytes
-    layers = np.frombuffer(blob, LAYER_ENTRY, n_layers, at)
-    at += layers.nbytes
-    segments = np.frombuffer(blob, SEGMENT_ENTRY, int(header["segment_count"]), at)
+    counts = {"engine parameters": (CONFIG_ENTRY, int(header["config_count"])),
+              "layers": (LAYER_ENTRY, int(header["descriptor_count"])),
+              "segments": (SEGMENT_ENTRY, int(header["segment_count"]))}
+    tables_end = HEADER.itemsize + sum(entry.itemsize * n for entry, n in counts.values())
+    if tables_end > len(blob):
+        listed = ", ".join(f"{n} {what}" for what, (_, n) in counts.items())
+        raise refuse(f"truncated: the tables ({listed}) end at byte {tables_end}, the file has "
+                     f"{len(blob)}")
+    at, tables = HEADER.itemsize, []
+    for entry, n in counts.values():
+        tables.append(np.frombuffer(blob, entry, n, at))
+        at += entry.itemsize * n
+    config, layers, segments = tables
+    # Every byte belongs to a table or a payload (each padded to 8 bytes, as written): payloads
+    # beyond the file would be cut short silently, bytes after the last one would be ignored.
+    content_end = _align(tables_end)
+    for e in segments:
+        if e["has_data"]:
+            stop = int(e["data_offset"]) + int(e["size"])
+            if e["data_offset"] < tables_end or stop > len(blob):
+                raise refuse(f"segment '{e['name'].decode('ascii', 'replace')}': payload at "
+                             f"bytes {e['data_offset']}..{stop}, outside the file's payload area "
+                             f"{tables_end}..{len(blob)}")
+            content_end = max(content_end, _align(stop))
+    if content_end != len(blob):
+        raise refuse(f"{len(blob) - content_end} trailing bytes: the tables and payloads end "
+                     f"at byte {content_end}, the header and the file say {len(blob)}")
 
     compiled = {e["name"].decode("ascii"): int(e["value"]) for e in config}
     expected = dict(_config_items(cfg))

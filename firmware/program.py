@@ -183,11 +183,27 @@ class Program:
         return mem
 
     def write_input(self, mem: bytearray, x_q: np.ndarray) -> None:
-        """Place the int8 network input ``x_q`` (C, H, W) in ``mem`` at the input segment."""
+        """Place the int8 network input ``x_q`` (C, H, W) in ``mem`` at the input segment.
+
+        Raises
+        ------
+        ValueError
+            ``x_q`` is not an int8 array of the first layer's input shape (any other integer type
+            would be wrapped silently, a float one truncated: quantize with
+            :func:`model.golden.quantize_input`), or ``mem`` ends before the input segment (a
+            slice assignment would grow it instead).
+        """
         seg = self.segments[self.layers[0].input_segment]
-        if tuple(x_q.shape) != self.layers[0].in_shape:
-            raise ValueError(f"input shape {x_q.shape}, program expects {self.layers[0].in_shape}")
-        mem[seg.addr:seg.end] = fm_to_ddr(np.asarray(x_q, np.int8), self.config.p_ic)
+        want = self.layers[0].in_shape
+        if not isinstance(x_q, np.ndarray) or x_q.dtype != np.int8 or x_q.shape != want:
+            got = (f"{x_q.dtype} array of shape {x_q.shape}" if isinstance(x_q, np.ndarray)
+                   else type(x_q).__name__)
+            raise ValueError(f"write_input: the input is a {got}, the program's first layer "
+                             f"(darknet {self.layers[0].conv_index}) takes int8 {want} (C, H, W)")
+        if len(mem) < seg.end:
+            raise ValueError(f"write_input: the memory has {len(mem)} bytes, the input segment "
+                             f"'{seg.name}' ends at {seg.end}")
+        mem[seg.addr:seg.end] = fm_to_ddr(x_q, self.config.p_ic)
 
     def read_output(self, mem, index: int) -> np.ndarray:
         """Layer ``index``'s output from ``mem``: int8 or int32 array ``layers[index].out_shape``.

@@ -76,10 +76,16 @@ def conv2d_int(
     -------
     int64 array, shape (O, H_out, W_out)
         ``acc = bias + sum(w_q * x_q)``, exact. The caller checks it fits ``ACC_BITS``.
+
+    Raises
+    ------
+    ValueError
+        If x's channel count is not w's ``C``; the message gives both shapes.
     """
     o, c, k, _ = w_q.shape
     if x_q.shape[0] != c:
-        raise ValueError(f"conv2d_int: input has {x_q.shape[0]} channels, weights expect {c}")
+        raise ValueError(f"conv2d_int: x has {x_q.shape[0]} channels (shape {x_q.shape}), w has "
+                         f"{c} input channels (shape {w_q.shape})")
     h_out = (x_q.shape[1] + 2 * padding - k) // stride + 1
     w_out = (x_q.shape[2] + 2 * padding - k) // stride + 1
     cols = im2col(x_q.astype(np.float32), k, stride, padding)

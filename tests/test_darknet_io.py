@@ -248,6 +248,36 @@ def test_truncated_weights_name_layer_and_byte_counts(ref, tmp_path):
     assert f"needs {len(data)} bytes, the file has {cut}" in msg
 
 
+@pytest.mark.parametrize("damage", ["truncated", "trailing"])
+def test_failed_load_leaves_the_network_untouched(tmp_path, damage):
+    """A weights file found bad at its end -- cut inside the last conv layer, or longer than the
+    network -- changes nothing: every layer keeps its arrays (the same objects, the same values)
+    and the header fields."""
+    net = load_weights(parse_cfg(REFERENCE_CFG), REFERENCE_WEIGHTS)
+    other = load_weights(parse_cfg(REFERENCE_CFG), REFERENCE_WEIGHTS)
+    for layer in other.layers:  # another network of the same shape, so every array would change
+        if isinstance(layer, ConvLayer):
+            layer.weights = layer.weights * 2 + 1
+            layer.biases = layer.biases - 3
+    other.version, other.seen = (0, 2, 5), 123
+    path = tmp_path / f"{damage}.weights"
+    save_weights(other, path)
+    data = path.read_bytes()
+    path.write_bytes(data[:-4] if damage == "truncated" else data + bytes(4))
+    convs = [layer for layer in net.layers if isinstance(layer, ConvLayer)]
+    names = ("biases", "scales", "rolling_mean", "rolling_variance", "weights")
+    header = (net.version, net.seen)
+    before = [[getattr(layer, name) for name in names] for layer in convs]
+    copies = [[None if a is None else a.copy() for a in arrays] for arrays in before]
+    with pytest.raises(DarknetFormatError, match=damage):
+        load_weights(net, path)
+    assert (net.version, net.seen) == header
+    for layer, arrays, saved in zip(convs, before, copies, strict=True):
+        for name, array, copy in zip(names, arrays, saved, strict=True):
+            assert getattr(layer, name) is array, name
+            assert array is None or np.array_equal(array, copy), name
+
+
 def test_truncated_header(tmp_path, ref):
     bad = tmp_path / "hdr.weights"
     bad.write_bytes(struct.pack("<3i", 0, 2, 0) + b"\0\0\0")

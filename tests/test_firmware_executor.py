@@ -3,6 +3,8 @@ layer's DDR region equals the golden model's output of the darknet layer it hold
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -162,3 +164,32 @@ def test_executor_reads_the_descriptors_in_ddr(reference_quantized):
     execute(program, mem, lambda index, m: seen.setdefault(index, program.read_output(m, index)))
     golden_shifted = forward_int(qnet, shifted)
     assert np.array_equal(seen[0], golden_shifted[program.layers[0].output_index])
+
+
+@pytest.mark.parametrize(("make", "got"), [
+    (lambda x: x[:, 1:], "int8 array of shape (3, 95, 96)"),
+    (lambda x: x.astype(np.int16), "int16 array of shape (3, 96, 96)"),  # would wrap silently
+    (lambda x: x / 127, "float64 array of shape (3, 96, 96)"),
+    (lambda x: x.tolist(), "list"),
+])
+def test_write_input_refuses_another_shape_or_type(reference_quantized, make, got):
+    qnet, x_q = reference_quantized
+    program = compile_network(qnet, EngineConfig())
+    mem = program.ddr_image()
+    before = bytes(mem)
+    with pytest.raises(ValueError, match=re.escape(f"write_input: the input is a {got}, the "
+                                                   "program's first layer (darknet 0) takes int8 "
+                                                   "(3, 96, 96) (C, H, W)")):
+        program.write_input(mem, make(x_q))
+    assert bytes(mem) == before
+
+
+def test_write_input_refuses_a_memory_that_ends_before_the_input(reference_quantized):
+    qnet, x_q = reference_quantized
+    program = compile_network(qnet, EngineConfig())
+    seg = program.segment("input")
+    short = bytearray(seg.end - 1)
+    with pytest.raises(ValueError, match=f"the memory has {seg.end - 1} bytes, the input segment "
+                                         f"'input' ends at {seg.end}"):
+        program.write_input(short, x_q)
+    assert len(short) == seg.end - 1  # not grown by a slice assignment

@@ -40,11 +40,12 @@ def _field(name):
     return offset, offset + dtype.itemsize
 
 
-def _patch(path, name, value):
-    """Rewrite one header field and re-sign the file with a CRC-32 computed here, as the
-    documentation describes it (checksum field read as zero)."""
+def _patch(path, where, value):
+    """Rewrite one header field (``where`` its name) or the bytes ``where = (start, stop)`` and
+    re-sign the file with a CRC-32 computed here, as the documentation describes it (checksum
+    field read as zero)."""
     blob = bytearray(path.read_bytes())
-    start, stop = _field(name)
+    start, stop = _field(where) if isinstance(where, str) else where
     blob[start:stop] = int(value).to_bytes(stop - start, "little")
     c0, c1 = _field("crc32")
     blob[c0:c1] = bytes(4)
@@ -76,6 +77,47 @@ def test_refuses_truncated_file(program_file):
     path.write_bytes(blob[:40])
     with pytest.raises(ProgramFormatError, match=f"{path}: truncated: 40 bytes, the header "
                                                  "alone is 64"):
+        load_program(path, CFG)
+
+
+def test_refuses_trailing_bytes(program_file):
+    program, path = program_file
+    blob = path.read_bytes()
+    path.write_bytes(blob + b"\0\0\0")
+    with pytest.raises(ProgramFormatError,
+                       match=f"{path}: 3 trailing bytes: the header says {len(blob)} bytes, the "
+                             f"file has {len(blob) + 3}"):
+        load_program(path, CFG)
+    # Bytes the header counts (and signs) but no table or payload accounts for.
+    path.write_bytes(blob + bytes(8))
+    _patch(path, "file_bytes", len(blob) + 8)
+    with pytest.raises(ProgramFormatError,
+                       match=f"{path}: 8 trailing bytes: the tables and payloads end at byte "
+                             f"{len(blob)}, the header and the file say {len(blob) + 8}"):
+        load_program(path, CFG)
+
+
+def test_refuses_tables_or_payloads_outside_the_file(program_file):
+    program, path = program_file
+    blob = path.read_bytes()
+    _patch(path, "segment_count", 100_000)
+    with pytest.raises(ProgramFormatError,
+                       match=rf"{path}: truncated: the tables \(\d+ engine parameters, "
+                             rf"{len(program.layers)} layers, 100000 segments\) end at byte "
+                             rf"\d+, the file has {len(blob)}"):
+        load_program(path, CFG)
+    # Point the last payload's offset past the end of the file.
+    path.write_bytes(blob)
+    index = max(i for i, seg in enumerate(program.segments) if seg.data is not None)
+    seg = program.segments[index]
+    n_config = int.from_bytes(blob[slice(*_field("config_count"))], "little")
+    segment_table = (HEADER.itemsize + n_config * CONFIG_ENTRY.itemsize
+                     + len(program.layers) * LAYER_ENTRY.itemsize)
+    at = segment_table + index * SEGMENT_ENTRY.itemsize + SEGMENT_ENTRY.fields["data_offset"][1]
+    _patch(path, (at, at + 4), len(blob))
+    with pytest.raises(ProgramFormatError,
+                       match=rf"{path}: segment '{seg.name}': payload at bytes {len(blob)}\.\."
+                             rf"{len(blob) + seg.size}, outside the file's payload area "):
         load_program(path, CFG)
 
 

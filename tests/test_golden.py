@@ -45,6 +45,16 @@ def test_conv2d_int_matches_naive(channels, out_channels, h, w, size, stride, pa
     assert np.array_equal(fast, conv2d_int_naive(x, wq, bias, stride, padding))
 
 
+def test_conv2d_int_refuses_a_channel_mismatch():
+    # Without the check, im2col's 4·9 rows against the weights' 3·9 columns would fail deep in
+    # a matrix product, or (for a multiple) silently mix channels.
+    x = random_int8((4, 5, 5))
+    wq = random_int8((2, 3, 3, 3), low=-127)
+    with pytest.raises(ValueError, match=r"conv2d_int: x has 4 channels \(shape \(4, 5, 5\)\), "
+                                         r"w has 3 input channels \(shape \(2, 3, 3, 3\)\)"):
+        conv2d_int(x, wq, np.zeros(2, np.int32), 1, 1)
+
+
 def test_conv2d_int_exact_beyond_float32_mantissa():
     # 2700 products of magnitude 16256 sum to 43.9 M > 2**24: exact only because of chunking.
     channels = 300
