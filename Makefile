@@ -11,7 +11,8 @@ JOBS ?= auto
 # variables, so multi-file builds need these (Ref: shared/DESIGN.md, toolchain facts).
 export MAKEFLAGS_VERILATOR := CFG_CXXFLAGS_PCH_I=-include CFG_CXXFLAGS_COROUTINES=-fcoroutines CFG_LDLIBS_THREADS=-pthread
 
-.PHONY: all setup weights sim sim-full test test-all test-icarus lint bench synth train clean distclean
+.PHONY: all setup weights sim sim-full test test-all test-icarus lint bench synth timing train clean \
+	distclean
 
 all: test
 
@@ -57,6 +58,11 @@ bench: $(STAMP)
 
 synth: $(STAMP)
 	$(BIN)/python -m hdl.synth
+
+# Place and route of the engine + sequencer on the ECP5-85F: prints the Fmax (TARGET_MHZ=...).
+TARGET_MHZ ?= 125
+timing: $(STAMP)
+	$(BIN)/python -m hdl.timing --target-mhz $(TARGET_MHZ)
 
 train: $(STAMP)
 	# One BLAS thread: the small GEMMs of this network run faster without thread hand-offs.
