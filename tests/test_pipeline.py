@@ -5,13 +5,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from model.darknet import load_darknet
 from model.float_ref import conv2d, fold_batchnorm, forward, leaky
-from model.golden import dequantize_output, forward_int, quantize_input
+from model.golden import conv2d_int, dequantize_output
 from model.pipeline import (
     class_names,
     detection_agreement,
@@ -56,17 +57,46 @@ def test_bn_folding_matches_float(network, letterboxed):
     assert np.max(np.abs(folded - expected)) <= 1e-5 * np.max(np.abs(expected))
 
 
-def test_last_layer_int32_dequant(quantized, letterboxed):
-    x_q = quantize_input(letterboxed[0])
-    outputs = forward_int(quantized, x_q)
+def test_dequantize_output_worked_example():
+    # s_x = 1/127, s_w = (0.5, 0.001); real value = acc · s_w[o] · s_x, worked by hand:
+    #   channel 0:     254 · 0.5 / 127 = 1.0,       -127 · 0.5 / 127 = -0.5
+    #   channel 1:  127000 · 0.001 / 127 = 1.0, -254000 · 0.001 / 127 = -2.0
+    # Two channels along W as well as O: a scale broadcast along the wrong axis gives other
+    # numbers, not an error.
+    layer = SimpleNamespace(w_scale=np.array([0.5, 0.001]), in_scale=1 / 127)
+    acc = np.array([[[254, -127]], [[127000, -254000]]], np.int32)
+    got = dequantize_output(layer, acc)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, np.float32([[[1.0, -0.5]], [[1.0, -2.0]]]))
+
+
+def test_last_layer_dequantized_against_float_reference(network, quantized, letterboxed):
+    """Layer 13 (1x1, linear, int32 output) on the float reference's own input to it, quantized
+    with the layer's input scale: the integer convolution, dequantized, must equal the float
+    convolution up to the rounding of x, w and b alone. With x = s_x·x_q + dx, w = s_w·w_q + dw,
+    b = s_w·s_x·b_q + db and |dx| <= s_x/2, |dw| <= s_w/2, |db| <= s_w·s_x/2 (round to nearest,
+    no clipping):
+        |y - s_w·s_x·(Σ w_q·x_q + b_q)| <= Σ_c (|w|·s_x/2 + s_w·|x|/2 + s_w·s_x/4) + s_w·s_x/2,
+    plus float32 rounding: 2e-5 of Σ|w·x| + |b| for darknet's sum of 128 products and the
+    float32 result. Forgetting s_x or taking another channel's s_w breaks the bound 5x to 700x.
+    """
     last = quantized.layers[13]
-    assert last.output_int32 and outputs[13].dtype == np.int32
-    # Dequantize by hand: every element times its channel's weight scale and the input scale.
-    acc = outputs[13]
-    by_hand = np.empty(acc.shape, np.float64)
-    for o in range(acc.shape[0]):
-        by_hand[o] = acc[o].astype(np.float64) * float(last.w_scale[o]) * last.in_scale
-    assert np.array_equal(dequantize_output(last, acc), by_hand.astype(np.float32))
+    assert last.output_int32 and last.size == 1
+    outputs = forward(network, letterboxed[0])
+    x = outputs[12].astype(np.float64)
+    s_x, s_w = last.in_scale, last.w_scale
+    assert np.abs(x).max() <= 127.5 * s_x  # max calibration on this image: nothing clips
+    x_q = np.floor(x / s_x + 0.5).astype(np.int8)
+    got = dequantize_output(last, conv2d_int(x_q, last.weight, last.bias, 1, 0))
+
+    w, b = fold_batchnorm(network.layers[13])
+    w, b = w[:, :, 0, 0].astype(np.float64), b.astype(np.float64)[:, None]
+    abs_x = np.abs(x).reshape(x.shape[0], -1)
+    rounding = (np.abs(w).sum(axis=1)[:, None] * s_x / 2 + s_w[:, None] * abs_x.sum(axis=0) / 2
+                + (x.shape[0] / 4 + 1 / 2) * s_w[:, None] * s_x)
+    bound = rounding + 2e-5 * (np.abs(w) @ abs_x + np.abs(b))
+    error = np.abs(got.reshape(len(w), -1) - outputs[13].reshape(len(w), -1))
+    assert np.all(error <= bound), np.max(error / bound)
 
 
 def test_golden_outputs_close_to_float(network, quantized, letterboxed):
