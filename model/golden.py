@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from model.float_ref import region_forward
+from model.float_ref import region_forward, route, upsample, yolo_forward
 from model.network import maxpool_output_hw
 from model.windows import im2col, max_pool, pool_offset
 
@@ -26,6 +26,7 @@ __all__ = [
     "dequantize_output",
     "forward_int",
     "host_region",
+    "host_yolo",
     "maxpool_int",
     "maxpool_int_naive",
     "quantize_input",
@@ -240,6 +241,23 @@ def host_region(producer, region, acc: np.ndarray) -> np.ndarray:
     return region_forward(dequantize_output(producer, acc), region)
 
 
+def host_yolo(producer, yolo, acc: np.ndarray) -> np.ndarray:
+    """A yolo layer, run on the host on its producing convolution's int32 accumulators.
+
+    Parameters
+    ----------
+    producer : QuantConv with ``output_int32``, the layer feeding the yolo layer
+    yolo : YoloLayer
+    acc : integer array, shape (O, H, W)
+
+    Returns
+    -------
+    float32 array, shape (O, H, W): darknet's yolo output (logistic on x, y, objectness and the
+    classes; w, h raw) of the dequantized accumulators.
+    """
+    return yolo_forward(dequantize_output(producer, acc), yolo)
+
+
 def forward_int(qnet, x_q: np.ndarray) -> list[np.ndarray]:
     """Run a quantized network on an int8 input, layer by layer as darknet indexes them.
 
@@ -251,9 +269,10 @@ def forward_int(qnet, x_q: np.ndarray) -> list[np.ndarray]:
     Returns
     -------
     list of arrays, one per layer
-        int8 (C, H, W) for convolutions and maxpools; int32 accumulators for the last convolution;
-        for a region layer, its float32 output computed on the host from the dequantized
-        accumulators (logistic/softmax as darknet), since it is not part of the engine.
+        int8 (C, H, W) for convolutions, maxpools, routes and upsamples; int32 accumulators for
+        a convolution feeding a head (or the last one); for a region or yolo layer, its float32
+        output computed on the host from the dequantized accumulators (logistic/softmax as
+        darknet), since it is not part of the engine.
 
     Raises
     ------
@@ -276,6 +295,14 @@ def forward_int(qnet, x_q: np.ndarray) -> list[np.ndarray]:
             x = maxpool_int(x, layer.size, layer.stride, layer.padding)
         elif layer.kind == "region":
             x = host_region(qnet.layers[index - 1], layer.layer, x)
+        elif layer.kind == "route":
+            # Memory layout, not arithmetic: the sources share one scale (docs/fixed-point.md §8)
+            # and sit side by side in one buffer, so the consumer reads their int8 values as is.
+            x = route(outputs, layer.layers)
+        elif layer.kind == "upsample":
+            x = upsample(x, layer.stride)  # int8 copies: the scale is unchanged
+        elif layer.kind == "yolo":
+            x = host_yolo(qnet.layers[index - 1], layer.layer, x)
         else:
             raise ValueError(f"layer {index}: unknown layer kind {layer.kind!r}")
         outputs.append(x)

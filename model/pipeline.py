@@ -180,40 +180,53 @@ def quantization_quality(
 ) -> list[LayerQuality]:
     """Per-layer SQNR of the golden model's (dequantized) outputs against the float reference."""
     rows = []
-    scale: np.ndarray | float = qnet.input_scale
     for index, (layer, f_out, q_out) in enumerate(
         zip(qnet.layers, float_run.outputs, int_run.outputs, strict=True)
     ):
-        if layer.kind == "convolutional":
-            scale = layer.output_scale[:, None, None]
-        if layer.kind == "region":
-            deq = q_out
-        else:
-            deq = q_out.astype(np.float64) * scale
+        if layer.kind in ("region", "yolo"):
+            deq = q_out  # computed on the host in float
+        elif layer.kind == "convolutional":
+            deq = q_out.astype(np.float64) * layer.output_scale[:, None, None]
+        else:  # maxpool, route, upsample: int8 on their source's scale
+            deq = q_out.astype(np.float64) * layer.scale
         rows.append(LayerQuality(index, layer.kind, tuple(f_out.shape), sqnr_db(f_out, deq)))
     return rows
 
 
-def detection_agreement(reference: list[Detection], test: list[Detection], iou=0.5):
-    """Match detections by best class and IoU.
+def detection_agreement(reference: list[Detection], test: list[Detection], iou=0.5,
+                        per_class=False):
+    """Match detections by class and IoU.
+
+    Parameters
+    ----------
+    reference, test : lists of Detection (after NMS)
+    iou : float
+    per_class : bool
+        False: a detection is its box and best class. True: every class with a nonzero
+        probability is a detection of its own -- what darknet labels (a box scoring both "car" and
+        "truck" above the threshold is drawn with both), so a near tie between two classes that
+        flips under quantization still counts as found.
 
     Returns
     -------
     matched : int
-        Reference detections (with some nonzero class probability) that ``test`` has too: same
-        best class and IoU at least ``iou``.
+        Reference detections that ``test`` has too: same class and IoU at least ``iou`` (each
+        test detection matches at most one).
     total : int
-        Reference detections with some nonzero class probability.
+        Reference detections (boxes with some nonzero class probability; per class if
+        ``per_class``).
     """
     def kept(dets):
-        return [d for d in dets if np.any(d.probs > 0)]
+        if per_class:
+            return [(d, int(c)) for d in dets for c in np.flatnonzero(d.probs > 0)]
+        return [(d, int(np.argmax(d.probs))) for d in dets if np.any(d.probs > 0)]
 
     ref, cand = kept(reference), kept(test)
     used = set()
     matched = 0
-    for d in ref:
-        for j, e in enumerate(cand):
-            if j in used or int(np.argmax(e.probs)) != int(np.argmax(d.probs)):
+    for d, cls in ref:
+        for j, (e, other) in enumerate(cand):
+            if j in used or other != cls:
                 continue
             if box_iou(_xywh(d), _xywh(e)[None])[0] >= iou:
                 used.add(j)

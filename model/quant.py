@@ -16,7 +16,15 @@ import numpy as np
 
 from model.float_ref import fold_batchnorm, forward
 from model.golden import ACC_BITS, INPUT_SCALE
-from model.network import ConvLayer, MaxpoolLayer, Network, RegionLayer
+from model.network import (
+    ConvLayer,
+    MaxpoolLayer,
+    Network,
+    RegionLayer,
+    RouteLayer,
+    UpsampleLayer,
+    YoloLayer,
+)
 
 __all__ = [
     "CALIBRATION_METHODS",
@@ -24,6 +32,9 @@ __all__ = [
     "QuantConv",
     "QuantMaxpool",
     "QuantRegion",
+    "QuantRoute",
+    "QuantUpsample",
+    "QuantYolo",
     "QuantizationError",
     "QuantizedNetwork",
     "activation_threshold",
@@ -31,6 +42,7 @@ __all__ = [
     "quantize_network",
     "quantize_weights",
     "requant_parameters",
+    "shared_scale_groups",
 ]
 
 FORMAT_VERSION = 1
@@ -142,7 +154,49 @@ class QuantRegion:
         return self.layer.out_shape
 
 
-QuantLayer = QuantConv | QuantMaxpool | QuantRegion
+@dataclass
+class QuantRoute:
+    """A route on int8: its sources side by side, all on the one ``scale`` (docs/fixed-point.md
+    §8); ``layers`` are the sources' absolute indices."""
+
+    in_shape: Shape
+    out_shape: Shape
+    layers: tuple[int, ...]
+    scale: float
+
+    kind = "route"
+
+
+@dataclass
+class QuantUpsample:
+    """Nearest-neighbour upsampling of int8 maps; ``scale`` is its input's and output's."""
+
+    in_shape: Shape
+    out_shape: Shape
+    stride: int
+    scale: float
+
+    kind = "upsample"
+
+
+@dataclass
+class QuantYolo:
+    """A yolo layer, run on the host in float on its producer's dequantized int32 output."""
+
+    layer: YoloLayer
+
+    kind = "yolo"
+
+    @property
+    def in_shape(self) -> Shape:
+        return self.layer.in_shape
+
+    @property
+    def out_shape(self) -> Shape:
+        return self.layer.out_shape
+
+
+QuantLayer = QuantConv | QuantMaxpool | QuantRegion | QuantRoute | QuantUpsample | QuantYolo
 
 
 @dataclass
@@ -154,7 +208,7 @@ class QuantizedNetwork:
     input_shape : (C, H, W)
     input_scale : float
         ``1/127`` (docs/fixed-point.md §1).
-    layers : list of QuantConv, QuantMaxpool, QuantRegion
+    layers : list of QuantConv, QuantMaxpool, QuantRegion, QuantRoute, QuantUpsample, QuantYolo
     calibration : dict
         How the activation scales were obtained (method, number of images, ...).
     """
@@ -209,6 +263,17 @@ class QuantizedNetwork:
                     in_shape=layer.in_shape, out_shape=layer.out_shape, size=layer.size,
                     stride=layer.stride, padding=layer.padding, scale=layer.scale,
                 )
+            elif isinstance(layer, QuantRoute):
+                entry.update(in_shape=layer.in_shape, out_shape=layer.out_shape,
+                             layers=layer.layers, scale=layer.scale)
+            elif isinstance(layer, QuantUpsample):
+                entry.update(in_shape=layer.in_shape, out_shape=layer.out_shape,
+                             stride=layer.stride, scale=layer.scale)
+            elif isinstance(layer, QuantYolo):
+                yolo = layer.layer
+                entry.update(in_shape=yolo.in_shape, mask=yolo.mask, classes=yolo.classes,
+                             options=yolo.options)
+                arrays[f"layer{index:02d}_anchors"] = yolo.anchors
             else:
                 region = layer.layer
                 entry.update(
@@ -272,6 +337,19 @@ class QuantizedNetwork:
                     in_shape=shape, out_shape=shape, anchors=array("anchors"),
                     classes=entry["classes"], coords=entry["coords"], num=entry["num"],
                     softmax=entry["softmax"], options=entry["options"],
+                )))
+            elif entry["kind"] == "route":
+                layers.append(QuantRoute(**shapes, layers=tuple(entry["layers"]),
+                                         scale=entry["scale"]))
+            elif entry["kind"] == "upsample":
+                layers.append(QuantUpsample(**shapes, stride=entry["stride"],
+                                            scale=entry["scale"]))
+            elif entry["kind"] == "yolo":
+                shape = tuple(entry["in_shape"])
+                layers.append(QuantYolo(YoloLayer(
+                    in_shape=shape, out_shape=shape, anchors=array("anchors"),
+                    mask=tuple(entry["mask"]), classes=entry["classes"],
+                    options=entry["options"],
                 )))
             else:
                 raise QuantizationError(f"{path}: layer {index} has unknown kind {entry['kind']}")
@@ -387,6 +465,67 @@ def activation_threshold(samples: list[np.ndarray], method: str) -> float:
     return threshold if threshold > 0 else 127.0
 
 
+def shared_scale_groups(net: Network) -> list[set[int]]:
+    """The convolutions whose int8 outputs must share one scale because a route concatenates them
+    (docs/fixed-point.md §8).
+
+    A layer's scale is set by the convolution that requantized it: a maxpool, an upsample or a
+    route passes its source's on. A route's sources, traced back that way, form one group.
+
+    Returns
+    -------
+    list of sets of conv layer indices, each with at least two members, in order of first member
+
+    Raises
+    ------
+    QuantizationError
+        A route concatenates something that is not an int8 map of a convolution (the network
+        input, whose scale is fixed, or a head's or an int32 output); the message names the route.
+    """
+    parent: dict[int, int] = {}
+
+    def find(i: int) -> int:
+        while parent.setdefault(i, i) != i:
+            i = parent[i]
+        return i
+
+    source: list[int | None] = []  # per layer: the conv setting its scale; -1 the input
+    for index, layer in enumerate(net.layers):
+        if isinstance(layer, ConvLayer):
+            source.append(index)
+        elif isinstance(layer, MaxpoolLayer | UpsampleLayer):
+            source.append(source[index - 1] if index else -1)
+        elif isinstance(layer, RouteLayer):
+            roots = [source[i] for i in layer.layers]
+            if any(r is None or r < 0 for r in roots):
+                raise QuantizationError(
+                    f"layer {index}: route of layers {list(layer.layers)} reaches the network "
+                    "input or a detection head: only convolutions' int8 maps can be concatenated"
+                )
+            for r in roots[1:]:
+                parent[find(r)] = find(roots[0])
+            source.append(roots[0])
+        else:
+            source.append(None)
+    groups: dict[int, set[int]] = {}
+    for conv in parent:
+        groups.setdefault(find(conv), set()).add(conv)
+    return sorted((g for g in groups.values() if len(g) > 1), key=min)
+
+
+def _int32_producers(net: Network) -> set[int]:
+    """The convolutions that write int32 (docs/fixed-point.md §7): each head's producer, or the
+    last convolution of a network without heads."""
+    producers = {index - 1 for index, _ in net.heads}
+    if not producers:
+        return {max(i for i, layer in enumerate(net.layers) if isinstance(layer, ConvLayer))}
+    for index in producers:
+        if index < 0 or not isinstance(net.layers[index], ConvLayer):
+            raise QuantizationError(f"layer {index + 1}: a detection head must follow a "
+                                    "convolution (its int32 accumulators leave the engine)")
+    return producers
+
+
 def quantize_network(
     net: Network,
     calibration_inputs: list[np.ndarray] = (),
@@ -398,18 +537,21 @@ def quantize_network(
     Parameters
     ----------
     net : Network
-        Weights loaded. Convolutions are leaky or linear; the network may end in a region layer.
+        Weights loaded. Convolutions are leaky or linear; detection heads are region or yolo
+        layers, each right after its convolution.
     calibration_inputs : list of float32 arrays, each shape ``net.input_shape``, values in [0, 1]
     method : one of ``CALIBRATION_METHODS``
     thresholds : dict, optional
         ``{conv layer index: T}``, the real value that maps to int8 127 at that layer's output
-        (``s_y = T / 127``), for every convolution but the last. Given (as quantization-aware
-        training learns them), no calibration pass runs and ``calibration_inputs`` is unused.
+        (``s_y = T / 127``), for every convolution but the int32 ones. Given (as
+        quantization-aware training learns them), no calibration pass runs and
+        ``calibration_inputs`` is unused. Convolutions a route concatenates take the largest
+        ``T`` of their group (:func:`shared_scale_groups`).
 
     Returns
     -------
     QuantizedNetwork
-        The last convolution (the one feeding the region layer, or the last layer) writes int32.
+        The convolution feeding each head (or, without heads, the last one) writes int32.
 
     Raises
     ------
@@ -427,21 +569,41 @@ def quantize_network(
         calibration = {"method": method, "images": len(calibration_inputs)}
     else:
         calibration = {"method": "given thresholds"}
-    last_conv = max(i for i, layer in enumerate(net.layers) if isinstance(layer, ConvLayer))
-    in_scale = INPUT_SCALE
+    int32 = _int32_producers(net)
+    thresholds = dict(thresholds)
+    for group in shared_scale_groups(net):
+        if group & int32:
+            raise QuantizationError(f"layers {sorted(group & int32)}: a route reads the int32 "
+                                    "output of a head's convolution")
+        shared = max(thresholds[i] for i in group)  # the concatenated map's largest value
+        thresholds.update(dict.fromkeys(group, shared))
+    scales: list[float | None] = []  # each layer's output scale; None: int32 or host float
     layers: list[QuantLayer] = []
     for index, layer in enumerate(net.layers):
+        in_scale = scales[index - 1] if index else INPUT_SCALE
+        if in_scale is None and not isinstance(layer, RegionLayer | YoloLayer | RouteLayer):
+            raise QuantizationError(f"layer {index}: reads the int32 or host output of layer "
+                                    f"{index - 1}")
         if isinstance(layer, ConvLayer):
-            out_scale = None if index == last_conv else thresholds[index] / 127.0
+            out_scale = None if index in int32 else thresholds[index] / 127.0
             layers.append(_quantize_conv(index, layer, in_scale, out_scale))
-            in_scale = out_scale
         elif isinstance(layer, MaxpoolLayer):
+            out_scale = in_scale
             layers.append(QuantMaxpool(layer.in_shape, layer.out_shape, layer.size, layer.stride,
-                                       layer.padding, in_scale))
-        elif isinstance(layer, RegionLayer):
-            layers.append(QuantRegion(layer))
+                                       layer.padding, out_scale))
+        elif isinstance(layer, UpsampleLayer):
+            out_scale = in_scale
+            layers.append(QuantUpsample(layer.in_shape, layer.out_shape, layer.stride, out_scale))
+        elif isinstance(layer, RouteLayer):
+            out_scale = scales[layer.layers[0]]  # equal for all sources, by the groups above
+            layers.append(QuantRoute(layer.in_shape, layer.out_shape, layer.layers, out_scale))
+        elif isinstance(layer, RegionLayer | YoloLayer):
+            out_scale = None
+            layers.append(QuantRegion(layer) if isinstance(layer, RegionLayer)
+                          else QuantYolo(layer))
         else:
             raise QuantizationError(f"layer {index}: no quantized form for {type(layer).__name__}")
+        scales.append(out_scale)
     return QuantizedNetwork(net.input_shape, INPUT_SCALE, layers, calibration)
 
 

@@ -18,8 +18,18 @@ from model.float_ref import (
     yolo_forward,
     yolo_forward_naive,
 )
+from model.golden import conv2d_int, forward_int, quantize_input
+from model.image import letterbox, load_image
 from model.network import MaxpoolLayer, RouteLayer, UpsampleLayer, YoloLayer
-from model.pipeline import infer_float, prepare_input
+from model.pipeline import detection_agreement, infer_float, infer_int8, prepare_input
+from model.quant import (
+    QuantizationError,
+    QuantizedNetwork,
+    QuantRoute,
+    quantize_network,
+    shared_scale_groups,
+)
+from model.report import image_variants
 from model.zoo import DOG_IMAGE, YOLOV3_TINY_CFG, YOLOV3_TINY_WEIGHTS
 
 REF = DATA_DIR / "darknet-yolov3-tiny"
@@ -240,3 +250,112 @@ def test_detections_equal_darknets(float_run):
         np.testing.assert_allclose(det.objectness, obj, rtol=1e-6)
         assert np.array_equal(det.probs > 0, prob > 0)
         np.testing.assert_allclose(det.probs, prob, rtol=1e-6, atol=1e-7)
+
+
+# --- int8: quantizer and golden model ----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def quantized(yolo_net):
+    """YOLOv3-tiny calibrated (max) on dog.png and three variants of it, and its int8 run."""
+    x, size = prepare_input(DOG_IMAGE, yolo_net.input_shape)
+    variants = image_variants(load_image(DOG_IMAGE), 3, seed=1)
+    qnet = quantize_network(yolo_net, [x] + [letterbox(v, 416, 416) for v in variants])
+    return qnet, x, size, infer_int8(qnet, x, size, thresh=0.25)
+
+
+def test_route_producers_share_one_scale(yolo_net):
+    # Route 20 reads upsample 19 (<- conv 18) and conv 8: one group; route 17 has one source.
+    assert shared_scale_groups(yolo_net) == [{8, 18}]
+    thresholds = {i: 1.0 + i for i, layer in enumerate(yolo_net.layers)
+                  if layer.kind == "convolutional" and i not in (15, 22)}
+    qnet = quantize_network(yolo_net, thresholds=thresholds)
+    shared = max(thresholds[8], thresholds[18]) / 127.0  # 19/127
+    assert qnet.layers[8].out_scale == qnet.layers[18].out_scale == shared
+    assert qnet.layers[9].scale == qnet.layers[19].scale == qnet.layers[20].scale == shared
+    assert qnet.layers[10].in_scale == qnet.layers[21].in_scale == shared
+    assert qnet.layers[13].out_scale == thresholds[13] / 127.0  # not in a group
+    assert qnet.layers[17].scale == qnet.layers[18].in_scale == thresholds[13] / 127.0
+
+
+def test_route_of_the_network_input_is_refused(tmp_path):
+    cfg = tmp_path / "bad.cfg"
+    cfg.write_text(BASE + CONV.format(3) + "[route]\nlayers=0\n" + "[maxpool]\nsize=1\n"
+                   "[route]\nlayers=-1,0\n" + CONV.format(2))
+    net = parse_cfg(cfg)
+    assert shared_scale_groups(net) == []  # one producer each
+    cfg.write_text(BASE + "[maxpool]\nsize=1\n" + CONV.format(3) + "[route]\nlayers=0,1\n"
+                   + CONV.format(2))
+    with pytest.raises(QuantizationError, match="layer 2: route of layers \\[0, 1\\] reaches "
+                                                "the network input"):
+        shared_scale_groups(parse_cfg(cfg))
+
+
+def test_route_is_memory_layout(quantized):
+    qnet, _, _, int_run = quantized
+    out = int_run.outputs
+    assert isinstance(qnet.layers[20], QuantRoute) and qnet.layers[20].layers == (19, 8)
+    assert out[20].dtype == np.int8
+    assert np.array_equal(out[20][:128], out[19]) and np.array_equal(out[20][128:], out[8])
+    assert np.array_equal(out[17], out[13])
+    # upsample: every int8 value of layer 18 fills a 2x2 block, by hand
+    for dy in (0, 1):
+        for dx in (0, 1):
+            assert np.array_equal(out[19][:, dy::2, dx::2], out[18])
+
+
+def test_yolo_heads_leave_as_int32(quantized):
+    qnet, x, _, int_run = quantized
+    for producer, head in ((15, 16), (22, 23)):
+        conv = qnet.layers[producer]
+        assert conv.output_int32 and int_run.outputs[producer].dtype == np.int32
+        # the accumulators themselves: the golden conv of its own int8 input, unrequantized
+        acc = conv2d_int(int_run.outputs[producer - 1], conv.weight, conv.bias, 1, conv.padding)
+        assert np.array_equal(acc, int_run.outputs[producer])
+        # the host: dequantize in float64, then darknet's yolo activation (an independent
+        # logistic in float64 here)
+        real = acc * (conv.w_scale * conv.in_scale)[:, None, None]
+        boxes = real.reshape(3, 85, *real.shape[1:])
+        want = boxes.copy()
+        want[:, [0, 1, *range(4, 85)]] = 1 / (1 + np.exp(-boxes[:, [0, 1, *range(4, 85)]]))
+        got = int_run.outputs[head].reshape(want.shape)
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+def test_quantized_yolov3_tiny_file_round_trip(quantized, tmp_path):
+    qnet, x, _, int_run = quantized
+    qnet.save(tmp_path / "y.npz")
+    back = QuantizedNetwork.load(tmp_path / "y.npz")
+    assert [layer.kind for layer in back.layers] == [layer.kind for layer in qnet.layers]
+    for a, b in zip(qnet.layers, back.layers, strict=True):
+        for name, value in vars(getattr(a, "layer", a)).items():
+            other = vars(getattr(b, "layer", b))[name]
+            if isinstance(value, np.ndarray):
+                assert value.dtype == other.dtype and np.array_equal(value, other), name
+            else:
+                assert value == other, name
+    outputs = forward_int(back, quantize_input(x))
+    for i in (8, 15, 20, 22):
+        assert np.array_equal(outputs[i], int_run.outputs[i]), i
+
+
+def test_int8_finds_every_float_object_on_dog_and_no_other(float_run, quantized):
+    _, _, _, int_run = quantized
+    # float_run decodes darknet's input, identical to prepare_input's (tested above). Every
+    # labelled (box, class) of darknet's: dog, bicycle, and car + truck on each of two boxes.
+    found = detection_agreement(float_run.detections, int_run.detections, per_class=True)
+    assert found == (6, 6)
+    extra = detection_agreement(int_run.detections, float_run.detections, per_class=True)
+    assert extra == (6, 6)
+
+
+def test_detection_agreement_per_class_worked_example():
+    from model.detect import Detection
+
+    def det(x, probs):
+        return Detection(x, 0.5, 0.2, 0.2, 0.9, np.float32(probs))
+
+    reference = [det(0.3, [0.6, 0.5, 0]), det(0.7, [0, 0, 0.4])]
+    # class 0 and 1 swap ranks on the first box; the second box moved too far (IoU 0)
+    test = [det(0.3, [0.5, 0.6, 0]), det(0.9, [0, 0, 0.4])]
+    assert detection_agreement(reference, test) == (0, 2)
+    assert detection_agreement(reference, test, per_class=True) == (2, 3)
