@@ -14,12 +14,31 @@ __all__ = ["main"]
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    from model.zoo import DEFAULT_CFG, DEFAULT_WEIGHTS
+    from model.zoo import DEFAULT_CFG, DEFAULT_WEIGHTS, MODELS
 
+    parser.add_argument("--model", choices=MODELS,
+                        help="a network of the zoo by name; sets --cfg, --weights and the class "
+                             "names (yolov3-tiny needs `make weights`)")
     parser.add_argument("--cfg", type=Path, default=DEFAULT_CFG,
                         help="darknet .cfg (default: the built-in %(default)s)")
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS,
                         help="darknet .weights (default: the built-in %(default)s)")
+
+
+def _select_model(args):
+    """Apply ``--model``: the zoo entry's cfg, weights and names replace the defaults.
+
+    Returns the entry (None without ``--model``); a missing file says to run ``make weights``.
+    """
+    if getattr(args, "model", None) is None:
+        return None
+    from model.zoo import find_model
+
+    zoo = find_model(args.model)
+    args.cfg, args.weights = zoo.cfg, zoo.weights
+    if getattr(args, "names", None) is None:
+        args.names = zoo.names
+    return zoo
 
 
 def _add_calibration_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +53,7 @@ def _add_calibration_arguments(parser: argparse.ArgumentParser) -> None:
 def _load_network(args):
     from model.darknet import load_darknet
 
+    _select_model(args)
     return load_darknet(args.cfg, args.weights)
 
 
@@ -86,7 +106,7 @@ def cmd_infer(args) -> int:
     result = run()
     if args.repeat:
         print(f"ms/frame: {_time_forward(run, args.repeat):.1f}")
-    classes = net.region.classes if net.region else 0
+    classes = net.heads[-1][1].classes if net.heads else 0
     names = class_names(classes, args.cfg, args.names)
     for det in result.detections:
         for c in np.flatnonzero(det.probs > 0):
@@ -164,8 +184,12 @@ def cmd_bench_engine(args) -> int:
 
 def cmd_report(args) -> int:
     from model.report import run_golden_report
+    from model.zoo import DEFAULT_IMAGE
 
-    return run_golden_report(args.cfg, args.weights, args.image, args.outdir, args.thresh)
+    zoo = _select_model(args)
+    image = args.image or (zoo.image if zoo else DEFAULT_IMAGE)
+    return run_golden_report(args.cfg, args.weights, image, args.outdir, args.thresh,
+                             names=getattr(args, "names", None), variants=args.variants)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -234,7 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
                                         "float detections int8 keeps; write annotated PNGs and "
                                         "an SQNR plot.")
     _add_model_arguments(report)
-    report.add_argument("--image", type=Path, default=DEFAULT_IMAGE)
+    report.add_argument("--image", type=Path,
+                        help=f"default: the --model's image, else {DEFAULT_IMAGE}")
+    report.add_argument("--variants", type=int, default=8,
+                        help="calibrate on the image and this many variants of it, and measure "
+                             "detections on as many held-out ones (default: %(default)s)")
     report.add_argument("--thresh", type=float, default=0.5, help="detection threshold")
     report.add_argument("--outdir", type=Path, default=Path("build/report"))
     report.set_defaults(func=cmd_report)

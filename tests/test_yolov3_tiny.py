@@ -359,3 +359,13 @@ def test_detection_agreement_per_class_worked_example():
     test = [det(0.3, [0.5, 0.6, 0]), det(0.9, [0, 0, 0.4])]
     assert detection_agreement(reference, test) == (0, 2)
     assert detection_agreement(reference, test, per_class=True) == (2, 3)
+
+
+def test_cli_model_selects_yolov3_tiny_and_its_names(capsys):
+    require_weights()
+    from owlet.cli import main
+
+    assert main(["infer", "--model", "yolov3-tiny", str(DOG_IMAGE), "--thresh", "0.25"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert sorted(line.split(":")[0] for line in lines) == [
+        "bicycle", "car", "car", "dog", "truck", "truck"]
