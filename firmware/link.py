@@ -200,7 +200,8 @@ class AnswerDecoder:
 # ---- transports -------------------------------------------------------------------------------
 
 class SerialTransport:
-    """A USB-serial port through pyserial (8N1, no flow control).
+    """A USB-serial port through pyserial (8N1, no flow control), ``port`` a device path or a
+    pyserial URL.
 
     FTDI adapters hold short answers for their latency timer (16 ms by default); on Linux set
     ``/sys/bus/usb-serial/devices/ttyUSB0/latency_timer`` to 1 for fast round trips.
@@ -209,7 +210,11 @@ class SerialTransport:
     def __init__(self, port: str, baudrate: int = 3_000_000):
         import serial  # pyserial; imported here so TCP-only users do not load it
 
-        self.port = serial.Serial(port, baudrate=baudrate, timeout=0, write_timeout=10.0)
+        try:  # a device path, or any pyserial URL (``socket://127.0.0.1:PORT`` in the tests)
+            self.port = serial.serial_for_url(port, baudrate=baudrate, timeout=0,
+                                              write_timeout=10.0)
+        except (serial.SerialException, ValueError) as exc:
+            raise LinkError(f"cannot open serial port {port}: {exc}") from exc
         self.byte_time = 10.0 / baudrate  # start + 8 data + stop bits
         self.name = f"{port} at {baudrate} baud"
 
