@@ -28,6 +28,10 @@ __all__ = [
     "leaky_forward",
     "maxpool_backward",
     "maxpool_forward",
+    "route_backward",
+    "route_forward",
+    "upsample_backward",
+    "upsample_forward",
 ]
 
 #: Darknet adds epsilon *outside* the square root in the forward normalization:
@@ -240,3 +244,73 @@ def maxpool_backward(dy: np.ndarray, cache) -> np.ndarray:
     dx = np.zeros(xshape, dtype=dy.dtype)
     dx[:, :hh, :ww] = dxp[:, off : off + hh, off : off + ww]
     return dx
+
+
+def route_forward(xs: list[np.ndarray]) -> np.ndarray:
+    """Darknet's route: the sources concatenated in channel order.
+
+    Ref: darknet src/route_layer.c ``forward_route_layer``.
+
+    Parameters
+    ----------
+    xs : list of arrays, shapes (B, H, W, C_i)
+
+    Returns
+    -------
+    y : array, shape (B, H, W, ΣC_i)
+    """
+    return np.concatenate(xs, axis=-1)
+
+
+def route_backward(dy: np.ndarray, channels: list[int]) -> list[np.ndarray]:
+    """Gradient of :func:`route_forward`: each source gets its channels' slice of ``dy``.
+
+    Ref: darknet src/route_layer.c ``backward_route_layer`` (an ``axpy`` per source: the slice
+    is *added* to the source's delta, which other consumers may have written too).
+
+    Parameters
+    ----------
+    dy : array, shape (B, H, W, ΣC_i)
+    channels : list of int
+        ``C_i`` per source.
+
+    Returns
+    -------
+    list of arrays, shapes (B, H, W, C_i)
+    """
+    return np.split(dy, np.cumsum(channels)[:-1], axis=-1)
+
+
+def upsample_forward(x: np.ndarray, stride: int) -> np.ndarray:
+    """Nearest-neighbour upsampling: ``y[b, i, j, c] = x[b, i // stride, j // stride, c]``.
+
+    Ref: darknet src/blas.c ``upsample_cpu`` (forward, ``scale`` 1).
+
+    Parameters
+    ----------
+    x : array, shape (B, H, W, C)
+    stride : int
+
+    Returns
+    -------
+    y : array, shape (B, H·stride, W·stride, C)
+    """
+    return np.repeat(np.repeat(x, stride, axis=1), stride, axis=2)
+
+
+def upsample_backward(dy: np.ndarray, stride: int) -> np.ndarray:
+    """Gradient of :func:`upsample_forward`: each input sums its ``stride × stride`` block.
+
+    Ref: darknet src/upsample_layer.c ``backward_upsample_layer`` (``upsample_cpu`` with
+    ``forward = 0`` accumulates the block into the input's delta).
+
+    Parameters
+    ----------
+    dy : array, shape (B, H·stride, W·stride, C)
+
+    Returns
+    -------
+    dx : array, shape (B, H, W, C)
+    """
+    b, hs, ws, c = dy.shape
+    return dy.reshape(b, hs // stride, stride, ws // stride, stride, c).sum(axis=(2, 4))

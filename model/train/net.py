@@ -1,7 +1,8 @@
 """A trainable view of a :class:`model.network.Network`.
 
 :class:`TrainNet` runs the forward and backward passes of a darknet network made of
-``[convolutional]``, ``[maxpool]`` and a final ``[region]`` layer, on NHWC batches. It trains
+``[convolutional]``, ``[maxpool]``, ``[route]`` and ``[upsample]`` layers and its detection heads
+(one final ``[region]``, or ``[yolo]`` layers anywhere), on NHWC batches. It trains
 the arrays of the wrapped :class:`~model.network.ConvLayer` objects **in place**, so the
 network can be saved with darknet's ``save_weights`` at any time.
 
@@ -17,13 +18,22 @@ import numpy as np
 
 from model.float_ref import fold_batchnorm
 from model.golden import INPUT_SCALE, quantize_input
-from model.network import ConvLayer, MaxpoolLayer, Network, RegionLayer
-from model.quant import quantize_bias, quantize_weights
+from model.network import (
+    ConvLayer,
+    MaxpoolLayer,
+    Network,
+    RegionLayer,
+    RouteLayer,
+    UpsampleLayer,
+    YoloLayer,
+)
+from model.quant import quantize_bias, quantize_weights, shared_scale_groups
 from model.train import layers as L
 from model.train.qat import QATState, fake_quant_activation
-from model.train.region import region_loss, region_targets
+from model.train.region import RegionStats, region_loss, region_targets
+from model.train.yolo import yolo_loss, yolo_targets
 
-__all__ = ["ConvBlock", "PoolBlock", "TrainNet"]
+__all__ = ["ConvBlock", "PoolBlock", "RouteBlock", "TrainNet", "UpsampleBlock", "head_loss"]
 
 #: Darknet's rolling-statistics update: ``rolling = .99·rolling + .01·batch``.
 #: Ref: darknet src/batchnorm_layer.c ``forward_batchnorm_layer``.
@@ -41,8 +51,11 @@ class ConvBlock:
     index : int
         Darknet layer index (keys the QAT ranges).
     requantized : bool
-        The output is requantized to int8 (every conv but the last, which leaves the engine as
-        int32 accumulators, docs/fixed-point.md §7); QAT fake-quantizes exactly these outputs.
+        The output is requantized to int8 (every conv but those feeding a head, which leave the
+        engine as int32 accumulators, docs/fixed-point.md §7); QAT fake-quantizes exactly these.
+    scale_group : tuple of int
+        The convolutions whose outputs share one int8 scale with this one because a route
+        concatenates them (:func:`model.quant.shared_scale_groups`); ``(index,)`` when alone.
 
     Attributes
     ----------
@@ -51,12 +64,14 @@ class ConvBlock:
         over every image since the last :meth:`zero_grad`.
     """
 
-    def __init__(self, layer: ConvLayer, index: int, requantized: bool = True):
+    def __init__(self, layer: ConvLayer, index: int, requantized: bool = True,
+                 scale_group: tuple[int, ...] | None = None):
         if layer.activation not in ("leaky", "linear"):
             raise ValueError(f"layer {index}: activation {layer.activation!r} is not supported")
         self.layer = layer
         self.index = index
         self.requantized = requantized
+        self.scale_group = scale_group or (index,)
         self.grads: dict[str, np.ndarray] = {}
         self.zero_grad()
         self._cache = None
@@ -70,6 +85,12 @@ class ConvBlock:
 
     def zero_grad(self) -> None:
         self.grads = {n: np.zeros_like(p) for n, p, _ in self.params()}
+
+    def out_scale(self, qat: QATState) -> float:
+        """The int8 scale of the output in QAT: the largest range of the scale group, as
+        :func:`model.quant.quantize_network` exports it. A member not observed yet (the first QAT
+        batch) does not count."""
+        return max(qat.scale(i) for i in self.scale_group if i in qat.ranges)
 
     def _update_rolling(self, mean: np.ndarray, var: np.ndarray) -> None:
         ly = self.layer
@@ -150,7 +171,7 @@ class ConvBlock:
             if train:
                 qat.observe(self.index, y)
             if qat.quantize_activations:
-                y, mask = fake_quant_activation(y, qat.scale(self.index))
+                y, mask = fake_quant_activation(y, self.out_scale(qat))
         self._cache = ("qat", ccache, wq, k, d_r, correction, c, y, mask)
         return y
 
@@ -229,30 +250,137 @@ class PoolBlock:
         return L.maxpool_backward(dy, self._cache)
 
 
+class RouteBlock:
+    """A darknet ``[route]`` layer (no parameters): its sources concatenated in channel order."""
+
+    def __init__(self, layer: RouteLayer, index: int, channels: list[int]):
+        self.layer = layer
+        self.index = index
+        self.channels = channels
+
+    def params(self):
+        return []
+
+    def zero_grad(self) -> None:
+        pass
+
+    def forward(self, xs: list[np.ndarray]) -> np.ndarray:
+        """Shapes (B, H, W, C_i) -> (B, H, W, ΣC_i); see :func:`layers.route_forward`."""
+        return L.route_forward(xs)
+
+    def backward(self, dy: np.ndarray) -> list[np.ndarray]:
+        """One gradient per source, in ``layer.layers`` order."""
+        return L.route_backward(dy, self.channels)
+
+
+class UpsampleBlock:
+    """A darknet ``[upsample]`` layer (no parameters)."""
+
+    def __init__(self, layer: UpsampleLayer, index: int):
+        self.layer = layer
+        self.index = index
+
+    def params(self):
+        return []
+
+    def zero_grad(self) -> None:
+        pass
+
+    def forward(self, x, train, qat=None, s_x=None):
+        """Shape (B, H, W, C) -> (B, H·s, W·s, C); see :func:`layers.upsample_forward`."""
+        return L.upsample_forward(x, self.layer.stride)
+
+    def backward(self, dy):
+        return L.upsample_backward(dy, self.layer.stride)
+
+
+Head = RegionLayer | YoloLayer
+
+
+def head_loss(out: np.ndarray, truths: list[np.ndarray], head: Head, seen: int,
+              net_wh: tuple[int, int]):
+    """One detection head's loss and gradient on the raw output of its convolution.
+
+    Parameters
+    ----------
+    out : array, shape (B, H, W, channels)
+    truths : list of B arrays, shape (T_b, 5)
+    head : RegionLayer or YoloLayer
+    seen : int
+        Images seen including this batch (the region layer's prior-matching term).
+    net_wh : (int, int)
+        Network input width and height (the yolo anchors' unit).
+
+    Returns
+    -------
+    loss : dict of float
+    dout : array, same shape as ``out``
+    stats : RegionStats
+    """
+    if isinstance(head, RegionLayer):
+        targets, stats = region_targets(out, truths, head, seen)
+        loss, dout = region_loss(out, targets, head)
+    else:
+        targets, stats = yolo_targets(out, truths, head, *net_wh)
+        loss, dout = yolo_loss(out, targets, head)
+    return loss, dout, stats
+
+
 class TrainNet:
-    """Forward, backward and loss of a conv/maxpool/region darknet network.
+    """Forward, backward and loss of a darknet network with region or yolo heads.
 
     Parameters
     ----------
     network : Network
-        The last layer must be a :class:`RegionLayer`, the others convolutional or maxpool.
+        Convolutional, maxpool, route and upsample layers; detection heads each right after a
+        convolution: one final ``[region]``, or any number of ``[yolo]``. A head's output is only
+        for the loss: no layer may read it.
     qat : QATState or None
         Turns fake quantization on (see :mod:`model.train.qat`).
+
+    Attributes
+    ----------
+    heads : list of (int, RegionLayer or YoloLayer)
+        ``network.heads``: the loss takes the raw output of layer ``index - 1`` for each.
+    region : RegionLayer or None
+        The region head of a YOLOv2 network.
+    blocks : list
+        One block per layer that is not a head, in layer order (``block.index`` is the layer).
     """
 
     def __init__(self, network: Network, qat: QATState | None = None):
-        if network.region is None:
-            raise ValueError("the network must end with a [region] layer")
         self.network = network
-        self.region: RegionLayer = network.region
+        self.heads: list[tuple[int, Head]] = network.heads
+        if not self.heads:
+            raise ValueError("the network has no [region] or [yolo] layer")
+        if any(isinstance(h, RegionLayer) for _, h in self.heads) and (
+                len(self.heads) > 1 or network.region is None):
+            raise ValueError("a [region] layer must be the network's last layer and only head")
+        self.region: RegionLayer | None = network.region
         self.qat = qat
-        self.blocks: list[ConvBlock | PoolBlock] = []
-        last_conv = max(i for i, ly in enumerate(network.layers) if isinstance(ly, ConvLayer))
-        for i, ly in enumerate(network.layers[:-1]):
+        head_at = {i for i, _ in self.heads}
+        for i, ly in enumerate(network.layers):
+            if i in head_at and (i == 0 or not isinstance(network.layers[i - 1], ConvLayer)):
+                raise ValueError(f"layer {i}: a detection head must follow a convolution")
+            reads = ly.layers if isinstance(ly, RouteLayer) else (i - 1,)
+            if i not in head_at and head_at.intersection(reads):
+                raise ValueError(f"layer {i}: reads the output of a detection head")
+        producers = {i - 1 for i in head_at}
+        groups = {i: tuple(sorted(g)) for g in shared_scale_groups(network) for i in g}
+        self.blocks: list[ConvBlock | PoolBlock | RouteBlock | UpsampleBlock] = []
+        for i, ly in enumerate(network.layers):
+            if i in head_at:
+                continue
             if isinstance(ly, ConvLayer):
-                self.blocks.append(ConvBlock(ly, i, requantized=i != last_conv))
+                self.blocks.append(ConvBlock(ly, i, requantized=i not in producers,
+                                             scale_group=groups.get(i)))
             elif isinstance(ly, MaxpoolLayer):
                 self.blocks.append(PoolBlock(ly, i))
+            elif isinstance(ly, UpsampleLayer):
+                self.blocks.append(UpsampleBlock(ly, i))
+            elif isinstance(ly, RouteLayer):
+                channels = [network.layers[k].out_shape[0] for k in ly.layers]
+                self.blocks.append(RouteBlock(ly, i, channels))
             else:
                 raise ValueError(f"layer {i}: {ly.kind} layers cannot be trained here")
 
@@ -265,7 +393,7 @@ class TrainNet:
             b.zero_grad()
 
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
-        """Raw output of the last convolution.
+        """Raw output of the last head's convolution (the one head of a region network).
 
         Parameters
         ----------
@@ -275,38 +403,82 @@ class TrainNet:
 
         Returns
         -------
-        out : array, shape (B, Hg, Wg, num·(coords+1+classes))
+        out : array, shape (B, Hg, Wg, channels of the head)
         """
-        return self.forward_all(x, train)[-1]
+        return self.forward_heads(x, train)[-1]
+
+    def forward_heads(self, x: np.ndarray, train: bool) -> list[np.ndarray]:
+        """Raw output of each head's convolution, in the order of :attr:`heads`; see
+        :meth:`forward`."""
+        outs = self.forward_all(x, train)
+        return [outs[i] for i, _ in self.heads]
 
     def forward_all(self, x: np.ndarray, train: bool) -> list[np.ndarray]:
-        """Every block's output (darknet layers 0 .. n-2), NHWC; see :meth:`forward`."""
-        s_x = None
+        """Every layer's output in darknet index order, NHWC; a head's entry is its input (the
+        raw output of its convolution: the head's activations belong to the loss)."""
+        s_in = None
         if self.qat is not None:
             x = (quantize_input(x) * INPUT_SCALE).astype(x.dtype)
-            s_x = INPUT_SCALE
-        outs = []
-        for b in self.blocks:
-            x = b.forward(x, train, self.qat, s_x)
-            if self.qat is not None and isinstance(b, ConvBlock) and b.requantized:
-                s_x = self.qat.scale(b.index) if self.qat.quantize_activations else None
-            outs.append(x)
+            s_in = INPUT_SCALE
+        outs: list[np.ndarray] = []
+        scales: list[float | None] = []  # each output's int8 scale in QAT (None: not on a grid)
+        blocks = iter(self.blocks)
+        for i, ly in enumerate(self.network.layers):
+            prev, s_prev = (outs[-1], scales[-1]) if i else (x, s_in)
+            if isinstance(ly, RegionLayer | YoloLayer):
+                outs.append(prev)
+                scales.append(None)
+                continue
+            b = next(blocks)
+            if isinstance(b, RouteBlock):
+                # The sources share one scale (the scale groups): the first one's is the route's.
+                outs.append(b.forward([outs[k] for k in ly.layers]))
+                scales.append(scales[ly.layers[0]])
+                continue
+            outs.append(b.forward(prev, train, self.qat, s_prev))
+            if isinstance(b, ConvBlock):
+                quantized = self.qat is not None and b.requantized and self.qat.quantize_activations
+                s_prev = b.out_scale(self.qat) if quantized else None
+            scales.append(s_prev)
         return outs
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
-        """Backpropagate ``dL/dout`` through every block, accumulating parameter gradients.
+    def backward(self, *douts: np.ndarray) -> np.ndarray | None:
+        """Backpropagate ``dL/dout`` of each head through every block, accumulating parameter
+        gradients.
+
+        Parameters
+        ----------
+        *douts : arrays
+            One per head, in the order of :attr:`heads`, shaped as :meth:`forward_heads`.
 
         Returns
         -------
         dx : array, shape (B, H, W, C)
             ``dL/dx`` for the network input.
         """
+        grads: list[np.ndarray | None] = [None] * len(self.network.layers)
+
+        def add(i, g):
+            grads[i] = g if grads[i] is None else grads[i] + g
+
+        for (i, _), d in zip(self.heads, douts, strict=True):
+            add(i - 1, d)
+        dx = None
         for b in reversed(self.blocks):
-            dout = b.backward(dout)
-        return dout
+            g = grads[b.index]
+            if g is None:
+                continue  # nothing downstream of this layer reaches a head
+            if isinstance(b, RouteBlock):
+                for k, gk in zip(b.layer.layers, b.backward(g), strict=True):
+                    add(k, gk)
+            elif b.index:
+                add(b.index - 1, b.backward(g))
+            else:
+                dx = b.backward(g)
+        return dx
 
     def train_step(self, x, truths, seen):
-        """Forward, region loss and backward on one (sub)batch in training mode.
+        """Forward, every head's loss and backward on one (sub)batch in training mode.
 
         Parameters
         ----------
@@ -319,11 +491,20 @@ class TrainNet:
         Returns
         -------
         loss : dict of float
-            See :func:`model.train.region.region_loss`.
+            The heads' losses summed per key; see :func:`model.train.region.region_loss`,
+            :func:`model.train.yolo.yolo_loss`.
         stats : RegionStats
+            Summed over the heads.
         """
-        out = self.forward(x, train=True)
-        targets, stats = region_targets(out, truths, self.region, seen)
-        loss, dout = region_loss(out, targets, self.region)
-        self.backward(dout)
+        _, h, w = self.network.input_shape
+        loss: dict[str, float] = {}
+        stats = RegionStats()
+        douts = []
+        for (_, head), out in zip(self.heads, self.forward_heads(x, train=True), strict=True):
+            head_l, dout, st = head_loss(out, truths, head, seen, (w, h))
+            for k, v in head_l.items():
+                loss[k] = loss.get(k, 0.0) + v
+            stats += st
+            douts.append(dout)
+        self.backward(*douts)
         return loss, stats

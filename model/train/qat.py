@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from model.network import ConvLayer, Network
+from model.network import Network
 from model.quant import QuantizedNetwork, quantize_network
 
 __all__ = ["QATState", "export_quantized", "fake_quant_activation"]
@@ -100,7 +100,8 @@ def export_quantized(net: Network, qat: QATState) -> QuantizedNetwork:
     net : Network
         Trained with QAT (batch norm frozen), so its folded weights are the ones QAT used.
     qat : QATState
-        ``ranges[i]`` is the learned ``T`` of conv layer ``i``'s output (``s_y = T/127``).
+        ``ranges[i]`` is the learned ``T`` of conv layer ``i``'s output (``s_y = T/127``), for
+        every requantized convolution.
 
     Returns
     -------
@@ -114,9 +115,10 @@ def export_quantized(net: Network, qat: QATState) -> QuantizedNetwork:
     QuantizationError
         As :func:`model.quant.quantize_network` (multiplier or accumulator out of contract).
     """
-    convs = [i for i, layer in enumerate(net.layers) if isinstance(layer, ConvLayer)]
-    # max(T, 1e-8) / 127 is exactly the scale QAT trained with (QATState.scale).
-    thresholds = {i: max(qat.ranges[i], 1e-8) for i in convs[:-1]}
+    # max(T, 1e-8) / 127 is exactly the scale QAT trained with (QATState.scale); the ranges are
+    # those of the requantized convolutions, and the quantizer gives a route's sources the
+    # largest of their group, as ConvBlock.out_scale did in training.
+    thresholds = {i: max(t, 1e-8) for i, t in qat.ranges.items()}
     qnet = quantize_network(net, thresholds=thresholds)
     qnet.calibration = {"method": "qat", "steps": qat.step}
     return qnet

@@ -47,9 +47,16 @@ from model.network import RegionLayer
 __all__ = [
     "RegionStats",
     "RegionTargets",
+    "activate",
+    "best_anchor",
+    "box_target",
+    "logistic",
+    "pred_boxes",
     "region_activate",
     "region_loss",
     "region_targets",
+    "split_entries",
+    "truth_cell",
 ]
 
 #: Darknet trains the "prior matching" term only for the first 12800 images.
@@ -58,20 +65,52 @@ PRIOR_SEEN = 12800
 PRIOR_SCALE = 0.01
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
+def logistic(x: np.ndarray) -> np.ndarray:
+    """The logistic function, any shape."""
     return 0.5 * (1.0 + np.tanh(0.5 * x))  # stable for large |x|, exactly the logistic
 
 
-def _split(out: np.ndarray, region: RegionLayer) -> np.ndarray:
-    """(B, H, W, num·(coords+1+classes)) -> (B, H, W, num, coords+1+classes) view."""
+def split_entries(out: np.ndarray, num: int, classes: int) -> np.ndarray:
+    """(B, H, W, num·(5+classes)) -> (B, H, W, num, 5+classes) view: a head's boxes and entries.
+
+    Region and yolo heads share darknet's per-box channel order x, y, w, h, objectness, classes
+    (coords is 4 for both).
+    """
     b, h, w, _ = out.shape
-    return out.reshape(b, h, w, region.num, region.coords + 1 + region.classes)
+    return out.reshape(b, h, w, num, 5 + classes)
+
+
+def activate(r: np.ndarray, softmax: bool) -> np.ndarray:
+    """A head's inference activations: logistic x, y, objectness; softmax or logistic classes.
+
+    Ref: darknet src/region_layer.c ``forward_region_layer`` (softmax classes, YOLOv2),
+    src/yolo_layer.c ``forward_yolo_layer`` (independent logistic classes, YOLOv3).
+
+    Parameters
+    ----------
+    r : array, shape (B, H, W, num, 5+classes)
+        Raw entries (:func:`split_entries`).
+    softmax : bool
+
+    Returns
+    -------
+    act : array, same shape
+        w, h stay raw.
+    """
+    act = r.copy()
+    act[..., 0:2] = logistic(r[..., 0:2])
+    act[..., 4] = logistic(r[..., 4])
+    cls = r[..., 5:]
+    if softmax:
+        e = np.exp(cls - cls.max(axis=-1, keepdims=True))
+        act[..., 5:] = e / e.sum(axis=-1, keepdims=True)
+    else:
+        act[..., 5:] = logistic(cls)
+    return act
 
 
 def region_activate(out: np.ndarray, region: RegionLayer) -> np.ndarray:
     """The region layer's inference output: logistic x, y, objectness; softmax classes.
-
-    Ref: darknet src/region_layer.c ``forward_region_layer`` (activations part).
 
     Parameters
     ----------
@@ -82,28 +121,89 @@ def region_activate(out: np.ndarray, region: RegionLayer) -> np.ndarray:
     -------
     act : array, shape (B, H, W, num, coords+1+classes)
     """
-    r = _split(out, region)
-    act = r.copy()
-    act[..., 0:2] = _sigmoid(r[..., 0:2])
-    act[..., 4] = _sigmoid(r[..., 4])
-    cls = r[..., 5:]
-    if region.softmax:
-        e = np.exp(cls - cls.max(axis=-1, keepdims=True))
-        act[..., 5:] = e / e.sum(axis=-1, keepdims=True)
-    else:
-        act[..., 5:] = _sigmoid(cls)
-    return act
+    return activate(split_entries(out, region.num, region.classes), region.softmax)
 
 
-def _pred_boxes(act: np.ndarray, anchors: np.ndarray) -> np.ndarray:
-    """Predicted boxes (B, H, W, num, 4), normalized. Ref: darknet ``get_region_box``."""
+def pred_boxes(act: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+    """Predicted boxes of every cell and box, normalized centre/size.
+
+    Ref: darknet src/region_layer.c ``get_region_box`` (anchors in grid cells, divided by the
+    grid size), src/yolo_layer.c ``get_yolo_box`` (anchors in input pixels, divided by the
+    network size): both are ``anchors`` below once normalized.
+
+    Parameters
+    ----------
+    act : array, shape (B, H, W, num, 5+classes)
+        Activated entries (:func:`activate`).
+    anchors : array, shape (num, 2)
+        Anchor width and height, normalized to the input (0..1).
+
+    Returns
+    -------
+    boxes : array, shape (B, H, W, num, 4)
+        ``((i + σx)/W, (j + σy)/H, e^w·anchor_w, e^h·anchor_h)``.
+    """
     _, h, w, _, _ = act.shape
     jj, ii = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
     bx = (ii[None, :, :, None] + act[..., 0]) / w
     by = (jj[None, :, :, None] + act[..., 1]) / h
-    bw = np.exp(act[..., 2]) * anchors[:, 0] / w
-    bh = np.exp(act[..., 3]) * anchors[:, 1] / h
+    bw = np.exp(act[..., 2]) * anchors[:, 0]
+    bh = np.exp(act[..., 3]) * anchors[:, 1]
     return np.stack([bx, by, bw, bh], axis=-1)
+
+
+def truth_cell(x: float, y: float, w: int, h: int) -> tuple[int, int]:
+    """The cell ``(i, j)`` (column, row) of a ``w × h`` grid holding a truth centre.
+
+    Darknet computes ``i = (int)(truth.x · w)``, out of range for ``truth.x == 1``; we clamp.
+    """
+    return min(int(x * w), w - 1), min(int(y * h), h - 1)
+
+
+def best_anchor(shapes: np.ndarray, tw: float, th: float) -> int:
+    """The box shape that best overlaps a truth's when both are centred at the origin.
+
+    Ref: darknet src/region_layer.c and src/yolo_layer.c ``forward_*_layer`` (``truth_shift``).
+
+    Parameters
+    ----------
+    shapes : array, shape (N, 2)
+        Candidate widths and heights, normalized.
+    tw, th : float
+        The truth's width and height, normalized.
+
+    Returns
+    -------
+    int
+        The index of the largest IoU; the first on ties and 0 when none overlaps, as darknet's
+        strict ``>`` from ``best_iou = 0``.
+    """
+    centred = np.concatenate([np.zeros_like(shapes), shapes], axis=-1)
+    return int(np.argmax(box_iou(centred, np.array([0.0, 0.0, tw, th]))))
+
+
+def box_target(truth: np.ndarray, i: int, j: int, w: int, h: int,
+               anchor: np.ndarray) -> tuple[float, float, float, float]:
+    """The coordinate targets of cell ``(i, j)`` of a ``w × h`` grid for a truth box.
+
+    Ref: darknet src/region_layer.c ``delta_region_box``, src/yolo_layer.c ``delta_yolo_box``
+    (the same targets once the anchor is normalized).
+
+    Parameters
+    ----------
+    truth : array, shape (4,)
+        ``(x, y, w, h)``, normalized.
+    anchor : array, shape (2,)
+        The box's anchor width and height, normalized.
+
+    Returns
+    -------
+    (tx, ty, tw, th)
+        Targets of σ(x), σ(y) (the centre's offset in the cell) and of the raw w, h (the log of
+        the truth's size over the anchor's).
+    """
+    x, y, bw, bh = truth
+    return x * w - i, y * h - j, float(np.log(bw / anchor[0])), float(np.log(bh / anchor[1]))
 
 
 @dataclass
@@ -203,14 +303,13 @@ def region_targets(
 
     Notes
     -----
-    Darknet computes ``i = (int)(truth.x · w)``, which is out of range for ``truth.x == 1``; we
-    clamp the cell to the grid. Darknet stops at the first truth with ``x == 0``; we take every
-    truth given.
+    The truth's cell is clamped to the grid (:func:`truth_cell`). Darknet stops at the first truth
+    with ``x == 0``; we take every truth given.
     """
     act = region_activate(out, region)
     b, h, w, num, _ = act.shape
-    anchors = np.asarray(region.anchors, dtype=np.float64).reshape(num, 2)
-    pred = _pred_boxes(act, anchors)
+    anchors = np.asarray(region.anchors, dtype=np.float64).reshape(num, 2) / (w, h)
+    pred = pred_boxes(act, anchors)
     obj_s = _option(region, "object_scale", 1)
     noobj_s = _option(region, "noobject_scale", 1)
     cls_s = _option(region, "class_scale", 1)
@@ -242,25 +341,14 @@ def region_targets(
         # No-object term, ignored where the prediction already overlaps a truth by > thresh.
         best = box_iou(pred[bi][..., None, :], tr[:, :4]).max(axis=-1)
         t.obj_scale[bi][best > thresh] = 0
-        for x, y, tw, th, c in tr:
-            i = min(int(x * w), w - 1)
-            j = min(int(y * h), h - 1)
-            # Best anchor by shape only: both boxes centred at the origin.
-            shape_pred = pred[bi, j, i].copy()
-            if bias_match:
-                shape_pred[:, 2] = anchors[:, 0] / w
-                shape_pred[:, 3] = anchors[:, 1] / h
-            shape_pred[:, 0:2] = 0
-            ious = box_iou(shape_pred, np.array([0.0, 0.0, tw, th]))
-            # darknet keeps the first anchor on ties (strict '>' from best_iou = 0).
-            n = int(np.argmax(ious)) if ious.max() > 0 else 0
-            iou = float(box_iou(pred[bi, j, i, n], np.array([x, y, tw, th])))
-            t.coord[bi, j, i, n] = (
-                x * w - i,
-                y * h - j,
-                np.log(tw * w / anchors[n, 0]),
-                np.log(th * h / anchors[n, 1]),
-            )
+        for truth in tr:
+            x, y, tw, th, c = truth
+            i, j = truth_cell(x, y, w, h)
+            # Best anchor by shape only: the anchors themselves with bias_match, else the
+            # predicted sizes.
+            n = best_anchor(anchors if bias_match else pred[bi, j, i, :, 2:4], tw, th)
+            iou = float(box_iou(pred[bi, j, i, n], truth[:4]))
+            t.coord[bi, j, i, n] = box_target(truth[:4], i, j, w, h, anchors[n])
             t.coord_scale[bi, j, i, n] = coord_s * (2 - tw * th)
             t.obj[bi, j, i, n] = iou if rescore else 1.0
             t.obj_scale[bi, j, i, n] = obj_s
@@ -296,11 +384,11 @@ def region_loss(out: np.ndarray, targets: RegionTargets, region: RegionLayer):
     """
     if not region.softmax:
         raise NotImplementedError("region loss: only softmax=1 (YOLOv2) is implemented")
-    r = _split(out, region)
+    r = split_entries(out, region.num, region.classes)
     g = np.zeros_like(r)
     s = targets.coord_scale
 
-    sxy = _sigmoid(r[..., 0:2])
+    sxy = logistic(r[..., 0:2])
     exy = targets.coord[..., 0:2] - sxy
     lxy = 0.5 * (s[..., None] * exy * exy).sum()
     g[..., 0:2] = -s[..., None] * exy * sxy * (1 - sxy)
@@ -309,7 +397,7 @@ def region_loss(out: np.ndarray, targets: RegionTargets, region: RegionLayer):
     lwh = 0.5 * (s[..., None] * ewh * ewh).sum()
     g[..., 2:4] = -s[..., None] * ewh
 
-    so = _sigmoid(r[..., 4])
+    so = logistic(r[..., 4])
     eo = targets.obj - so
     lo = 0.5 * targets.obj_scale * eo * eo
     g[..., 4] = -targets.obj_scale * eo * so * (1 - so)
