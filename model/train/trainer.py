@@ -26,15 +26,16 @@ from model.darknet import load_weights, parse_cfg, save_weights
 from model.data.augment import Augment
 from model.data.dataset import DarknetDataset, SyntheticSource
 from model.data.synthetic import CLASS_NAMES, SyntheticDetection
-from model.detect import do_nms_sort, get_network_boxes
+from model.detect import do_nms_sort, get_network_boxes, get_yolo_detections
 from model.evaluate import EvalResult, evaluate_detections, plot_pr_curves
+from model.float_ref import region_forward, yolo_forward
 from model.golden import forward_int, quantize_input
-from model.network import Network, RegionLayer
+from model.network import Network, RegionLayer, YoloLayer
 from model.quant import QuantizedNetwork, quantize_network
 from model.train.net import TrainNet
 from model.train.optim import SGD, LRPolicy, init_conv_params
 from model.train.qat import QATState, export_quantized
-from model.train.region import RegionStats, region_activate
+from model.train.region import RegionStats
 from model.zoo import OWLET_TINY_CFG
 
 __all__ = [
@@ -52,6 +53,8 @@ EVAL_THRESH = 0.005
 EVAL_NMS = 0.45
 #: Seed offsets: the synthetic train and test sets never share a generator stream.
 TRAIN_STREAM, TEST_STREAM, CALIB_STREAM = 0, 1, 2
+#: A head's darknet inference output from its convolution's (C, H, W) output.
+_HEAD_FORWARD = {RegionLayer: region_forward, YoloLayer: yolo_forward}
 
 
 @dataclass
@@ -65,21 +68,20 @@ class TrainResult:
     metrics: dict = field(default_factory=dict)
 
 
-def _region_chw(act: np.ndarray) -> np.ndarray:
-    """(H, W, num, entries) activated region output -> darknet's (num·entries, H, W)."""
-    h, w, num, e = act.shape
-    return act.transpose(2, 3, 0, 1).reshape(num * e, h, w)
-
-
-def _detect(region_out, region: RegionLayer, net_hw, img_wh) -> np.ndarray:
+def _detect(head_outs, heads, net_hw, img_wh) -> np.ndarray:
     """Darknet's validation detections of one image as rows ``(x, y, w, h, score, class)``.
 
+    ``head_outs`` are the heads' darknet outputs (C, H, W); every head's boxes enter one NMS
+    (Ref: darknet src/network.c ``fill_network_boxes``).
     ``get_network_boxes`` and ``do_nms_sort`` as darknet's ``validate_detector``: its swap of
     zero-objectness boxes to the end reorders the others, which decides ties in the NMS sort
     (frequent on the int8 model's discrete scores).
     """
-    dets = do_nms_sort(get_network_boxes(region_out, region, net_hw[1], net_hw[0], img_wh[0],
-                                         img_wh[1], EVAL_THRESH), region.classes, EVAL_NMS)
+    dets = []
+    for out, head in zip(head_outs, heads, strict=True):
+        decode = get_yolo_detections if isinstance(head, YoloLayer) else get_network_boxes
+        dets += decode(out, head, net_hw[1], net_hw[0], img_wh[0], img_wh[1], EVAL_THRESH)
+    dets = do_nms_sort(dets, heads[-1].classes, EVAL_NMS)
     rows = [(d.x, d.y, d.w, d.h, p, k) for d in dets for k, p in enumerate(d.probs) if p > 0]
     return np.array(rows, np.float64).reshape(-1, 6)
 
@@ -103,21 +105,27 @@ def evaluate_network(model, source, count: int, names=None, batch: int = 64) -> 
     for start in range(0, count, batch):
         items = [source.eval_item(i) for i in range(start, min(start + batch, count))]
         if isinstance(model, QuantizedNetwork):
-            region = model.layers[-1].layer
-            outs = [forward_int(model, quantize_input(x))[-1] for x, _, _ in items]
+            at = [i for i, q in enumerate(model.layers) if q.kind in ("region", "yolo")]
+            heads = [model.layers[i].layer for i in at]
+            outs = []
+            for x, _, _ in items:
+                layer_outs = forward_int(model, quantize_input(x))
+                outs.append([layer_outs[i] for i in at])
         else:
-            region = model.region
+            heads = [h for _, h in model.heads]
             x = np.stack([x for x, _, _ in items]).transpose(0, 2, 3, 1)
-            act = region_activate(model.forward(x, train=False), region)
-            outs = [_region_chw(a) for a in act]
+            raw = [o.transpose(0, 3, 1, 2) for o in model.forward_heads(x, train=False)]
+            outs = [[_HEAD_FORWARD[type(h)](r[k], h) for r, h in zip(raw, heads, strict=True)]
+                    for k in range(len(items))]
         for out, (x, wh, truth) in zip(outs, items, strict=True):
-            dets.append(_detect(out, region, x.shape[1:], wh))
+            dets.append(_detect(out, heads, x.shape[1:], wh))
             gts.append(truth)
-    return evaluate_detections(dets, gts, region.classes, names=names)
+    return evaluate_detections(dets, gts, heads[-1].classes, names=names)
 
 
 def _sources(network: Network, synthetic: bool, data, valid, seed: int, test_images: int):
     c, h, w = network.input_shape
+    head = network.heads[-1][1]
     if synthetic:
         if h != w:
             raise ValueError(f"the synthetic set is square; the network input is {w}x{h}")
@@ -125,15 +133,15 @@ def _sources(network: Network, synthetic: bool, data, valid, seed: int, test_ima
         train = SyntheticSource(mk(seed=seed * 3 + TRAIN_STREAM, length=2**62, size=w))
         test = SyntheticSource(mk(seed=seed * 3 + TEST_STREAM, length=test_images, size=w))
         calib = SyntheticSource(mk(seed=seed * 3 + CALIB_STREAM, length=64, size=w))
-        if network.region.classes != len(CLASS_NAMES):
+        if head.classes != len(CLASS_NAMES):
             raise ValueError(f"the synthetic set has {len(CLASS_NAMES)} classes, the cfg "
-                             f"{network.region.classes}")
+                             f"{head.classes}")
         return train, test, calib, list(CLASS_NAMES)
     if data is None and valid is None:
         raise ValueError("give a list file (data=... or valid=...) or synthetic=True")
-    classes = network.region.classes
+    classes = head.classes
     opts = network.options
-    aug = Augment(jitter=float(network.region.options.get("jitter", 0.2)),
+    aug = Augment(jitter=float(head.options.get("jitter", 0.2)),
                   hue=float(opts.get("hue", 0)), saturation=float(opts.get("saturation", 1)),
                   exposure=float(opts.get("exposure", 1)))
     train = DarknetDataset(data, classes, w, h, aug) if data else None
@@ -204,7 +212,8 @@ def train(
 
     Parameters
     ----------
-    cfg_path : darknet cfg (conv/maxpool/region), default :data:`DEFAULT_CFG`
+    cfg_path : darknet cfg (conv/maxpool/route/upsample, region or yolo heads), default
+        :data:`DEFAULT_CFG`
     outdir : output directory (created); checkpoints, curves, metrics and the models go here
     synthetic : train and test on the built-in synthetic set (ignored when ``data`` is given)
     data, valid : darknet list files for training and (optionally) evaluation
