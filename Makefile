@@ -68,6 +68,12 @@ train: $(STAMP)
 	# One BLAS thread: the small GEMMs of this network run faster without thread hand-offs.
 	OPENBLAS_NUM_THREADS=1 $(BIN)/owlet train --synthetic --qat -o build/train
 
+# The YOLOv3-tiny-style detector (two yolo heads, route, upsample) on the same synthetic task.
+.PHONY: train-yolo3
+train-yolo3: $(STAMP)
+	OPENBLAS_NUM_THREADS=1 $(BIN)/owlet train --synthetic --qat --cfg model/zoo/owlet-yolo3.cfg \
+	  -o build/train-yolo3
+
 clean:
 	rm -rf build .pytest_cache
 
