@@ -38,7 +38,7 @@ DEFAULT_WEIGHTS = ZOO_DIR / "owlet-tiny.weights"
 DEFAULT_QMODEL = ZOO_DIR / "owlet-tiny.npz"
 #: A held-out synthetic test image (64×64 scaled ×4).
 DEFAULT_IMAGE = ZOO_DIR / "shapes.png"
-#: The reduced tiny-YOLOv2 of shared/reference/darknet-tiny96 and its image.
+#: The reduced tiny-YOLOv2 of tests/data/darknet-tiny96 and its image.
 REFERENCE_CFG = ZOO_DIR / "ref-tiny.cfg"
 REFERENCE_WEIGHTS = ZOO_DIR / "ref-tiny.weights"
 DOG_IMAGE = ZOO_DIR / "dog.png"
