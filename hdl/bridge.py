@@ -180,7 +180,7 @@ class FrameDecoder(wiring.Component):
         def receive_timeout():
             # Called last in every in-frame state, so its m.next wins: drop the frame, and answer
             # it if it can be named (CMD and SEQ arrived).
-            with m.If(idle >= self.rx_timeout):
+            with m.If((idle >= self.rx_timeout) & ~take):  # a byte in time continues the frame
                 m.d.sync += truncated.eq(1)
                 m.next = "HUNT"
                 with m.If(idx >= 2):
