@@ -6,7 +6,7 @@ host's encoder and decoder, so both sides share one definition. The blocks, each
 
     rx bytes ─► FrameDecoder ─► Request ──────────► BusMaster ─► Response ─► FrameEncoder ─► tx
                      │ payload words                 ▲  │ read words (FIFO) ───▲            bytes
-                     └──► SyncFIFO(max_burst) ───────┘  └── Wishbone B4 classic master
+                     └──► FIFO(max_burst) ───────────┘  └── Wishbone B4 classic master
 
 :class:`BusBridge` works on byte streams (a simulation feeds it a byte per cycle);
 :class:`UARTBridge` puts :class:`hdl.uart.UARTRx`/:class:`hdl.uart.UARTTx` in front of it.
@@ -19,7 +19,7 @@ as far as its sequence number gets exactly one answer.
 
 from amaranth import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from firmware.link import (
@@ -287,7 +287,7 @@ class BusMaster(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         bus, req = self.bus, Signal(Request)
-        m.submodules.rfifo = rfifo = SyncFIFO(width=32, depth=self.max_burst)
+        m.submodules.rfifo = rfifo = SyncFIFOBuffered(width=32, depth=self.max_burst)
         wiring.connect(m, rfifo.r_stream, wiring.flipped(self.rdata))
         adr = Signal(self.addr_width)
         done = Signal(16)  # words completed
@@ -393,22 +393,21 @@ class FrameEncoder(wiring.Component):
         sent = o.valid & o.ready
         header = Array([Const(ANSWER_SYNC, 8), resp.cmd, resp.seq, resp.status,
                         resp.count[:8], resp.count[8:]])
-        with m.If(sent):
-            m.d.sync += crc.eq(crc16_update(crc, o.payload))
+        next_crc = crc16_update(crc, o.payload)
 
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
                     m.d.sync += [resp.eq(self.i.payload), idx.eq(0), lane.eq(0),
-                                 left.eq(self.i.payload.count)]
+                                 left.eq(self.i.payload.count), crc.eq(0xFFFF)]
                     m.next = "HEADER"
             with m.State("HEADER"):
                 m.d.comb += [o.valid.eq(1), o.payload.eq(header[idx])]
                 with m.If(o.ready):
                     m.d.sync += idx.eq(idx + 1)
-                    with m.If(idx == 0):
-                        m.d.sync += crc.eq(0xFFFF)  # the sync byte is not covered
+                    with m.If(idx != 0):  # the sync byte is not covered
+                        m.d.sync += crc.eq(next_crc)
                     with m.If(idx == 5):
                         m.next = "CRC_HI"
                         with m.If(resp.data & (resp.count != 0)):
@@ -418,7 +417,7 @@ class FrameEncoder(wiring.Component):
                              o.payload.eq(self.words.payload.word_select(lane, 8)),
                              self.words.ready.eq(o.ready & (lane == 3))]
                 with m.If(sent):
-                    m.d.sync += lane.eq(lane + 1)
+                    m.d.sync += [lane.eq(lane + 1), crc.eq(next_crc)]
                     with m.If(lane == 3):
                         m.d.sync += left.eq(left - 1)
                         with m.If(left == 1):
@@ -426,12 +425,10 @@ class FrameEncoder(wiring.Component):
             with m.State("CRC_HI"):
                 m.d.comb += [o.valid.eq(1), o.payload.eq(crc[8:])]
                 with m.If(o.ready):
-                    m.d.sync += crc.eq(crc)  # the register must not take its own bytes in
                     m.next = "CRC_LO"
             with m.State("CRC_LO"):
                 m.d.comb += [o.valid.eq(1), o.payload.eq(crc[:8])]
                 with m.If(o.ready):
-                    m.d.sync += crc.eq(crc)
                     m.next = "IDLE"
         return m
 
@@ -483,7 +480,7 @@ class BusBridge(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.decoder = decoder = self._decoder
-        m.submodules.wfifo = wfifo = SyncFIFO(width=32, depth=self.max_burst)
+        m.submodules.wfifo = wfifo = SyncFIFOBuffered(width=32, depth=self.max_burst)
         m.submodules.master = master = self._master
         m.submodules.encoder = encoder = FrameEncoder()
         wiring.connect(m, wiring.flipped(self.rx), decoder.i)
@@ -517,8 +514,8 @@ class UARTBridge(wiring.Component):
         Serial output pin (to the host's RXD), idle high, registered.
     bus, bus_err
         As :class:`BusBridge`.
-    frame_errors, overruns : Out(1)
-        Pulses from the receiver, for counters or LEDs.
+    frame_error, overrun : Out(1)
+        Pulses from the receiver (:class:`hdl.uart.UARTRx`), for counters or LEDs.
     """
 
     def __init__(self, *, divisor, **kwargs):
@@ -531,8 +528,8 @@ class UARTBridge(wiring.Component):
             "bus": Out(WishboneSignature(addr_width=self._bridge.bus.signature.addr_width,
                                          data_width=32)),
             "bus_err": In(1),
-            "frame_errors": Out(1),
-            "overruns": Out(1),
+            "frame_error": Out(1),
+            "overrun": Out(1),
         })
 
     def elaborate(self, platform):
@@ -545,6 +542,6 @@ class UARTBridge(wiring.Component):
         wiring.connect(m, bridge.bus, wiring.flipped(self.bus))
         m.d.comb += [
             urx.rx.eq(self.rx), self.tx.eq(utx.tx), bridge.bus_err.eq(self.bus_err),
-            self.frame_errors.eq(urx.frame_error), self.overruns.eq(urx.overrun),
+            self.frame_error.eq(urx.frame_error), self.overrun.eq(urx.overrun),
         ]
         return m

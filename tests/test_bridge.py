@@ -618,3 +618,13 @@ def test_uart_bridge_end_to_end_at_3mbaud():
     # sampling, decode, bus, encode): under two bit times.
     for cycles, n_bytes in timing:
         assert 10 * d * n_bytes <= cycles <= 10 * d * n_bytes + 2 * d, (cycles, n_bytes)
+
+
+def test_parameters_are_checked():
+    with pytest.raises(ValueError, match="divisor must be an integer of at least 4 clock "
+                       "cycles per bit, not 3"):
+        UARTRx(3)
+    with pytest.raises(ValueError, match=r"max_burst must be an integer in \[3, 65535\], not 2"):
+        BusBridge(max_burst=2)
+    with pytest.raises(ValueError, match=r"addr_width must be an integer in \[1, 30\], not 31"):
+        BusBridge(addr_width=31)
