@@ -490,3 +490,9 @@ class Link:
 
     def close(self) -> None:
         self.transport.close()
+
+    def __enter__(self) -> Link:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -217,13 +217,12 @@ def test_round_trip_and_bursts(board_and_link):
 
 def test_identify_lowers_max_burst_to_the_boards():
     board = FakeBoard(max_burst=64)
-    link = Link(TcpTransport(board.port), timeout=TIMEOUT)
     try:
-        assert link.identify().max_burst == 64
-        link.write_words(0, list(range(100)))
+        with Link(TcpTransport(board.port), timeout=TIMEOUT) as link:
+            assert link.identify().max_burst == 64
+            link.write_words(0, list(range(100)))
         assert [f[3] for f in board.frames[1:]] == [64, 36]
     finally:
-        link.close()
         board.close()
 
 
