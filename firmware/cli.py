@@ -82,10 +82,8 @@ def cmd_compile(args) -> int:
           f"{'tiles':>5} {'og':>3}  {'in_addr':>10} {'out_addr':>10} {'w_addr':>10} "
           f"{'param_addr':>10}")
     for i, (layer, d) in enumerate(zip(program.layers, descriptors(program), strict=True)):
-        covers = f"{layer.conv_index}" + ("" if layer.pool_index is None
-                                          else f"+{layer.pool_index}")
         tiles = -(-d["out_height"] // d["tile_rows"])
-        print(f"{i:>2} {covers:<8} {'x'.join(map(str, layer.in_shape)):<13} "
+        print(f"{i:>2} {layer.covers:<8} {'x'.join(map(str, layer.in_shape)):<13} "
               f"{'x'.join(map(str, layer.out_shape)):<13} {layer.kernel:>1} "
               f"{Pool(d['pool']).name:<4} {'int32' if d['out_int32'] else 'int8':<5} "
               f"{tiles:>5} {d['og_passes']:>3}  {d['in_addr']:>#10x} {d['out_addr']:>#10x} "

@@ -4,17 +4,21 @@ Three steps:
 
 1. **Fuse.** Each convolution becomes one engine layer, together with the maxpool that follows it
    (the engine pools after requantization: size 2 stride 2 is ``Pool.P2S2``, size 2 stride 1 is
-   ``Pool.P2S1``). The last convolution writes int32 accumulators (docs/fixed-point.md §7); the
-   region layer stays on the host.
+   ``Pool.P2S1``) or the x2 upsample that follows it (on the write). A maxpool whose input is
+   also read elsewhere runs as identity 1x1 convolutions instead (:func:`_fuse`). Convolutions
+   feeding a detection head write int32 accumulators (docs/fixed-point.md §7); the yolo and
+   region layers stay on the host.
 2. **Lay out DDR.** Constants first (the descriptor list, then per layer its weights in the
    engine's streaming order and its requant table), then an arena of run-time buffers (the
-   input, every engine layer's output). The layouts are :mod:`firmware.layout`'s.
+   input, every engine layer's output, every route's concatenation: its sources' producers write
+   side by side into it, :func:`_place`). The layouts are :mod:`firmware.layout`'s.
 3. **Plan and pack** one descriptor per layer with :func:`hdl.descriptor.plan_layer`.
 
 Run-time buffers share addresses when their lifetimes are disjoint (:func:`allocate`): buffer
-``i`` is live from the layer that writes it to the last layer that reads it. A program compiled
-with ``reuse=False`` keeps every layer's output in DDR after the run, which a cosimulation that
-checks all layers at the end needs; with reuse, check each layer as it completes.
+``i`` is live from the first layer that writes it to the last layer that reads it. A program
+compiled with ``reuse=False`` keeps every layer's output in DDR after the run, which a
+cosimulation that checks all layers at the end needs; with reuse, check each layer as it
+completes.
 """
 
 from __future__ import annotations
@@ -25,9 +29,24 @@ from typing import NamedTuple
 import numpy as np
 
 from firmware.layout import fm_to_ddr, params_to_ddr, weights_to_ddr
-from firmware.program import HOST_BEFORE, Program, ProgramLayer, Segment, SegmentKind
+from firmware.program import (
+    HOST_BEFORE,
+    Program,
+    ProgramLayer,
+    Segment,
+    SegmentKind,
+    map_addr,
+)
 from hdl.descriptor import DESCRIPTOR_WORDS, EngineConfig, Pool, plan_layer
-from model.quant import QuantConv, QuantizedNetwork, QuantMaxpool, QuantRegion
+from model.quant import (
+    QuantConv,
+    QuantizedNetwork,
+    QuantMaxpool,
+    QuantRegion,
+    QuantRoute,
+    QuantUpsample,
+    QuantYolo,
+)
 
 __all__ = [
     "DEFAULT_ALIGNMENT",
@@ -105,53 +124,214 @@ def allocate(buffers: Sequence[tuple[int, int, int]], alignment: int,
 class _Step(NamedTuple):
     """One engine layer before layout."""
 
-    conv_index: int
+    conv_index: int | None  # None: the identity convolution that carries a separate maxpool
     conv: QuantConv
     pool_index: int | None
     pool: Pool
+    source: int  # darknet index of the map it reads; -1: the network input
+    upsample: bool = False
+    group: int = 0  # first channel group it reads and writes within those maps (identity slices)
 
     @property
     def out_index(self) -> int:
         """Darknet layer whose output the engine writes."""
-        return self.conv_index if self.pool_index is None else self.pool_index
+        index = self.conv_index if self.pool_index is None else self.pool_index
+        return index + 1 if self.upsample else index
+
+    @property
+    def index(self) -> int:
+        """Darknet layer that messages name: the convolution, or the pool an identity carries."""
+        return self.pool_index if self.conv_index is None else self.conv_index
+
+    @property
+    def constants(self) -> str:
+        """Name of its weight and requant-table segments: identities of one width share them."""
+        if self.conv_index is None:
+            return f"identity{self.conv.in_shape[0]}"
+        return f"conv{self.conv_index:02d}"
 
 
-def _fuse(qnet: QuantizedNetwork) -> list[_Step]:
-    """The engine layers of ``qnet``, or a :class:`CompileError` naming the layer it cannot map."""
+def _readers(layers: Sequence) -> dict[int, list[int]]:
+    """Darknet index (-1: the network input) -> the layers that read its output, in order."""
+    readers: dict[int, list[int]] = {i: [] for i in range(-1, len(layers))}
+    for index, layer in enumerate(layers):
+        for source in layer.layers if isinstance(layer, QuantRoute) else (index - 1,):
+            readers[source].append(index)
+    return readers
+
+
+def _identity_conv(channels: int, hw: tuple[int, int], scale: float) -> QuantConv:
+    """An exact identity 1x1 convolution of ``channels`` int8 channels on an ``hw`` map.
+
+    Weight 1 on the diagonal and bias 0 make the accumulator the input ``x``; requantizing with
+    ``m_pos = m_neg = 2`` and ``shift = 1`` gives ``(2x + 1) >> 1 = x`` exactly (no clamping:
+    ``x`` is int8), so a pool fused after it pools the input itself.
+    """
+    ones = np.ones(channels, np.int64)
+    shape = (channels, *hw)
+    return QuantConv(shape, shape, 1, 1, 0, "linear",
+                     np.eye(channels, dtype=np.int8).reshape(channels, channels, 1, 1),
+                     np.zeros(channels, np.int32), 2 * ones, 2 * ones, ones, scale,
+                     ones.astype(np.float64), scale, False)
+
+
+def _fuse(qnet: QuantizedNetwork, cfg: EngineConfig) -> list[_Step]:
+    """The engine layers of ``qnet``, or a :class:`CompileError` naming the layer it cannot map.
+
+    A maxpool fuses into the convolution before it, unless something else reads that
+    convolution's un-pooled output (YOLOv3-tiny's layer 8 feeds a maxpool and a route): then the
+    convolution writes its whole map and the pool runs on it as identity 1x1 convolutions, one
+    per ``p_oc`` channels (``docs/engine.md``, "Route and upsample"). An upsample fuses into the
+    write of the convolution before it. Routes are memory layout (:func:`_place`); yolo and
+    region layers run on the host.
+    """
     steps: list[_Step] = []
     layers = qnet.layers
+    readers = _readers(layers)
     for index, layer in enumerate(layers):
+        # The engine layer that writes this layer's input, if it is the one just planned.
+        prev = steps[-1] if steps and steps[-1].out_index == index - 1 else None
+        plain = (prev is not None and prev.conv_index is not None and prev.pool == Pool.NONE
+                 and not prev.upsample)
         if isinstance(layer, QuantConv):
             if layer.stride != 1 or layer.size not in (1, 3) or layer.padding != layer.size // 2:
                 raise CompileError(
                     f"layer {index}: the engine runs 1x1 and 3x3 stride-1 'same' convolutions, "
                     f"not size {layer.size} stride {layer.stride} padding {layer.padding}")
-            steps.append(_Step(index, layer, None, Pool.NONE))
+            steps.append(_Step(index, layer, None, Pool.NONE, index - 1))
         elif isinstance(layer, QuantMaxpool):
-            if not steps or steps[-1][0] != index - 1:
+            if not plain:
                 raise CompileError(f"layer {index}: a maxpool must follow a convolution to be "
                                    "fused with it")
-            conv_index, conv, _, _ = steps[-1]
-            if conv.output_int32:
+            if prev.conv.output_int32:
                 raise CompileError(f"layer {index}: cannot pool the int32 output of layer "
-                                   f"{conv_index}")
+                                   f"{prev.conv_index}")
             if layer.size != 2 or layer.stride not in _POOLS or layer.padding != 1:
                 raise CompileError(
                     f"layer {index}: the engine pools size 2 stride 1 or 2 with darknet's "
                     f"padding 1, not size {layer.size} stride {layer.stride} "
                     f"padding {layer.padding}")
-            steps[-1] = _Step(conv_index, conv, index, _POOLS[layer.stride])
+            pool = _POOLS[layer.stride]
+            if readers[index - 1] == [index]:
+                steps[-1] = prev._replace(pool_index=index, pool=pool)
+                continue
+            channels, h, w = layer.in_shape
+            for c0 in range(0, channels, cfg.p_oc):
+                conv = _identity_conv(min(cfg.p_oc, channels - c0), (h, w), layer.scale)
+                steps.append(_Step(None, conv, index, pool, index - 1, group=c0 // cfg.p_ic))
+        elif isinstance(layer, QuantUpsample):
+            if layer.stride != 2:
+                raise CompileError(f"layer {index}: the engine upsamples by 2, not "
+                                   f"{layer.stride}")
+            if not plain or prev.conv.output_int32 or readers[index - 1] != [index]:
+                raise CompileError(
+                    f"layer {index}: the engine upsamples on the write of an int8, un-pooled "
+                    f"convolution that nothing else reads; layer {index - 1} is not one")
+            steps[-1] = prev._replace(upsample=True)
         elif isinstance(layer, QuantRegion):
             if index != len(layers) - 1:
                 raise CompileError(f"layer {index}: the region layer must be the last layer")
-        else:
+        elif not isinstance(layer, QuantRoute | QuantYolo):
             raise CompileError(f"layer {index}: no engine mapping for {type(layer).__name__}")
     if not steps:
         raise CompileError("the network has no convolution")
-    for conv_index, conv, _, _ in steps[:-1]:
-        if conv.output_int32:
-            raise CompileError(f"layer {conv_index}: only the last convolution may write int32")
+    for step in steps:
+        on_engine = step.conv.output_int32 and [
+            r for r in readers[step.conv_index]
+            if not isinstance(layers[r], QuantRegion | QuantYolo)]
+        if on_engine:
+            raise CompileError(f"layer {step.conv_index}: only the last convolution may write "
+                               f"int32, or one that only detection heads read (layer "
+                               f"{on_engine[0]} reads it on the engine)")
     return steps
+
+
+class _Buffer:
+    """One run-time allocation: the input, an engine layer's output, or a route's sources side
+    by side. ``index`` is the darknet layer whose output it holds (-1: the input)."""
+
+    def __init__(self, index: int, shape: Sequence[int], itemsize: int, concat: bool = False):
+        self.index, self.shape, self.itemsize, self.concat = index, tuple(shape), itemsize, concat
+        self.first: int | None = None  # first engine layer writing it
+        self.last: int | None = None  # last engine layer reading it
+
+
+def _place(qnet: QuantizedNetwork, steps: list[_Step],
+           group: int) -> tuple[list[_Buffer], dict[int, tuple[int, int]]]:
+    """Map every feature map the engine touches to a buffer and a channel-group offset in it.
+
+    A route with one source is an alias of it; a route with several gets one buffer holding its
+    sources side by side (layout ``[C/g][H][W][g]``, so source ``k`` starts after the channel
+    groups of sources ``0 .. k-1``), and each source's producer writes straight into it.
+
+    Returns
+    -------
+    buffers : list of _Buffer
+        Live ones, the input first, then in order of their first writer; ``first``/``last``
+        filled (``len(steps)``: the host reads it after the run).
+    views : dict
+        Darknet index (-1: the input) -> (index into ``buffers``, first channel group).
+    """
+    layers = qnet.layers
+    every = [_Buffer(-1, qnet.input_shape, 1)]
+    views = {-1: (0, 0)}
+    for step in steps:
+        if step.out_index not in views:
+            views[step.out_index] = (len(every), 0)
+            every.append(_Buffer(step.out_index, layers[step.out_index].out_shape,
+                                 4 if step.conv.output_int32 else 1))
+    merged = set()
+    for index, layer in enumerate(layers):
+        if not isinstance(layer, QuantRoute):
+            continue
+        if len(layer.layers) == 1:
+            views[index] = views[layer.layers[0]]
+            continue
+        new = len(every)
+        every.append(_Buffer(index, layer.out_shape, 1, concat=True))
+        views[index] = (new, 0)
+        offset = 0
+        for k, source in enumerate(layer.layers):
+            buf_id, first_group = views.get(source, (0, 0))
+            buf = every[buf_id]
+            shape = layers[source].out_shape
+            if buf.index == -1 or buf.itemsize != 1 or first_group or shape[1:] != \
+                    layer.out_shape[1:]:
+                raise CompileError(f"layer {index}: route source {source} is not an int8 map "
+                                   f"of size {layer.out_shape[1:]} that an engine layer writes")
+            if buf.concat:
+                raise CompileError(f"layer {index}: route source {source} is already "
+                                   f"concatenated by layer {buf.index}")
+            if k < len(layer.layers) - 1 and shape[0] % group:
+                raise CompileError(
+                    f"layer {index}: route source {source} has {shape[0]} channels, not a "
+                    f"multiple of the {group}-channel group, so the next source would not start "
+                    "on a channel group")
+            for key, (b, g) in views.items():
+                if b == buf_id:
+                    views[key] = (new, offset + g)
+            merged.add(buf_id)
+            offset += shape[0] // group
+    live = [i for i in range(len(every)) if i not in merged]
+    n = len(steps)
+    for i, step in enumerate(steps):
+        for key, when in ((step.out_index, "first"), (step.source, "last")):
+            if key not in views:
+                raise CompileError(f"layer {step.index}: reads layer {key}, which the "
+                                   "engine does not write (a detection head's output)")
+            buf = every[views[key][0]]
+            if when == "first":
+                buf.first = i if buf.first is None else min(buf.first, i)
+            else:
+                buf.last = i if buf.last is None else max(buf.last, i)
+    every[0].first = HOST_BEFORE
+    for buf in every:
+        if buf.last is None:
+            buf.last = n  # nothing on the engine reads it: the host's output
+    order = sorted(live, key=lambda i: every[i].first)
+    renumber = {old: new for new, old in enumerate(order)}
+    return ([every[i] for i in order],
+            {key: (renumber[b], g) for key, (b, g) in views.items() if b in renumber})
 
 
 def compile_network(qnet: QuantizedNetwork, cfg: EngineConfig, *,
@@ -188,7 +368,7 @@ def compile_network(qnet: QuantizedNetwork, cfg: EngineConfig, *,
         raise CompileError(f"alignment {alignment} is not a multiple of the {cfg.p_ic}-byte beat")
     if x_q is not None and tuple(x_q.shape) != tuple(qnet.input_shape):
         raise CompileError(f"input shape {x_q.shape}, the network expects {qnet.input_shape}")
-    steps = _fuse(qnet)
+    steps = _fuse(qnet, cfg)
     n = len(steps)
     group = cfg.p_ic
     segments: list[Segment] = []
@@ -198,56 +378,66 @@ def compile_network(qnet: QuantizedNetwork, cfg: EngineConfig, *,
         return len(segments) - 1
 
     # Constants, live over the whole run. Descriptors first: their size is known up front, their
-    # contents only once every address is.
+    # contents only once every address is. Identity convolutions of one width share theirs.
     desc_bytes = n * DESCRIPTOR_WORDS * 4
     cursor = desc_bytes
-    const_ids = []
-    for conv_index, conv, _, _ in steps:
+    const_ids: dict[str, list[int]] = {}
+    for step in steps:
+        conv, name = step.conv, step.constants
+        if name in const_ids:
+            continue
         wts = weights_to_ddr(conv.weight, cfg.p_ic, cfg.p_oc)
         prm = params_to_ddr(conv.bias, conv.m_pos, conv.m_neg, conv.shift, cfg.p_oc)
         ids = []
         for suffix, kind, blob in (("weights", SegmentKind.WEIGHTS, wts),
                                    ("params", SegmentKind.PARAMS, prm)):
             cursor = _round_up(cursor, alignment)
-            ids.append(add(Segment(f"conv{conv_index:02d}.{suffix}", kind, cursor, len(blob),
-                                   HOST_BEFORE, n, blob)))
+            ids.append(add(Segment(f"{name}.{suffix}", kind, cursor, len(blob), HOST_BEFORE, n,
+                                   blob)))
             cursor += len(blob)
-        const_ids.append(ids)
+        const_ids[name] = ids
     arena = _round_up(cursor, alignment)
 
-    # Run-time buffers: the input (read by layer 0), then each layer's output (read by the next
-    # layer; the last one by the host).
-    buffers = [(_fm_bytes(qnet.input_shape, 1, group), HOST_BEFORE, 0)]
-    for i, step in enumerate(steps):
-        out_shape = qnet.layers[step.out_index].out_shape
-        buffers.append((_fm_bytes(out_shape, 4 if step.conv.output_int32 else 1, group), i, i + 1))
-    offsets = allocate(buffers, alignment, reuse)
+    # Run-time buffers: the input, each engine layer's output, each route's concatenation.
+    buffers, views = _place(qnet, steps, group)
+    offsets = allocate([(_fm_bytes(b.shape, b.itemsize, group), b.first, b.last)
+                        for b in buffers], alignment, reuse)
     input_data = None if x_q is None else fm_to_ddr(np.asarray(x_q, np.int8), group)
-    buffer_ids = [add(Segment("input", SegmentKind.INPUT, arena + offsets[0], buffers[0][0],
-                              HOST_BEFORE, 0, input_data))]
-    for i, step in enumerate(steps):
-        kind = SegmentKind.OUTPUT if i == n - 1 else SegmentKind.FEATURE_MAP
-        size, first, last = buffers[i + 1]
-        buffer_ids.append(add(Segment(f"layer{step.out_index:02d}.out", kind,
-                                      arena + offsets[i + 1], size, first, last)))
+    buffer_ids = []
+    for buf, offset in zip(buffers, offsets, strict=True):
+        if buf.index == -1:
+            name, kind, data = "input", SegmentKind.INPUT, input_data
+        else:
+            name, data = f"layer{buf.index:02d}.out", None
+            kind = SegmentKind.OUTPUT if buf.last == n else SegmentKind.FEATURE_MAP
+        buffer_ids.append(add(Segment(name, kind, arena + offset,
+                                      _fm_bytes(buf.shape, buf.itemsize, group), buf.first,
+                                      buf.last, data)))
 
     layers = []
     words = []
-    for i, step in enumerate(steps):
+    for step in steps:
         conv = step.conv
-        in_seg, out_seg = segments[buffer_ids[i]], segments[buffer_ids[i + 1]]
-        w_seg, p_seg = (segments[j] for j in const_ids[i])
+        out_shape = (conv.out_shape[0], *qnet.layers[step.out_index].out_shape[1:])
+        (in_buf, in_group), (out_buf, out_group) = views[step.source], views[step.out_index]
+        layer = ProgramLayer(
+            step.conv_index, step.pool_index, tuple(conv.in_shape), out_shape, conv.size,
+            step.pool, conv.output_int32, buffer_ids[in_buf], buffer_ids[out_buf],
+            *const_ids[step.constants],
+            step.upsample, in_group + step.group, out_group + step.group)
+        w_seg, p_seg = segments[layer.weight_segment], segments[layer.param_segment]
         try:
-            plan = plan_layer(cfg, conv.in_shape, conv.out_shape[0], conv.size, step.pool,
-                              conv.output_int32, in_addr=in_seg.addr, out_addr=out_seg.addr,
-                              w_addr=w_seg.addr, param_addr=p_seg.addr)
+            plan = plan_layer(
+                cfg, conv.in_shape, conv.out_shape[0], conv.size, step.pool, conv.output_int32,
+                in_addr=map_addr(segments[layer.input_segment], layer.input_group,
+                                 layer.in_shape, group, np.int8),
+                out_addr=map_addr(segments[layer.output_segment], layer.output_group,
+                                  layer.out_shape, group, layer.out_dtype),
+                w_addr=w_seg.addr, param_addr=p_seg.addr, upsample=step.upsample)
             words += plan.pack()
         except ValueError as exc:
-            raise CompileError(f"layer {step.conv_index}: {exc}") from exc
-        layers.append(ProgramLayer(step.conv_index, step.pool_index, tuple(conv.in_shape),
-                                   tuple(qnet.layers[step.out_index].out_shape), conv.size,
-                                   step.pool, conv.output_int32, buffer_ids[i],
-                                   buffer_ids[i + 1], *const_ids[i]))
+            raise CompileError(f"layer {step.index}: {exc}") from exc
+        layers.append(layer)
     desc = add(Segment("descriptors", SegmentKind.DESCRIPTORS, 0, desc_bytes, HOST_BEFORE, n,
                        np.asarray(words, "<u4").tobytes()))
     program = Program(cfg, layers, segments, desc, alignment)

@@ -72,9 +72,9 @@ def execute(program: Program, mem: bytearray,
             on_layer: Callable[[int, bytearray], None] | None = None) -> None:
     """Run every descriptor of ``program`` on the DDR image ``mem``, in place.
 
-    Geometry, addresses, kernel, pool mode and output width come from the descriptors read out
-    of ``mem``; the program's layer table supplies only the real channel counts, which a
-    descriptor holds rounded up to channel groups.
+    Geometry, addresses, kernel, pool mode, output width and upsampling come from the
+    descriptors read out of ``mem``; the program's layer table supplies only the real channel
+    counts, which a descriptor holds rounded up to channel groups.
 
     Parameters
     ----------
@@ -111,6 +111,8 @@ def execute(program: Program, mem: bytearray,
         if y.shape[1:] != (d["out_height"], d["out_width"]):
             raise ValueError(f"descriptor {index}: output {y.shape[1:]} is not the descriptor's "
                              f"{(d['out_height'], d['out_width'])}")
+        if d["upsample"]:
+            y = _upsample_write(y)
         blob = fm_to_ddr(y, cfg.p_ic)
         beats = d["out_groups"] * d["out_plane"]
         if len(blob) != beats * cfg.p_ic:
@@ -119,6 +121,25 @@ def execute(program: Program, mem: bytearray,
         mem[_within(mem, d["out_addr"], len(blob))] = blob
         if on_layer is not None:
             on_layer(index, mem)
+
+
+def _upsample_write(y: np.ndarray) -> np.ndarray:
+    """The map an ``upsample`` descriptor writes: output pixel (y, x) to its 2x2 block.
+
+    Parameters
+    ----------
+    y : array, shape (C, H, W)
+
+    Returns
+    -------
+    array of ``y.dtype``, shape (C, 2 H, 2 W): ``out[:, 2y + dy, 2x + dx] = y[:, y, x]``.
+    """
+    c, h, w = y.shape
+    out = np.empty((c, 2 * h, 2 * w), y.dtype)
+    for dy in (0, 1):
+        for dx in (0, 1):
+            out[:, dy::2, dx::2] = y
+    return out
 
 
 def _within(mem, addr: int, size: int) -> slice:

@@ -75,12 +75,15 @@ LAYER_ENTRY = _struct([
     ("kernel", "u1", 4),
     ("pool", "u1", 5),
     ("out_int32", "u1", 6),
+    ("upsample", "u1", 7),
     ("in_shape", ("<u2", (3,)), 8),
     ("out_shape", ("<u2", (3,)), 14),
     ("input_segment", "<u2", 20),
     ("output_segment", "<u2", 22),
     ("weight_segment", "<u2", 24),
     ("param_segment", "<u2", 26),
+    ("input_group", "<u2", 28),
+    ("output_group", "<u2", 30),
 ], 32)
 #: One DDR segment of the memory map.
 SEGMENT_ENTRY = _struct([
@@ -135,12 +138,13 @@ def program_to_bytes(program: Program) -> bytes:
     config = np.array(items, CONFIG_ENTRY)
     layers = np.zeros(len(program.layers), LAYER_ENTRY)
     for entry, layer in zip(layers, program.layers, strict=True):
-        entry["conv_index"] = layer.conv_index
+        entry["conv_index"] = -1 if layer.conv_index is None else layer.conv_index
         entry["pool_index"] = -1 if layer.pool_index is None else layer.pool_index
         entry["kernel"], entry["pool"] = layer.kernel, layer.pool.value
-        entry["out_int32"] = layer.out_int32
+        entry["out_int32"], entry["upsample"] = layer.out_int32, layer.upsample
         entry["in_shape"], entry["out_shape"] = layer.in_shape, layer.out_shape
-        for name in ("input_segment", "output_segment", "weight_segment", "param_segment"):
+        for name in ("input_segment", "output_segment", "weight_segment", "param_segment",
+                     "input_group", "output_group"):
             entry[name] = getattr(layer, name)
     segments = np.zeros(len(program.segments), SEGMENT_ENTRY)
     offset = _align(HEADER.itemsize + config.nbytes + layers.nbytes + segments.nbytes)
@@ -269,13 +273,15 @@ def program_from_bytes(blob: bytes, cfg: EngineConfig, memory_size: int = DEFAUL
     program = Program(
         config=cfg,
         layers=[ProgramLayer(
-            conv_index=int(e["conv_index"]),
+            conv_index=None if e["conv_index"] < 0 else int(e["conv_index"]),
             pool_index=None if e["pool_index"] < 0 else int(e["pool_index"]),
             in_shape=tuple(int(v) for v in e["in_shape"]),
             out_shape=tuple(int(v) for v in e["out_shape"]),
             kernel=int(e["kernel"]), pool=Pool(int(e["pool"])), out_int32=bool(e["out_int32"]),
             input_segment=int(e["input_segment"]), output_segment=int(e["output_segment"]),
             weight_segment=int(e["weight_segment"]), param_segment=int(e["param_segment"]),
+            upsample=bool(e["upsample"]), input_group=int(e["input_group"]),
+            output_group=int(e["output_group"]),
         ) for e in layers],
         segments=[Segment(
             name=e["name"].decode("ascii"), kind=SegmentKind(int(e["kind"])),

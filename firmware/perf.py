@@ -92,7 +92,10 @@ class LayerPerf:
 
 
 def layer_macs(layer: ProgramLayer, out_channels: int | None = None) -> int:
-    """Useful MACs of a program layer: O·C·K·K·H·W over the convolution's (un-pooled) map."""
+    """Useful MACs of a program layer: O·C·K·K·H·W over the convolution's (un-pooled) map; none
+    for an identity layer (a copy that carries a pool, not the network's arithmetic)."""
+    if layer.conv_index is None:
+        return 0
     c, h, w = layer.in_shape
     o = layer.out_shape[0] if out_channels is None else out_channels
     return o * c * layer.kernel * layer.kernel * h * w
@@ -309,7 +312,9 @@ def _simulate(d: dict, cfg: EngineConfig, perf: PerfConfig) -> tuple[int, int, i
         done["mac_cycles"] = mac_cycles
 
     out_w, out_h = d["out_width"], d["out_height"]
-    bpp = 4 if d["out_int32"] else 1
+    # Beats the drain emits and the writer writes per output pixel: an int32 pixel is four, and
+    # so is an upsampled one (its 2x2 block: each row drained twice, each pixel twice).
+    bpp = 4 if d["out_int32"] or d["upsample"] else 1
     cpb = 4 if pooled else 1  # drain cycles per output beat
 
     def rows_of(tile):
@@ -375,9 +380,7 @@ def predict_program(program: Program, perf: PerfConfig | None = None) -> list[La
     for layer, d in zip(program.layers, descriptors(program), strict=True):
         cycles, mac_cycles, rd, wr = _simulate(d, cfg, perf)
         macs = layer_macs(layer)
-        name = f"{layer.conv_index}" + ("" if layer.pool_index is None
-                                        else f"+{layer.pool_index}")
-        out.append(LayerPerf(name, cycles, macs, mac_cycles, rd, wr, macs / peak,
+        out.append(LayerPerf(layer.covers, cycles, macs, mac_cycles, rd, wr, macs / peak,
                              max(rd / perf.ddr_bytes_per_cycle, wr / _BEAT)))
     return out
 

@@ -25,6 +25,7 @@ __all__ = [
     "ProgramLayer",
     "Segment",
     "SegmentKind",
+    "map_addr",
 ]
 
 #: ``Segment.first_layer`` of data the host writes before the run (constants, the input).
@@ -80,26 +81,34 @@ class Segment:
 
 @dataclass(frozen=True)
 class ProgramLayer:
-    """One engine layer: a convolution, optionally fused with the maxpool that follows it.
+    """One engine layer: a convolution, optionally fused with the maxpool that follows it, or with
+    the x2 upsample that follows it.
 
     Attributes
     ----------
-    conv_index : int
-        Darknet index of the convolution.
+    conv_index : int or None
+        Darknet index of the convolution; None for an exact identity 1x1 convolution that carries
+        a maxpool whose input is also read elsewhere (``docs/engine.md``, "Route and upsample").
     pool_index : int or None
         Darknet index of the fused maxpool. When set, the convolution's own (un-pooled) output
         never reaches DDR: the output segment holds the golden model's output of ``pool_index``.
     in_shape, out_shape : (C, H, W)
-        Engine input and output (after pooling) shapes, real channel counts.
+        Engine input and output (after pooling or upsampling) shapes, real channel counts.
     kernel : 1 or 3
     pool : Pool
     out_int32 : bool
-        Writes int32 accumulators (the last layer, docs/fixed-point.md §7).
+        Writes int32 accumulators (a detection head's input, docs/fixed-point.md §7).
     input_segment, output_segment, weight_segment, param_segment : int
         Indices into :attr:`Program.segments`.
+    upsample : bool
+        The output is written nearest-upsampled x2: the output segment holds the golden model's
+        output of the upsample layer that follows (``output_index``).
+    input_group, output_group : int
+        First channel group of the input (output) map within its segment: a route's sources sit
+        side by side in one buffer, and an identity layer covers ``p_oc`` channels of its map.
     """
 
-    conv_index: int
+    conv_index: int | None
     pool_index: int | None
     in_shape: tuple[int, int, int]
     out_shape: tuple[int, int, int]
@@ -110,11 +119,26 @@ class ProgramLayer:
     output_segment: int
     weight_segment: int
     param_segment: int
+    upsample: bool = False
+    input_group: int = 0
+    output_group: int = 0
 
     @property
     def output_index(self) -> int:
-        """Darknet index whose golden output the output segment holds."""
-        return self.conv_index if self.pool_index is None else self.pool_index
+        """Darknet index whose golden output (channels from ``output_group``) the layer writes."""
+        index = self.conv_index if self.pool_index is None else self.pool_index
+        return index + 1 if self.upsample else index
+
+    @property
+    def covers(self) -> str:
+        """The darknet layers it runs, for tables: ``"8+9"`` (conv + pool), ``"18+19"`` (conv +
+        upsample), ``"id+9"`` (identity convolution + pool)."""
+        parts = ["id" if self.conv_index is None else str(self.conv_index)]
+        if self.pool_index is not None:
+            parts.append(str(self.pool_index))
+        if self.upsample:
+            parts.append(str(self.output_index))
+        return "+".join(parts)
 
     @property
     def out_dtype(self) -> type:
@@ -208,15 +232,66 @@ class Program:
     def read_output(self, mem, index: int) -> np.ndarray:
         """Layer ``index``'s output from ``mem``: int8 or int32 array ``layers[index].out_shape``.
 
-        Compare it with the golden model's output of darknet layer ``layers[index].output_index``.
+        Compare it with the golden model's output of darknet layer ``layers[index].output_index``,
+        channels :meth:`output_channels` (an identity layer writes a slice).
         """
         layer = self.layers[index]
         seg = self.segments[layer.output_segment]
-        return fm_from_ddr(mem[seg.addr:seg.end], layer.out_shape, layer.out_dtype,
-                           self.config.p_ic)
+        addr = map_addr(seg, layer.output_group, layer.out_shape, self.config.p_ic,
+                        layer.out_dtype)
+        return fm_from_ddr(mem[addr:seg.end], layer.out_shape, layer.out_dtype, self.config.p_ic)
+
+    def output_channels(self, index: int) -> slice:
+        """The channels of darknet layer ``layers[index].output_index``'s map that layer ``index``
+        writes: all of them, except for an identity layer, which writes ``p_oc`` channels of a
+        pool's output (its slice starts as many groups after the first slice's)."""
+        layer = self.layers[index]
+        first = min(other.output_group for other in self.layers
+                    if other.output_index == layer.output_index)
+        c0 = (layer.output_group - first) * self.config.p_ic
+        return slice(c0, c0 + layer.out_shape[0])
+
+    def read_input(self, mem, index: int) -> np.ndarray:
+        """The int8 map layer ``index`` reads from ``mem``, shape ``layers[index].in_shape``: the
+        network input, a previous layer's output, or a route's concatenation."""
+        layer = self.layers[index]
+        seg = self.segments[layer.input_segment]
+        addr = map_addr(seg, layer.input_group, layer.in_shape, self.config.p_ic, np.int8)
+        return fm_from_ddr(mem[addr:seg.end], layer.in_shape, np.int8, self.config.p_ic)
+
+    @property
+    def outputs(self) -> list[int]:
+        """Indices of the layers whose output the host reads after the run (the int32 maps the
+        detection heads decode), in execution order."""
+        return [i for i, layer in enumerate(self.layers)
+                if self.segments[layer.output_segment].kind == SegmentKind.OUTPUT]
+
+    def read_outputs(self, mem) -> dict[int, np.ndarray]:
+        """Every output the host reads (:attr:`outputs`), keyed by darknet index
+        (``output_index``): the input of :func:`model.pipeline.decode_engine_output`."""
+        return {self.layers[i].output_index: self.read_output(mem, i) for i in self.outputs}
 
 
 _RUNTIME_KINDS = (SegmentKind.INPUT, SegmentKind.FEATURE_MAP, SegmentKind.OUTPUT)
+
+
+def map_addr(segment: Segment, group: int, shape: tuple[int, int, int], p_ic: int,
+             dtype) -> int:
+    """DDR address of a feature map that starts at channel group ``group`` of ``segment``.
+
+    Parameters
+    ----------
+    segment : Segment
+        The buffer, in the layout ``[C/p_ic][H][W][p_ic]``.
+    group : int
+        First channel group of the map within the buffer (a route's later source, an identity
+        layer's slice).
+    shape : (C, H, W)
+        Of the map; ``H * W * p_ic * itemsize`` bytes is one channel group.
+    dtype : int8 or int32
+    """
+    _, h, w = shape
+    return segment.addr + group * h * w * p_ic * np.dtype(dtype).itemsize
 
 
 def _round_up(value: int, align: int) -> int:

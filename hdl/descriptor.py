@@ -61,6 +61,10 @@ class Descriptor(data.Struct):
     out_plane: unsigned(24)  #: out_height * out_width * beats per pixel
     tile_out_beats: unsigned(24)  #: tile_rows * out_width * beats per pixel
     og_weight_beats: unsigned(24)  #: in_groups * K * K * P_oc
+    #: 1: nearest x2 upsample on the write: each output pixel fills its 2x2 block, so the drain
+    #: emits every output row twice and every pixel of it twice; ``out_plane`` and
+    #: ``tile_out_beats`` count the upsampled map. Only without pool and int32. (RTL: pending.)
+    upsample: unsigned(1)
 
 
 DESCRIPTOR_WORDS = (Descriptor.as_shape().size + 31) // 32
@@ -96,7 +100,11 @@ class EngineConfig:
 
 @dataclass(frozen=True)
 class LayerPlan:
-    """A planned layer: the descriptor's field values plus the shapes they came from."""
+    """A planned layer: the descriptor's field values plus the shapes they came from.
+
+    ``conv_hw`` is the convolution's output size, ``out_hw`` the map written (after pooling, or
+    upsampling).
+    """
 
     fields: dict
     in_shape: tuple
@@ -110,7 +118,7 @@ class LayerPlan:
 
 
 def plan_layer(cfg, in_shape, out_channels, kernel, pool, out_int32, *, in_addr, out_addr,
-               w_addr, param_addr, pad_value=0, max_tile_rows=None):
+               w_addr, param_addr, pad_value=0, max_tile_rows=None, upsample=False):
     """Plan one layer for the engine: tiling and descriptor fields.
 
     Parameters
@@ -126,6 +134,9 @@ def plan_layer(cfg, in_shape, out_channels, kernel, pool, out_int32, *, in_addr,
         table, in the layouts of ``docs/engine.md``.
     max_tile_rows : int, optional
         Cap on output rows per tile (tests use it to force multi-tile layers).
+    upsample : bool
+        Write the output nearest-upsampled x2 (each pixel to its 2x2 block): the map written is
+        ``(out_channels, 2 H, 2 W)``. Not with a pool or int32 output.
 
     Raises
     ------
@@ -138,6 +149,8 @@ def plan_layer(cfg, in_shape, out_channels, kernel, pool, out_int32, *, in_addr,
         raise ValueError("kernel must be 1 or 3")
     if out_int32 and pool != Pool.NONE:
         raise ValueError("int32 output cannot be pooled")
+    if upsample and (out_int32 or pool != Pool.NONE):
+        raise ValueError("only an int8 output without pool can be upsampled")
     if pool == Pool.P2S2:
         out_h, out_w, step, extra = (h + 1) // 2, (w + 1) // 2, 2, 0
     elif pool == Pool.P2S1:
@@ -154,7 +167,8 @@ def plan_layer(cfg, in_shape, out_channels, kernel, pool, out_int32, *, in_addr,
     if rows < 1:
         raise ValueError(f"layer {in_shape} too wide for acc_depth={cfg.acc_depth}, "
                          f"ibuf_depth={cfg.ibuf_depth}")
-    beats_pp = 4 if out_int32 else 1
+    # Beats written per output pixel: an int32 pixel is four beats; an upsampled one, a 2x2 block.
+    beats_pp = 4 if out_int32 or upsample else 1
     in_groups = -(-c // cfg.p_ic)
     out_groups = -(-out_channels // cfg.p_ic)
     fields = dict(
@@ -165,9 +179,11 @@ def plan_layer(cfg, in_shape, out_channels, kernel, pool, out_int32, *, in_addr,
         out_int32=int(out_int32), pad_value=pad_value & 0xFF,
         tile_rows=rows, tile_conv_rows=rows * step, in_plane=h * w, tile_pix=rows * step * w,
         out_plane=out_h * out_w * beats_pp, tile_out_beats=rows * out_w * beats_pp,
-        og_weight_beats=in_groups * kernel * kernel * cfg.p_oc,
+        og_weight_beats=in_groups * kernel * kernel * cfg.p_oc, upsample=int(upsample),
     )
-    return LayerPlan(fields, tuple(in_shape), out_channels, (h, w), (out_h, out_w))
+    scale = 2 if upsample else 1
+    return LayerPlan(fields, tuple(in_shape), out_channels, (h, w),
+                     (out_h * scale, out_w * scale))
 
 
 def pack_descriptor(fields):
