@@ -5,8 +5,10 @@ Host side (:func:`run_cosim`): quantize the model on the image, compile it
 Verilator (``sim.runner.build_top``, cached), run the program once from one start, and report per
 layer: every layer's output region of DDR compared with :func:`model.golden.forward_int` bit for
 bit, the performance record the sequencer wrote, and the analytic prediction
-(:mod:`firmware.perf`). The final int32 map is decoded on the host into detections that must
-equal the golden model's; an annotated PNG and a roofline/utilization plot land in ``build/sim``.
+(:mod:`firmware.perf`). The final int32 map is decoded on the host into detections (the
+decoding :func:`model.pipeline.infer_int8` applies to the golden model's, so once every layer is
+bit-exact they are the golden model's; ``tests/test_cosim.py`` checks them against the real
+darknet's); an annotated PNG and a roofline/utilization plot land in ``build/sim``.
 
 cocotb side (:func:`run_programs`, the ``@cocotb.test`` of this module): :class:`SequencerTB`
 loads the DDR image, writes the sequencer's CSRs and starts it. A watcher compares layer ``i``'s
@@ -270,15 +272,16 @@ class CosimOptions:
 
 @dataclass
 class CosimReport:
-    """Outcome of :func:`run_cosim`; ``rows`` has one dict per program layer."""
+    """Outcome of :func:`run_cosim`; ``rows`` has one dict per program layer, ``detections``
+    the detections (with some class probability above the threshold) decoded on the host from
+    the final output the RTL wrote."""
 
     rows: list[dict]
     cycles: int
     macs: int
     peak_macs_per_cycle: int
     clock_mhz: float
-    detections_equal: bool
-    detections: int
+    detections: list
     status: dict
     errors: list[str] = field(default_factory=list)
     wall_s: float = 0.0
@@ -290,7 +293,7 @@ class CosimReport:
 
     @property
     def ok(self):
-        return not self.errors and self.exact == len(self.rows) and self.detections_equal
+        return not self.errors and self.exact == len(self.rows)
 
     @property
     def utilization(self):
@@ -356,13 +359,6 @@ def _names(opts, classes):
 def _ddr_timing(opts):
     return DdrTiming(latency=opts.ddr_latency, ready_prob=1.0 - opts.backpressure,
                      rvalid_prob=min(1.0, opts.ddr_bytes_per_cycle / 8), seed=opts.seed)
-
-
-def _same_detections(a, b):
-    def rows(dets):
-        return [np.concatenate([[d.x, d.y, d.w, d.h, d.objectness], d.probs]) for d in dets]
-    return len(a) == len(b) and all(np.array_equal(p, q) for p, q in zip(rows(a), rows(b),
-                                                                          strict=True))
 
 
 def _rows(program, records, checked, mismatches, predictions):
@@ -453,7 +449,7 @@ def run_cosim(opts=None, *, log=print):
     from firmware.perf import DEFAULT_CLOCK_MHZ, PerfConfig, predict_program
     from model.golden import forward_int, quantize_input
     from model.image import draw_detections
-    from model.pipeline import decode_engine_output, infer_int8
+    from model.pipeline import decode_engine_output
 
     opts = opts or CosimOptions()
     t0 = time.perf_counter()
@@ -487,14 +483,10 @@ def run_cosim(opts=None, *, log=print):
                  predictions)
     total_macs = sum(r["macs"] for r in rows)
 
-    files, dets_equal, n_dets = [], False, 0
+    files, dets = [], []
     if final_file.exists():
-        dets = decode_engine_output(qnet, np.load(final_file), image_size, opts.thresh)
-        golden_dets = infer_int8(qnet, x, image_size, opts.thresh).detections
-        dets_equal = _same_detections(dets, golden_dets)
-        n_dets = sum(bool(np.any(d.probs > 0)) for d in dets)
-        if not dets_equal:
-            errors.append("detections decoded from the RTL output differ from the golden model's")
+        decoded = decode_engine_output(qnet, np.load(final_file), image_size, opts.thresh)
+        dets = [d for d in decoded if np.any(d.probs > 0)]
         classes = qnet.layers[-1].layer.classes
         files.append(opts.outdir / "cosim-detections.png")
         draw_detections(image, dets, _names(opts, classes), files[-1])
@@ -502,5 +494,5 @@ def run_cosim(opts=None, *, log=print):
         files.append(opts.outdir / "cosim-roofline.png")
         _plot(rows, cfg, perf, files[-1])
     return CosimReport(rows, int(res["cycles"]), total_macs, cfg.p_ic * cfg.p_oc, perf.clock_mhz,
-                       dets_equal, n_dets, {k: res[k] for k in ("status", "error", "layer")},
+                       dets, {k: res[k] for k in ("status", "error", "layer")},
                        errors, time.perf_counter() - t0, files)

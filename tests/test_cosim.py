@@ -1,19 +1,31 @@
 """The whole network on the RTL (sequencer + engine, cocotb + Verilator) from one start.
 
 Every layer's output region of DDR is compared with the golden model bit for bit as the sequencer
-reports it done (the program reuses buffers), the final int32 map decoded on the host must give
-the golden model's detections, and the analytic performance model must predict every layer's
-cycle counter within 5 % (the only tolerance in these tests: it checks a model, not the RTL).
+reports it done (the program reuses buffers); the detections decoded on the host from the final
+int32 map are compared with an independent model's -- the real darknet's on the reference
+network, the float reference's on tiny-YOLOv2-VOC -- within the quantization error; and the
+analytic performance model must predict every layer's cycle counter within 5 % (it checks a
+model, not the RTL).
 """
 
 import re
 
+import numpy as np
 import pytest
 
 from firmware.perf import PerfConfig, sequencer_overhead
 from hdl.descriptor import EngineConfig
+from model.darknet import parse_cfg
+from model.pipeline import infer_float, prepare_input
 from model.quant import QuantizationError
-from model.zoo import DEFAULT_IMAGE, DOG_IMAGE, REFERENCE_CFG, REFERENCE_WEIGHTS
+from model.zoo import (
+    DEFAULT_IMAGE,
+    DOG_IMAGE,
+    REFERENCE_CFG,
+    REFERENCE_WEIGHTS,
+    TINY_YOLO_VOC_CFG,
+    random_weights,
+)
 from sim.cosim import CosimOptions, load_model, run_cosim
 
 SUMMARY = re.compile(r"cosim: (\d+)/(\d+) layers bit-exact, (\d+) cycles, MAC utilization "
@@ -24,7 +36,6 @@ def _check_run(report):
     assert not report.errors, "\n".join(report.errors[:20])
     assert all(r["exact"] for r in report.rows)
     assert report.status == {"status": 0b010, "error": 0, "layer": len(report.rows)}
-    assert report.detections_equal
     match = SUMMARY.fullmatch(report.summary())
     assert match, report.summary()
     assert match.group(1) == match.group(2) == str(len(report.rows))
@@ -51,12 +62,38 @@ def reference_run(tmp_path_factory):
                                   run_name="test-reference"), log=lambda _: None)
 
 
+def _iou(a, b):
+    """IoU of two ``(x, y, w, h)`` centre-size boxes, written out here (not model.detect's)."""
+    overlap = [max(0.0, min(a[i] + a[i + 2] / 2, b[i] + b[i + 2] / 2)
+                   - max(a[i] - a[i + 2] / 2, b[i] - b[i + 2] / 2)) for i in (0, 1)]
+    inter = overlap[0] * overlap[1]
+    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+
+
 def test_reference_network_bit_exact_through_sequencer(reference_run):
     _check_run(reference_run)
     assert len(reference_run.rows) == 8
-    assert reference_run.detections > 0  # the comparison of detections is not vacuous
     assert [p.suffix for p in reference_run.files] == [".png", ".png"]
     assert all(p.stat().st_size > 0 for p in reference_run.files)
+
+
+def test_detections_from_the_rtl_are_darknets(reference_run, darknet_tiny96):
+    """The RTL's final map, decoded on the host, against what the real darknet detected in float
+    on the same image (``boxes.txt``): the same 17 detections, each with the same classes above
+    the threshold, IoU at least 0.9 and every score within 0.02. That is the int8 quantization
+    error (measured: IoU 0.935 and 0.01 at worst); a wrong image size, anchor, scale or channel in
+    the host decoding moves boxes or scores far beyond it."""
+    rows = np.loadtxt(darknet_tiny96 / "boxes.txt", ndmin=2)
+    darknet = rows[(rows[:, 5:] > 0).any(axis=1)]  # NMS zeroes the probabilities it suppresses
+    ours = np.array([[d.x, d.y, d.w, d.h, d.objectness, *d.probs]
+                     for d in reference_run.detections])
+    assert len(darknet) == 17 and ours.shape == darknet.shape
+    for row in darknet:
+        ious = [_iou(row[:4], box) for box in ours[:, :4]]
+        best = ours[int(np.argmax(ious))]
+        assert max(ious) >= 0.9, (row, best)
+        assert np.array_equal(row[5:] > 0, best[5:] > 0), (row, best)
+        assert np.abs(row[4:] - best[4:]).max() <= 0.02, (row, best)
 
 
 def test_perf_model_matches_rtl_counters(reference_run):
@@ -83,5 +120,18 @@ def test_full_voc_416_bit_exact_through_sequencer(tmp_path):
                        log=lambda _: None)
     _check_run(report)
     assert len(report.rows) == 9
-    assert report.detections > 0
     _check_perf_model(report)
+    # No darknet run exists for these weights: the float reference is the independent model. With
+    # random weights the 20 class scores are close, so quantization flips some best classes; the
+    # RTL must find 80 % of the float detections (same best class, IoU >= 0.5), as the golden
+    # model does on the reference network (test_pipeline). Measured: 31 of 36.
+    net = random_weights(parse_cfg(TINY_YOLO_VOC_CFG), seed=0)
+    x, size = prepare_input(DOG_IMAGE, net.input_shape)
+    expected = [d for d in infer_float(net, x, size, 0.2).detections if np.any(d.probs > 0)]
+
+    def box(d):
+        return d.x, d.y, d.w, d.h
+
+    found = sum(any(np.argmax(e.probs) == np.argmax(d.probs) and _iou(box(d), box(e)) >= 0.5
+                    for e in report.detections) for d in expected)
+    assert len(expected) > 0 and found >= 0.8 * len(expected), (found, len(expected))
