@@ -3,8 +3,8 @@ projection goal and the ``owlet perf`` command. Its agreement with the RTL's cou
 in tests/test_cosim.py."""
 
 import argparse
-import dataclasses
 import re
+from pathlib import Path
 
 import pytest
 
@@ -82,17 +82,29 @@ def test_voc_projection_within_15_percent_of_roofline(capsys):
     assert 0 < float(fps.group(1)) <= float(gap.group(1))
 
 
-def test_sim_cli_options_reach_the_cosimulation():
+def test_sim_cli_options_reach_the_cosimulation(monkeypatch):
+    """``owlet sim``'s options arrive in the CosimOptions that run_cosim receives (captured by a
+    stand-in that stops the command before any simulation)."""
+    import sim.cosim
+
+    class Captured(Exception):
+        pass
+
+    def capture(opts):
+        raise Captured(opts)
+
+    monkeypatch.setattr(sim.cosim, "run_cosim", capture)
     parser = argparse.ArgumentParser(prog="owlet")
     register_cli(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["sim", "--full", "--p-oc", "32", "--ddr-latency", "50",
                               "--ddr-bandwidth", "4", "--backpressure", "0.25", "--no-reuse",
-                              "--sim", "icarus", "--waves"])
-    assert (args.full, args.p_oc, args.ddr_latency, args.ddr_bandwidth, args.backpressure,
-            args.no_reuse, args.sim, args.waves) == (True, 32, 50, 4.0, 0.25, True, "icarus",
-                                                     True)
+                              "--sim", "icarus", "--waves", "--seed", "7", "--thresh", "0.3"])
+    with pytest.raises(Captured) as got:
+        args.func(args)
+    opts = got.value.args[0]
+    assert opts == CosimOptions(
+        full=True, p_oc=32, ddr_latency=50, ddr_bytes_per_cycle=4.0, backpressure=0.25,
+        reuse=False, sim="icarus", waves=True, seed=7, thresh=0.3, clock_mhz=args.clock_mhz,
+        outdir=Path("build/sim"), run_name="cosim-full")
     with pytest.raises(SystemExit):
         parser.parse_args(["sim", "--ddr-bandwidth", "16"])  # wider than one beat per cycle
-    assert {f.name for f in dataclasses.fields(CosimOptions)} >= {
-        "full", "p_oc", "ddr_latency", "ddr_bytes_per_cycle", "backpressure", "reuse", "sim",
-        "waves"}
