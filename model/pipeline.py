@@ -13,7 +13,7 @@ import numpy as np
 
 from model.detect import Detection, box_iou, do_nms_sort, get_network_boxes, get_yolo_detections
 from model.float_ref import forward
-from model.golden import forward_int, host_region, quantize_input
+from model.golden import forward_int, host_region, host_yolo, quantize_input
 from model.image import letterbox, load_image
 from model.network import Network, RegionLayer, YoloLayer
 from model.quant import QuantizedNetwork
@@ -135,26 +135,41 @@ def infer_int8(
 ) -> Inference:
     """Integer golden model forward pass; decoding as :func:`infer_float` on the host."""
     outputs = forward_int(qnet, quantize_input(x))
-    heads = [(i, layer.layer) for i, layer in enumerate(qnet.layers)
-             if layer.kind in ("region", "yolo")]
-    dets = _detections(outputs, heads, qnet.input_shape, image_size, thresh, nms)
+    dets = _detections(outputs, _heads(qnet), qnet.input_shape, image_size, thresh, nms)
     return Inference(x, outputs, dets, image_size)
 
 
+def _heads(qnet: QuantizedNetwork) -> list[tuple[int, RegionLayer | YoloLayer]]:
+    """``(darknet index, layer)`` of every region and yolo layer, in layer order."""
+    return [(i, layer.layer) for i, layer in enumerate(qnet.layers)
+            if layer.kind in ("region", "yolo")]
+
+
 def decode_engine_output(
-    qnet: QuantizedNetwork, acc: np.ndarray, image_size, thresh=0.5, nms=0.45
+    qnet: QuantizedNetwork, acc, image_size, thresh=0.5, nms=0.45
 ) -> list[Detection]:
-    """Detections from the engine's last output, exactly as :func:`infer_int8` decodes its own.
+    """Detections from the engine's int32 outputs, exactly as :func:`infer_int8` decodes its own.
 
     Parameters
     ----------
-    qnet : QuantizedNetwork ending in a region layer
-    acc : integer array, shape (O, H, W): the int32 accumulators the engine wrote
+    qnet : QuantizedNetwork with region or yolo heads
+    acc : dict or integer array
+        The int32 accumulators the engine wrote, keyed by the darknet index of each head's
+        producing convolution (``firmware.program.Program.read_outputs``), each of shape
+        (O, H, W); a network with one head may pass its array alone.
     image_size : (width, height) of the original image
     """
-    region = qnet.layers[-1].layer
-    out = host_region(qnet.layers[-2], region, acc)
-    return _detections([out], [(0, region)], qnet.input_shape, image_size, thresh, nms)
+    heads = _heads(qnet)
+    if not isinstance(acc, dict):
+        if len(heads) != 1:
+            raise ValueError(f"{len(heads)} detection heads need one output each (a dict keyed "
+                             "by producer), not a single array")
+        acc = {heads[0][0] - 1: acc}
+    outputs = {}
+    for index, head in heads:
+        host = host_yolo if isinstance(head, YoloLayer) else host_region
+        outputs[index] = host(qnet.layers[index - 1], head, acc[index - 1])
+    return _detections(outputs, heads, qnet.input_shape, image_size, thresh, nms)
 
 
 def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
