@@ -33,7 +33,7 @@ from firmware.link import (
     Status,
 )
 from hdl.axi import WishboneSignature
-from hdl.uart import UARTRx, UARTTx
+from hdl.uart import MIN_DIVISOR, UARTRx, UARTTx
 
 __all__ = [
     "BusBridge",
@@ -465,11 +465,13 @@ class BusBridge(wiring.Component):
 
     def __init__(self, *, max_burst=MAX_BURST, addr_width=30, rx_timeout=1 << 20,
                  bus_timeout=1024, board=0):
-        self._decoder = FrameDecoder(max_burst=max_burst, addr_width=addr_width,
-                                     rx_timeout=rx_timeout)
-        self._master = BusMaster(max_burst=max_burst, addr_width=addr_width,
-                                 bus_timeout=bus_timeout, board=board)
-        self.max_burst = max_burst
+        _check("max_burst", max_burst, ID_WORDS, 0xFFFF)
+        _check("addr_width", addr_width, 1, 30)
+        _check("rx_timeout", rx_timeout, 2, 1 << 32)
+        _check("bus_timeout", bus_timeout, 2, 1 << 32)
+        _check("board", board, 0, 0xFFFF_FFFF)
+        self.max_burst, self.addr_width, self.rx_timeout = max_burst, addr_width, rx_timeout
+        self.bus_timeout, self.board = bus_timeout, board
         super().__init__({
             "rx": In(stream.Signature(8)),
             "tx": Out(stream.Signature(8)),
@@ -479,9 +481,12 @@ class BusBridge(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.decoder = decoder = self._decoder
+        m.submodules.decoder = decoder = FrameDecoder(
+            max_burst=self.max_burst, addr_width=self.addr_width, rx_timeout=self.rx_timeout)
         m.submodules.wfifo = wfifo = SyncFIFOBuffered(width=32, depth=self.max_burst)
-        m.submodules.master = master = self._master
+        m.submodules.master = master = BusMaster(
+            max_burst=self.max_burst, addr_width=self.addr_width, bus_timeout=self.bus_timeout,
+            board=self.board)
         m.submodules.encoder = encoder = FrameEncoder()
         wiring.connect(m, wiring.flipped(self.rx), decoder.i)
         wiring.connect(m, decoder.words, wfifo.w_stream)
@@ -519,14 +524,13 @@ class UARTBridge(wiring.Component):
     """
 
     def __init__(self, *, divisor, **kwargs):
-        self._rx = UARTRx(divisor)
-        self._tx = UARTTx(divisor)
-        self._bridge = BusBridge(**kwargs)
+        _check("divisor", divisor, MIN_DIVISOR, 1 << 32)
+        self.divisor = divisor
+        self._bridge = BusBridge(**kwargs)  # last: checks its arguments
         super().__init__({
             "rx": In(1, init=1),
             "tx": Out(1, init=1),
-            "bus": Out(WishboneSignature(addr_width=self._bridge.bus.signature.addr_width,
-                                         data_width=32)),
+            "bus": Out(WishboneSignature(addr_width=self._bridge.addr_width, data_width=32)),
             "bus_err": In(1),
             "frame_error": Out(1),
             "overrun": Out(1),
@@ -534,8 +538,8 @@ class UARTBridge(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.uart_rx = urx = self._rx
-        m.submodules.uart_tx = utx = self._tx
+        m.submodules.uart_rx = urx = UARTRx(self.divisor)
+        m.submodules.uart_tx = utx = UARTTx(self.divisor)
         m.submodules.bridge = bridge = self._bridge
         wiring.connect(m, urx.o, bridge.rx)
         wiring.connect(m, bridge.tx, utx.i)
