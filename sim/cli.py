@@ -41,6 +41,7 @@ def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
 
 def register_cli(subparsers) -> None:
     """Add the ``sim`` and ``perf`` commands to the ``owlet`` sub-command parsers."""
+    from model.zoo import MODELS
     from sim.cosim import DETECTION_THRESH
 
     sim = subparsers.add_parser(
@@ -56,6 +57,9 @@ def register_cli(subparsers) -> None:
     sim.add_argument("--weights", type=Path, help="darknet .weights for --cfg")
     sim.add_argument("--qmodel", type=Path, metavar="MODEL.npz",
                      help="a quantized model file (default: the zoo's, model/zoo/owlet-tiny.npz)")
+    sim.add_argument("--model", choices=MODELS,
+                     help="a zoo network by name, quantized on its image (yolov3-tiny needs "
+                          "`make weights`)")
     sim.add_argument("--image", type=Path,
                      help="input image (default: the zoo's shapes.png, dog.png with --full)")
     sim.add_argument("--sim", choices=("verilator", "icarus"), default="verilator",
@@ -78,6 +82,8 @@ def register_cli(subparsers) -> None:
         description="Model the engine layer by layer on a compiled network (docs/performance.md).")
     perf.add_argument("--cfg", type=Path, help="darknet .cfg (random weights: timing does not "
                                                "depend on them)")
+    perf.add_argument("--model", choices=MODELS,
+                      help="a zoo network's cfg by name (random weights)")
     perf.add_argument("--qmodel", type=Path, metavar="MODEL.npz",
                       help="a quantized model file (default: the zoo's)")
     _add_engine_arguments(perf)
@@ -92,7 +98,7 @@ def cmd_sim(args) -> int:
 
     opts = CosimOptions(
         cfg=args.cfg, weights=args.weights, qmodel=args.qmodel, image=args.image,
-        full=args.full, p_oc=args.p_oc, sim=args.sim, waves=args.waves,
+        full=args.full, model=args.model, p_oc=args.p_oc, sim=args.sim, waves=args.waves,
         ddr_latency=args.ddr_latency, ddr_bytes_per_cycle=args.ddr_bandwidth,
         backpressure=args.backpressure, seed=args.seed, reuse=not args.no_reuse,
         thresh=args.thresh,
@@ -119,10 +125,12 @@ def cmd_perf(args) -> int:
     from firmware.compiler import compile_network
     from firmware.perf import PerfConfig, predict_program, program_cycles
     from hdl.descriptor import EngineConfig
+    from model.zoo import find_model
     from sim.cosim import CosimOptions, load_model
 
     # Timing does not depend on weight values: a --cfg alone gets random weights.
-    qnet = load_model(CosimOptions(cfg=args.cfg, qmodel=args.qmodel, full=args.full))[0]
+    cfg_path = find_model(args.model).cfg if args.model else args.cfg
+    qnet = load_model(CosimOptions(cfg=cfg_path, qmodel=args.qmodel, full=args.full))[0]
     cfg = EngineConfig(p_oc=args.p_oc)
     perf = PerfConfig(clock_mhz=args.clock_mhz, ddr_bytes_per_cycle=args.ddr_bandwidth,
                       ddr_latency=args.ddr_latency)

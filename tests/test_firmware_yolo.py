@@ -331,3 +331,26 @@ def test_real_yolov3_tiny_bit_exact_and_detections(real):
         for a, b in zip(got, want, strict=True):
             assert (a.x, a.y, a.w, a.h, a.objectness) == (b.x, b.y, b.w, b.h, b.objectness)
             assert np.array_equal(a.probs, b.probs)
+
+
+def test_cosim_refuses_upsample_until_the_rtl_has_it(small, reference_quantized):
+    from sim.cosim import check_rtl_support
+
+    qnet, _, _, x_q, _ = small
+    with pytest.raises(ValueError, match=r"the engine RTL does not implement upsample yet "
+                                         r"\(darknet layers 13\+14\)"):
+        check_rtl_support(compile_network(qnet, CFG, x_q=x_q))
+    check_rtl_support(compile_network(reference_quantized[0], CFG))
+
+
+def test_cli_perf_prints_yolov3_tiny_per_layer(capsys):
+    from owlet.cli import main
+
+    require_weights()
+    assert main(["perf", "--model", "yolov3-tiny"]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()
+            if line.strip()}
+    # Every convolution, the upsample fused into 18, the 16 identity slices of pool 9.
+    for name in ("0+1", "8", "10+11", "12", "15", "18+19", "21", "22"):
+        assert name in rows, name
+    assert int(rows["18+19"][5]) == 128 * 26 * 26  # written bytes: the upsampled map
