@@ -240,7 +240,10 @@ class EngineCore(wiring.Component):
                      islot_full.eq((islot_full | islot_fill) & ~islot_release)]
 
         # Input loader: per (tile, og, ig), the tile's input rows of group ig (contiguous in DDR).
-        m.submodules.in_tags = in_tags = fifo.SyncFIFOBuffered(width=1, depth=16)
+        # Burst tags, written at the AR handshake and read with the burst's beats. Unbuffered: a
+        # slave may return the first beat in the cycle after AR (latency 1), and SyncFIFOBuffered
+        # shows an entry one cycle later than that (the beat would take a stale tag).
+        m.submodules.in_tags = in_tags = fifo.SyncFIFO(width=1, depth=16)
         ireq = arb.req0
         li_c0w = Signal(24)  # tile's first conv row × W
         li_c0 = Signal(16)
@@ -295,7 +298,7 @@ class EngineCore(wiring.Component):
                 m.d.comb += islot_fill.eq(Mux(ri_slot, 0b10, 0b01))
 
         # ---- weight loader: requant params then weights, per (tile, og) ---------------------
-        m.submodules.w_tags = w_tags = fifo.SyncFIFOBuffered(width=1, depth=16)
+        m.submodules.w_tags = w_tags = fifo.SyncFIFO(width=1, depth=16)  # unbuffered: see in_tags
         m.submodules.wfifo = wfifo = fifo.SyncFIFOBuffered(width=cfg.data_width,
                                                                 depth=cfg.weight_fifo_depth)
         wreq = arb.req1
