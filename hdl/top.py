@@ -4,10 +4,10 @@ model, ``sim.ddr``) or on a burst-level memory bridge whose timing lives in the 
 Why a bridge: the Python DDR model acts on every clock while a burst streams, and that dominates
 a whole-network cosimulation (65 % of the profile; tiny-YOLOv2-VOC streams 5.7 M read beats). The
 bridge keeps the bus protocol and the DDR timing (read latency from the AR handshake, one beat per
-cycle, responses in AR order, write response latency from the last W beat, pseudo-random
-READY/RVALID gaps) in compiled code and asks the testbench for memory only once per burst: the
-testbench answers a read burst with all its beats in one wide word and takes a write burst's
-beats in one wide word. ``docs/sequencer.md`` describes the ports.
+cycle, responses in AR order, write response latency from the last W beat, seeded pseudo-random
+gaps on all five channels) in compiled code and asks the testbench for memory only once per
+burst: the testbench answers a read burst with all its beats in one wide word and takes a write
+burst's beats in one wide word. ``docs/sequencer.md`` describes the ports.
 """
 
 from amaranth import Array, Cat, Const, Module, Mux, Signal
@@ -37,9 +37,14 @@ class AxiBurstBridge(wiring.Component):
         Cycles from the AR handshake to the first R beat, from the last W beat to the B response.
         The testbench must answer a request within ``read_latency - 1`` cycles to keep the timing
         exact (it answers in one).
-    ready_threshold, rvalid_threshold : In(9)
-        A READY (AR, AW, W) or an available R beat is presented in a cycle when a byte of a free
-        running LFSR is below the threshold: 256 = always.
+    arready_threshold, rvalid_threshold, awready_threshold, wready_threshold, bvalid_threshold :
+    In(9)
+        Per channel, a READY (AR, AW, W) or an available R beat or B response is presented in a
+        cycle when a byte of a free-running random number is below the threshold: 256 = always.
+        A VALID once presented stays until taken (Ref: AMBA AXI4 spec A3.2.1).
+    seed : In(32), reseed : In(1)
+        While ``reseed`` is high the random number restarts from ``seed`` (the testbench does it
+        at each run, from the run's timing seed, so that a run's gaps depend on its seed only).
     rq_valid, rq_addr, rq_len : Out
         A read burst waits for its data: beat-aligned byte address and AXI length (beats - 1).
     ld_valid, ld_data, ld_resp : In
@@ -52,6 +57,9 @@ class AxiBurstBridge(wiring.Component):
         The testbench committed it (or refused it with ``wc_resp``), taken as ``ld_valid``.
     """
 
+    #: The gated handshakes, in AXI channel order (one random byte each).
+    CHANNELS = ("arready", "rvalid", "awready", "wready", "bvalid")
+
     def __init__(self, cfg=None, *, read_slots=32):
         self.cfg = cfg = cfg or EngineConfig()
         self.read_slots = read_slots
@@ -59,7 +67,8 @@ class AxiBurstBridge(wiring.Component):
         super().__init__({
             "axi": In(AXI4Signature(addr_width=cfg.addr_width, data_width=cfg.data_width)),
             "read_latency": In(16), "write_latency": In(16),
-            "ready_threshold": In(9, init=256), "rvalid_threshold": In(9, init=256),
+            **{f"{name}_threshold": In(9, init=256) for name in self.CHANNELS},
+            "seed": In(32), "reseed": In(1),
             "rq_valid": Out(1), "rq_addr": Out(cfg.addr_width), "rq_len": Out(8),
             "ld_valid": In(1), "ld_data": In(wide), "ld_resp": In(2),
             "wr_valid": Out(1), "wr_addr": Out(cfg.addr_width), "wr_len": Out(8),
@@ -77,12 +86,22 @@ class AxiBurstBridge(wiring.Component):
         cycle = Signal(32)
         m.d.sync += cycle.eq(cycle + 1)
 
-        # Backpressure: a 32-bit Fibonacci LFSR (taps 32, 22, 2, 1), one byte per decision.
-        lfsr = Signal(32, init=0xACE1_2468)
-        m.d.sync += lfsr.eq(Cat(lfsr[31] ^ lfsr[21] ^ lfsr[1] ^ lfsr[0], lfsr[:31]))
-        ok_ar, ok_r, ok_aw, ok_w = (lfsr[8 * i:8 * i + 8] < t for i, t in enumerate(
-            (self.ready_threshold, self.rvalid_threshold, self.ready_threshold,
-             self.ready_threshold)))
+        # Gaps: a 64-bit xorshift generator (Marsaglia 2003, shifts 13, 7, 17), one step per
+        # cycle, so that the five channels' bytes are fresh every cycle (an LFSR shifting one bit
+        # per cycle would repeat each channel's decision in the next byte a few cycles later).
+        rand = Signal(64, init=0x9E37_79B9_7F4A_7C15)
+        x = rand ^ (rand << 13)[:64]
+        x = x ^ (x >> 7)
+        x = x ^ (x << 17)[:64]
+        with m.If(self.reseed):
+            m.d.sync += rand.eq(Cat(self.seed, Const(0x9E37_79B9, 32)))  # never all zeros
+        with m.Else():
+            m.d.sync += rand.eq(x)
+        ok_ar, ok_r, ok_aw, ok_w, ok_b = (
+            rand[8 * i:8 * i + 8] < getattr(self, f"{name}_threshold")
+            for i, name in enumerate(self.CHANNELS))
+        # A VALID shown and not taken is shown again (R and B may not drop it: A3.2.1).
+        r_held, b_held = Signal(), Signal()
 
         # ---- reads: slots in AR order; the testbench loads them in order; R drains in order --
         def meta(name, width):
@@ -111,10 +130,11 @@ class AxiBurstBridge(wiring.Component):
         head = rd_ptr[:slot]
         m.d.comb += [
             rd_port.addr.eq(head),
-            axi.rvalid.eq((rd_ptr != ld_ptr) & (r_due[head] <= cycle) & ok_r),
+            axi.rvalid.eq((rd_ptr != ld_ptr) & (r_due[head] <= cycle) & (ok_r | r_held)),
             axi.rdata.eq(rd_port.data.word_select(beat, cfg.data_width)),
             axi.rlast.eq(beat == r_len[head]), axi.rresp.eq(r_resp[head]), axi.rid.eq(r_id[head]),
         ]
+        m.d.sync += r_held.eq(axi.rvalid & ~axi.rready)
         with m.If(axi.rvalid & axi.rready):
             m.d.sync += beat.eq(beat + 1)
             with m.If(axi.rlast):
@@ -162,8 +182,10 @@ class AxiBurstBridge(wiring.Component):
                          w_out.eq(~w_out), aw_out.eq(aw_out + 1),
                          b_id[b_in[:2]].eq(aw_id[aw_out[:2]]), b_resp[b_in[:2]].eq(self.wc_resp),
                          b_due[b_in[:2]].eq(w_end[w_out] + self.write_latency), b_in.eq(b_in + 1)]
-        m.d.comb += [axi.bvalid.eq((b_in != b_out) & (b_due[b_out[:2]] <= cycle)),
+        m.d.comb += [axi.bvalid.eq((b_in != b_out) & (b_due[b_out[:2]] <= cycle)
+                                   & (ok_b | b_held)),
                      axi.bid.eq(b_id[b_out[:2]]), axi.bresp.eq(b_resp[b_out[:2]])]
+        m.d.sync += b_held.eq(axi.bvalid & ~axi.bready)
         with m.If(axi.bvalid & axi.bready):
             m.d.sync += b_out.eq(b_out + 1)
         return m

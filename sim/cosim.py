@@ -25,15 +25,15 @@ from pathlib import Path
 
 import cocotb
 import numpy as np
-from cocotb.triggers import FallingEdge, RisingEdge, ValueChange, with_timeout
+from cocotb.triggers import FallingEdge, RisingEdge, ValueChange
 
 from firmware.executor import descriptors
 from hdl.descriptor import EngineConfig
 from hdl.engine import COUNTERS
 from hdl.sequencer import RECORD, RECORD_WORDS, SEQ_CSR
-from hdl.top import SimTop
+from hdl.top import AxiBurstBridge, SimTop
 from sim.ddr import OKAY, DdrTiming
-from sim.engine_cocotb import PERIOD_NS, TB, compare
+from sim.engine_cocotb import TB, Hang, compare
 from sim.runner import BUILD_ROOT, build_top, load_payload, run_payload, write_results
 
 __all__ = [
@@ -78,25 +78,32 @@ class SequencerTB(TB):
     RTL, Python once per burst: ``docs/sequencer.md``), chosen per run by :meth:`select_memory`.
     """
 
-    def __init__(self, dut, timing):
+    def __init__(self, dut, timing=None):
         super().__init__(dut, timing)
-        for name in ("use_bridge", "mem_ld_valid", "mem_wc_valid"):
+        for name in ("use_bridge", "mem_ld_valid", "mem_wc_valid", "mem_reseed"):
             getattr(dut, name).value = 0
 
-    async def reset(self):
-        await super().reset()
+    def _start_models(self):
+        super()._start_models()
         cocotb.start_soon(self._serve_reads())
         cocotb.start_soon(self._serve_writes())
 
-    def select_memory(self, timing, bridge):
-        """Use the burst bridge (``bridge``) or the cocotb DDR model, with ``timing``."""
+    async def select_memory(self, timing, bridge):
+        """Use the burst bridge (``bridge``) or the cocotb DDR model, with ``timing``; either
+        restarts its pattern of gaps from ``timing.seed`` (the bridge in the cycle after this)."""
         dut = self.dut
-        self.ddr.timing = timing
+        self.ddr.set_timing(timing)
         dut.use_bridge.value = int(bridge)
         dut.mem_read_latency.value = timing.latency
         dut.mem_write_latency.value = timing.write_latency
-        dut.mem_ready_threshold.value = round(256 * timing.ready_prob)
-        dut.mem_rvalid_threshold.value = round(256 * timing.rvalid_prob)
+        for name in AxiBurstBridge.CHANNELS:
+            getattr(dut, f"mem_{name}_threshold").value = round(256 * getattr(timing,
+                                                                                f"{name}_prob"))
+        dut.mem_seed.value = timing.seed % (1 << 32)
+        await FallingEdge(dut.clk)
+        dut.mem_reseed.value = 1
+        await FallingEdge(dut.clk)
+        dut.mem_reseed.value = 0
 
     async def _serve_reads(self):
         """Answer each read burst of the bridge with all its beats (or its error response)."""
@@ -135,13 +142,17 @@ class SequencerTB(TB):
             dut.mem_wc_valid.value = 1
 
     async def run_program(self, prog_addr, count, perf_addr, timeout_cycles):
-        """Start the program, wait for the done interrupt; return the sequencer's STATUS, ERROR,
-        LAYER and CYCLES CSRs as a dict."""
+        """Start the program, wait for the done interrupt (:class:`sim.engine_cocotb.Hang` after
+        ``timeout_cycles``); return the sequencer's CSRs (:meth:`status`)."""
         await self.csr_write(SEQ_CSR.PROG_ADDR, prog_addr)
         await self.csr_write(SEQ_CSR.COUNT, count)
         await self.csr_write(SEQ_CSR.PERF_ADDR, perf_addr)
         await self.csr_write(SEQ_CSR.CTRL, 1)
-        await with_timeout(RisingEdge(self.dut.irq), timeout_cycles * PERIOD_NS, "ns")
+        await self.wait_irq(timeout_cycles, "sequencer")
+        return await self.status()
+
+    async def status(self):
+        """The sequencer's STATUS, ERROR, LAYER and CYCLES CSRs as a dict."""
         return {name.lower(): await self.csr_read(getattr(SEQ_CSR, name))
                 for name in ("STATUS", "ERROR", "LAYER", "CYCLES")}
 
@@ -168,10 +179,10 @@ async def _check_layers(tb, program, expected, checked, final):
         seen = done
 
 
-async def _run_one(tb, payload, run):
+async def _run_one(tb, payload, run, index):
     program, expected = payload["program"], run.get("expected", payload["expected"])
     t0 = time.perf_counter()
-    tb.select_memory(run.get("timing", DdrTiming()), run.get("bridge", True))
+    await tb.select_memory(run.get("timing", DdrTiming()), run.get("bridge", True))
     tb.ddr.errors = list(run.get("errors", []))
     # Stale data everywhere: every output must be written by the engine, never left over.
     tb.ddr.mem[:] = 0xA5
@@ -182,16 +193,23 @@ async def _run_one(tb, payload, run):
     perf_addr = run["perf_addr"]
     checked, final = {}, []
     watcher = cocotb.start_soon(_check_layers(tb, program, expected, checked, final))
-    csrs = await tb.run_program(run.get("prog_addr", program.descriptor_addr), count, perf_addr,
-                                run["timeout"])
+    failure = None
+    try:
+        csrs = await tb.run_program(run.get("prog_addr", program.descriptor_addr), count,
+                                    perf_addr, run["timeout"])
+    except Hang as exc:
+        failure = f"run {run.get('name', index)}: {exc}"
+        csrs = await tb.status()  # as the stuck sequencer reports them
     watcher.cancel()
     # Records of the layers run: all of them, or up to the one that failed (written if its
     # engine ran; stale memory if its descriptor fetch failed).
     result = {
         **csrs, "records": tb.records(perf_addr, min(csrs["layer"] + 1, count)).tolist(),
         "mismatches": {str(i): m for i, m in checked.items()}, "checked": sorted(checked),
-        "wall_s": time.perf_counter() - t0,
+        "failure": failure, "wall_s": time.perf_counter() - t0,
     }
+    if failure:
+        await tb.reset()  # the next run starts afresh
     if final and run.get("final_output"):
         np.save(run["final_output"], final[0])
     return result
@@ -199,18 +217,17 @@ async def _run_one(tb, payload, run):
 
 @cocotb.test()
 async def run_programs(dut):
-    """Run every program run of the payload on one sequencer instance (reset once)."""
+    """Run every program run of the payload on one sequencer instance (reset once, and after
+    a hang); the results file is rewritten after every run."""
     payload = load_payload()
-    tb = SequencerTB(dut, DdrTiming())
+    tb = SequencerTB(dut)
     await tb.reset()
     results = []
-    try:
-        for run in payload["runs"]:
-            results.append(await _run_one(tb, payload, run))
-            dut._log.info("run: status %#x error %#x layer %d cycles %d",
-                          *(results[-1][k] for k in ("status", "error", "layer", "cycles")))
-    finally:
+    for index, run in enumerate(payload["runs"]):
+        results.append(await _run_one(tb, payload, run, index))
         write_results(results)
+        dut._log.info("run: status %#x error %#x layer %d cycles %d",
+                      *(results[-1][k] for k in ("status", "error", "layer", "cycles")))
 
 
 # ---- host side ---------------------------------------------------------------------------------
@@ -248,6 +265,7 @@ def simulate_program(program, expected, runs, run_name, *, sim=None, waves=None)
     runs : list of dict
         ``timing`` (:class:`sim.ddr.DdrTiming`), ``errors`` (DDR error injections),
         ``timeout`` (cycles), ``bridge`` (memory path, default True: :class:`hdl.top.SimTop`),
+        ``name`` (for messages, default the run's index),
         optional ``perf_addr``, ``prog_addr``, ``count``, ``expected`` overrides and
         ``final_output`` (a ``.npy`` path for the last layer's output read from DDR).
 
@@ -256,7 +274,8 @@ def simulate_program(program, expected, runs, run_name, *, sim=None, waves=None)
     (results, ok)
         One dict per run that finished: the sequencer's CSRs (``status``, ``error``, ``layer``,
         ``cycles``), ``records`` (the performance records in DDR), ``mismatches`` per checked
-        layer, ``checked`` (layers compared); ``ok`` whether the cocotb test passed.
+        layer, ``checked`` (layers compared), ``failure`` (the message of a run that hung, else
+        None); ``ok`` whether the cocotb test passed.
 
     Raises
     ------
@@ -392,8 +411,10 @@ def _names(opts, classes):
 
 
 def _ddr_timing(opts):
-    return DdrTiming(latency=opts.ddr_latency, ready_prob=1.0 - opts.backpressure,
-                     rvalid_prob=min(1.0, opts.ddr_bytes_per_cycle / 8), seed=opts.seed)
+    ready = 1.0 - opts.backpressure
+    return DdrTiming(latency=opts.ddr_latency, arready_prob=ready, awready_prob=ready,
+                     wready_prob=ready, rvalid_prob=min(1.0, opts.ddr_bytes_per_cycle / 8),
+                     seed=opts.seed)
 
 
 def _rows(program, records, checked, mismatches, predictions):
@@ -510,6 +531,8 @@ def run_cosim(opts=None, *, log=print):
     errors = [] if ok and results else ["the simulation did not finish (see the cocotb log)"]
     res = results[0] if results else {"records": [], "checked": [], "mismatches": {},
                                       "status": 0, "error": 0, "layer": 0, "cycles": 0}
+    if res.get("failure"):
+        errors.append(res["failure"])
     if res.get("error"):
         errors.append(f"sequencer error flags {res['error']:#x} at layer {res['layer']}")
     errors += [m for msgs in res["mismatches"].values() for m in msgs]

@@ -4,7 +4,8 @@ Why our own and not cocotbext-axi's ``AxiRam``: that model runs five coroutines 
 clock (about 18 k beats/s here) and has no notion of DDR latency. This one is a single coroutine
 that acts once per clock while a transfer is in flight and sleeps on signal edges otherwise, with
 a fixed read latency, at most one read beat per cycle (64 bits/cycle at the default width), seeded
-random backpressure on every channel, and error injection by address range.
+random gaps on all five channels (AR, R, AW, W, B; each its own probability, the pattern set by
+the timing's seed whenever a job sets its timing), and error injection by address range.
 
 Timing model: the coroutine runs on the falling edge. There it samples the master's outputs, which
 are stable from the previous rising edge to the next one, drives its own outputs for the next
@@ -28,20 +29,42 @@ OKAY, SLVERR, DECERR = 0, 2, 3
 
 @dataclass
 class DdrTiming:
-    """Timing knobs of :class:`DdrModel`.
+    """Timing knobs of :class:`DdrModel` (and of the burst bridge, ``hdl.top.AxiBurstBridge``).
 
     latency : cycles from the AR handshake to the burst's first R beat
     write_latency : cycles from the last W beat to the B response
-    ready_prob : probability that ARREADY/AWREADY/WREADY is high in a cycle
-    rvalid_prob : probability that an available R beat is presented in a cycle
-    seed : random seed of the backpressure pattern
+    arready_prob, awready_prob, wready_prob : probability that ARREADY / AWREADY / WREADY is high
+        in a cycle
+    rvalid_prob, bvalid_prob : probability that an available R beat / B response is presented in
+        a cycle (once presented, it stays until taken, as AXI4 A3.2.1 requires of VALID)
+    seed : seed of the pattern of gaps; a model restarts it whenever it is given this timing
     """
 
     latency: int = 30
     write_latency: int = 4
-    ready_prob: float = 1.0
+    arready_prob: float = 1.0
     rvalid_prob: float = 1.0
+    awready_prob: float = 1.0
+    wready_prob: float = 1.0
+    bvalid_prob: float = 1.0
     seed: int = 0
+
+    #: The channel probabilities, in AXI channel order.
+    CHANNELS = ("arready_prob", "rvalid_prob", "awready_prob", "wready_prob", "bvalid_prob")
+
+    @classmethod
+    def random(cls, rng):
+        """A timing drawn from ``rng`` (a ``numpy.random.Generator``): each latency at its
+        minimum (1 cycle: the beat or response right after its handshake) one time in five,
+        else uniform in 2-79 (reads) or 2-19 (write responses); per channel either no gaps (one
+        time in three, so that every channel is sometimes the only one throttled) or a
+        probability uniform in [0.25, 1)."""
+        probs = {name: 1.0 if rng.random() < 1 / 3 else float(rng.uniform(0.25, 1.0))
+                 for name in cls.CHANNELS}
+        latency, write_latency = (1 if rng.random() < 1 / 5 else int(rng.integers(2, top))
+                                  for top in (80, 20))
+        return cls(latency=latency, write_latency=write_latency, seed=int(rng.integers(1 << 31)),
+                   **probs)
 
 
 def _bit(signal):
@@ -78,14 +101,9 @@ class DdrModel:
         self.clk, self.period_ns = clk, period_ns
         self.mem = np.zeros(size, dtype=np.uint8)
         self.beat = data_width // 8
-        self.timing = timing or DdrTiming()
-        self.rng = random.Random(self.timing.seed)
+        self.set_timing(timing or DdrTiming())
         self.errors = []  # (start, end, resp, kind)
-        self.reads = deque()  # [due_cycle, id, beats (list of int), resp]
-        self.aws = deque()  # (addr, beats, id)
-        self.wbeats = []  # (data, strb) of the burst being received
-        self.wbursts = deque()  # complete W bursts whose address has not arrived yet
-        self.bresps = deque()  # [due_cycle, id, resp]
+        self.reset()
         self.stats = {"read_beats": 0, "write_beats": 0}
         sig = {n: getattr(dut, prefix + n) for n in (
             "arvalid", "arready", "araddr", "arlen", "arid", "rvalid", "rready", "rdata", "rid",
@@ -95,6 +113,21 @@ class DdrModel:
         self._driven = {}
         for name in ("arready", "rvalid", "awready", "wready", "bvalid"):
             self._drive(name, 0)
+
+    def set_timing(self, timing):
+        """Use ``timing`` from now on, its pattern of gaps restarted from ``timing.seed`` (so a
+        job's timing does not depend on the jobs that ran before it)."""
+        self.timing = timing
+        self.rng = random.Random(timing.seed)
+
+    def reset(self):
+        """Forget every transfer in flight (the master was reset); memory is kept."""
+        self.reads = deque()  # [due_cycle, id, beats (list of int), resp]
+        self.aws = deque()  # (addr, beats, id)
+        self.wbeats = []  # (data, strb) of the burst being received
+        self.wbursts = deque()  # complete W bursts whose address has not arrived yet
+        self.bresps = deque()  # [due_cycle, id, resp]
+        self._r_held = self._b_held = False  # a VALID presented and not yet taken
 
     # -- memory access for the testbench -------------------------------------------------------
     def write(self, addr, data):
@@ -160,7 +193,7 @@ class DdrModel:
         s, t, drive = self.s, self.timing, self._drive
         now = self._cycle_now()
         # AR
-        arready = self._chance(t.ready_prob)
+        arready = self._chance(t.arready_prob)
         drive("arready", arready)
         if arvalid and arready:
             addr, n = int(s.araddr.value), int(s.arlen.value) + 1
@@ -176,26 +209,28 @@ class DdrModel:
             self.reads.append([now + t.latency, int(s.arid.value), beats, resp])
         # R
         rvalid = False
-        if self.reads and self.reads[0][0] <= now and self._chance(t.rvalid_prob):
+        if self.reads and self.reads[0][0] <= now and (self._r_held
+                                                        or self._chance(t.rvalid_prob)):
             due, rid, beats, resp = self.reads[0]
             rvalid = True
             drive("rdata", beats[0])
             drive("rid", rid)
             drive("rresp", resp)
             drive("rlast", int(len(beats) == 1))
-            if int(s.rready.value):
+            self._r_held = not int(s.rready.value)
+            if not self._r_held:
                 beats.pop(0)
                 self.stats["read_beats"] += 1
                 if not beats:
                     self.reads.popleft()
         drive("rvalid", rvalid)
         # AW
-        awready = self._chance(t.ready_prob)
+        awready = self._chance(t.awready_prob)
         drive("awready", awready)
         if awvalid and awready:
             self.aws.append((int(s.awaddr.value), int(s.awlen.value) + 1, int(s.awid.value)))
         # W
-        wready = self._chance(t.ready_prob)
+        wready = self._chance(t.wready_prob)
         drive("wready", wready)
         if wvalid and wready:
             self.wbeats.append((int(s.wdata.value), int(s.wstrb.value)))
@@ -208,13 +243,15 @@ class DdrModel:
         while self.aws and self.wbursts:
             self._commit_write(now)
         # B
-        bvalid = bool(self.bresps) and self.bresps[0][0] <= now
+        bvalid = bool(self.bresps) and self.bresps[0][0] <= now and (
+            self._b_held or self._chance(t.bvalid_prob))
         drive("bvalid", bvalid)
         if bvalid:
             _, bid, resp = self.bresps[0]
             drive("bid", bid)
             drive("bresp", resp)
-            if int(s.bready.value):
+            self._b_held = not int(s.bready.value)
+            if not self._b_held:
                 self.bresps.popleft()
 
     def _commit_write(self, now):

@@ -136,7 +136,8 @@ def build_top(make_top, toplevel, key, *, sim=None, waves=None):
 def run_cocotb(build_dir, toplevel, test_module, run_name, env, *, sim=None, waves=None):
     """Run cocotb ``test_module`` on a built top in ``<build_dir>/runs/<run_name>-<worker>``.
 
-    Returns (run directory, whether every cocotb test passed).
+    Returns (run directory, whether every cocotb test passed); a simulator that died without
+    results counts as failed.
     """
     sim = sim or _simulator()
     waves = _waves() if waves is None else waves
@@ -145,12 +146,22 @@ def run_cocotb(build_dir, toplevel, test_module, run_name, env, *, sim=None, wav
     run_dir.mkdir(parents=True, exist_ok=True)
     os.environ.update(_toolchain_env())
     root = str(Path(__file__).resolve().parents[1])
-    xml = get_runner(sim).test(
-        test_module=test_module, hdl_toplevel=toplevel, hdl_toplevel_lang="verilog",
-        build_dir=build_dir, test_dir=run_dir, waves=waves, timescale=("1ns", "1ps"),
-        extra_env={**env, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")},
-    )
-    _, failed = get_results(xml)
+    xml = run_dir / "results.xml"
+    try:
+        get_runner(sim).test(
+            test_module=test_module, hdl_toplevel=toplevel, hdl_toplevel_lang="verilog",
+            build_dir=build_dir, test_dir=run_dir, waves=waves, timescale=("1ns", "1ps"),
+            results_xml=str(xml),
+            extra_env={**env, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")},
+        )
+    except SystemExit:
+        # Under pytest the runner exits when a cocotb test failed; the caller has the results
+        # (and their messages, which the bare exit would lose), so report it as a failure.
+        pass
+    try:
+        _, failed = get_results(xml)
+    except RuntimeError:  # no results file: the simulator ended abnormally
+        return run_dir, False
     return run_dir, failed == 0
 
 

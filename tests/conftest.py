@@ -9,6 +9,7 @@ outside the repository, the temporary directories and the Python installation.
 from __future__ import annotations
 
 import os
+import random
 import sys
 import sysconfig
 import tempfile
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["DATA_DIR", "REPO_ROOT", "darknet_tiny96", "outside_repository",
+__all__ = ["DATA_DIR", "REPO_ROOT", "darknet_tiny96", "fuzz_seed", "outside_repository",
            "reference_quantized"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -66,6 +67,23 @@ def _stays_inside_repository():
         _touched.clear()
         pytest.fail(f"the test read outside the repository ({REPO_ROOT}): {paths}; copy what it "
                     "needs into tests/data/", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def fuzz_seed() -> int:
+    """The seed of this session's random tests: ``OWLET_SEED`` if set, else a fresh one.
+
+    Tests derive their random draws (layers, data, DDR timing) from it and name it in every
+    failure message as ``OWLET_SEED=<n>``; setting that variable reproduces the run.
+    """
+    if os.environ.get("OWLET_SEED"):
+        seed = int(os.environ["OWLET_SEED"])
+    elif os.environ.get("PYTEST_XDIST_TESTRUNUID"):  # one seed for all workers of an xdist run
+        seed = int(os.environ["PYTEST_XDIST_TESTRUNUID"], 16) % (1 << 32)
+    else:
+        seed = random.SystemRandom().randrange(1 << 32)
+    print(f"OWLET_SEED={seed}")
+    return seed
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,13 @@
 """cocotb + Verilator layer tests of the engine, bit-exact against the golden model.
 
 Each test runs all its layers on one simulator instance (one build shared by every test, see
-``sim.runner``). Layers use random DDR latency and backpressure; a mismatch names layer, channel,
-row, column, expected and actual (``WAVES=1`` dumps a waveform into the run directory).
+``sim.runner``). Layers use random DDR latency and gaps on all five AXI channels; a mismatch names
+layer, channel, row, column, expected and actual, a write outside the output region names the
+region and the address (``WAVES=1`` dumps a waveform into the run directory).
+
+Random draws come from the session's seed (the ``fuzz_seed`` fixture): fresh every run, named in
+every failure message as ``OWLET_SEED=<n>``, and ``OWLET_SEED=<n> pytest ...`` reproduces it.
+The fuzz draws its layers with :func:`sim.layer.fuzz_case` (the distribution is documented there).
 """
 
 import shutil
@@ -10,7 +15,7 @@ import shutil
 import numpy as np
 import pytest
 
-from hdl.descriptor import EngineConfig, Pool
+from hdl.descriptor import EngineConfig, Pool, plan_layer
 from hdl.engine import ERR
 from model.darknet import load_darknet
 from model.golden import forward_int, quantize_input
@@ -19,31 +24,39 @@ from model.quant import quantize_network
 from model.zoo import DOG_IMAGE, REFERENCE_CFG, REFERENCE_WEIGHTS
 from sim.bench import STALLS, VOC_LAYERS, bench_jobs
 from sim.ddr import DECERR, SLVERR, DdrTiming
-from sim.layer import LayerCase, layer_image, random_case
+from sim.layer import LayerCase, fuzz_case, layer_image, random_case, tile_width_limits
 from sim.runner import run_jobs
 
 STATUS_BUSY, STATUS_DONE, STATUS_ERROR = 1, 2, 4
 
 
-def _assert_exact(jobs, results, ok):
-    assert len(results) == len(jobs), "the simulation stopped early (see the cocotb log)"
+#: Default and slow fuzz: layers per simulator run, and runs (xdist spreads them).
+FUZZ_PARTS, FUZZ_SLOW_PARTS, FUZZ_PART_LAYERS = 2, 18, 28
+
+
+def _problems(jobs, results):
+    """Every failure message of a run, plus one if the simulation ended before the last job."""
     problems = [m for r in results for m in r["mismatches"]]
-    assert not problems, "\n".join(problems)
-    assert ok
+    if len(results) < len(jobs):
+        problems.append(f"the simulation stopped after {len(results)} of {len(jobs)} jobs, in "
+                        f"layer {jobs[len(results)]['case'].name} (see the cocotb log)")
+    return problems
+
+
+def _assert_exact(jobs, results, ok, seed=None):
+    where = "fixed data and timing" if seed is None else f"OWLET_SEED={seed}"
+    problems = _problems(jobs, results)
+    assert not problems, f"{where}\n" + "\n".join(problems)
+    assert ok, f"{where}: the cocotb test failed (see its log)"
     for r in results:
-        assert r["status"] == STATUS_DONE and r["error"] == 0, r
+        assert r["status"] == STATUS_DONE and r["error"] == 0, f"{where}: {r}"
         c = r["counters"]
         # Performance counters: bytes as the DDR model saw them; stalls never exceed the time.
-        assert c["bytes_read"] == r["ddr_bytes"]["read_beats"], r
-        assert c["bytes_written"] == r["ddr_bytes"]["write_beats"], r
-        assert c["mac_active"] + sum(c[k] for k in STALLS) <= c["cycles"], r
-        assert c["mac_active"] * 128 >= r["macs"], r  # P_ic·P_oc MAC slots per active cycle
-
-
-def _random_timing(rng):
-    return DdrTiming(latency=int(rng.integers(1, 80)), write_latency=int(rng.integers(1, 20)),
-                     ready_prob=float(rng.uniform(0.3, 1.0)),
-                     rvalid_prob=float(rng.uniform(0.3, 1.0)), seed=int(rng.integers(1 << 30)))
+        assert c["bytes_read"] == r["ddr_bytes"]["read_beats"], f"{where}: {r}"
+        assert c["bytes_written"] == r["ddr_bytes"]["write_beats"], f"{where}: {r}"
+        assert c["mac_active"] + sum(c[k] for k in STALLS) <= c["cycles"], f"{where}: {r}"
+        # P_ic·P_oc MAC slots per active cycle
+        assert c["mac_active"] * 128 >= r["macs"], f"{where}: {r}"
 
 
 @pytest.fixture(scope="module")
@@ -71,53 +84,145 @@ def reference_cases():
     return cases
 
 
-def test_reference_network_layers_bit_exact(reference_cases):
-    rng = np.random.default_rng(4)
-    jobs = [{"case": case, "timing": _random_timing(rng)} for case in reference_cases]
+def test_reference_network_layers_bit_exact(reference_cases, fuzz_seed):
+    rng = np.random.default_rng([fuzz_seed, 1])
+    jobs = [{"case": case, "timing": DdrTiming.random(rng)} for case in reference_cases]
     results, ok = run_jobs(jobs, "reference")
-    _assert_exact(jobs, results, ok)
+    _assert_exact(jobs, results, ok, fuzz_seed)
 
 
-def _fuzz_cases(rng, n):
-    """Random layer configurations: odd and non-square shapes, channel counts off the lane
-    widths, 1x1 and 3x3, every pool mode, int32 output, multi-tile maps, extreme multipliers."""
-    cases = []
-    for i in range(n):
-        kernel = int(rng.choice([1, 3]))
-        out_int32 = kernel == 1 and rng.random() < 0.5
-        pool = Pool.NONE if out_int32 else Pool(int(rng.integers(0, 3)))
-        c, o = int(rng.integers(1, 40)), int(rng.integers(1, 40))
-        h, w = int(rng.integers(1, 14)), int(rng.integers(1, 14))
-        tile = int(rng.integers(1, 4)) if rng.random() < 0.4 else None
-        cases.append(random_case(rng, f"fuzz{i}", c, h, w, o, kernel, pool, out_int32, tile,
-                                 extreme=rng.random() < 0.5))
-    return cases
+def _fuzz_jobs(seed, stream, part):
+    """Layers ``part · FUZZ_PART_LAYERS`` ... of fuzz ``stream``, each with its DDR timing, all
+    drawn from ``seed`` (so one part reproduces alone)."""
+    rng = np.random.default_rng([seed, stream, part])
+    first = part * FUZZ_PART_LAYERS
+    return [{"case": fuzz_case(rng, i), "timing": DdrTiming.random(rng)}
+            for i in range(first, first + FUZZ_PART_LAYERS)]
 
 
-def test_fuzz_layers_bit_exact():
-    rng = np.random.default_rng(2026)
-    cases = _fuzz_cases(rng, 10)
-    # Hand-picked corners: a 1-pixel map (passes shorter than the pipeline), a one-row map with
-    # a 2x2/2 pool (half-empty windows), 2x2/1 on a tiled map (the overlap row), wide channels.
-    cases += [
-        random_case(rng, "corner.1x1", 5, 1, 1, 3, 3, Pool.NONE, extreme=True),
-        random_case(rng, "corner.row", 9, 1, 9, 17, 3, Pool.P2S2),
-        random_case(rng, "corner.p2s1tiles", 16, 9, 5, 16, 3, Pool.P2S1, max_tile_rows=2),
-        random_case(rng, "corner.wide", 72, 4, 6, 33, 3, Pool.P2S2, extreme=True),
-    ]
-    jobs = [{"case": case, "timing": _random_timing(rng)} for case in cases]
-    results, ok = run_jobs(jobs, "fuzz")
-    _assert_exact(jobs, results, ok)
+def _coverage(jobs):
+    """The corners a fuzz must reach, each with whether ``jobs`` reach it."""
+    cfg = EngineConfig()
+    cases, timings = [job["case"] for job in jobs], [job["timing"] for job in jobs]
+    int8 = [case.expected() for case in cases if not case.out_int32]
+    plans = [layer_image(case, cfg).plan for case in cases]
+
+    def width_at(case, rows, above=0):
+        return case.x.shape[2] == tile_width_limits(cfg, case.kernel, case.pool, rows) + above
+
+    return {
+        **{f"{k}x{k} {mode}": any(case.kernel == k and (
+            "int32" if case.out_int32 else case.pool.name) == mode for case in cases)
+           for k in (1, 3) for mode in ("NONE", "P2S2", "P2S1", "int32")},
+        "C not a multiple of P_ic": any(case.x.shape[0] % cfg.p_ic for case in cases),
+        "O not a multiple of 8": any(case.w.shape[0] % 8 for case in cases),
+        "O a multiple of 8, not of P_oc": any(case.w.shape[0] % cfg.p_oc == 8 for case in cases),
+        "C at the descriptor limit": any(case.x.shape[0] > 2032 for case in cases),
+        "O at the descriptor limit": any(case.w.shape[0] > 2032 for case in cases),
+        "width at the planner's limit": any(width_at(case, 1) for case in cases),
+        "width one above a tile-rows step": any(width_at(case, r, 1) for case in cases
+                                                for r in (2, 3)),
+        "several row tiles": any(plan.fields["tile_rows"] < plan.out_hw[0] for plan in plans),
+        "a region off its page start": any(case.addr_offset for case in cases),
+        "m_pos and m_neg 0": all(any((getattr(case, m) == 0).any() for case in cases)
+                                 for m in ("m_pos", "m_neg")),
+        "m_pos and m_neg 65535": all(any((getattr(case, m) == 65535).any() for case in cases)
+                                     for m in ("m_pos", "m_neg")),
+        "shift 1 and 47": all(any((case.shift == s).any() for case in cases) for s in (1, 47)),
+        "saturation at 127 and -128": all(any((y == v).any() for y in int8) for v in (127, -128)),
+        "DDR read and write latency 1": all(any(getattr(t, k) == 1 for t in timings)
+                                            for k in ("latency", "write_latency")),
+        "gaps on every AXI channel": all(any(getattr(t, k) < 1 for t in timings)
+                                         for k in DdrTiming.CHANNELS),
+        "an AXI channel without gaps": any(getattr(t, k) == 1 for t in timings
+                                           for k in DdrTiming.CHANNELS),
+    }
 
 
-def test_bus_errors_stop_cleanly_and_engine_recovers():
-    """SLVERR/DECERR on reads and writes set the error flags and end the layer (never a hang);
-    the next layer on the same engine is bit-exact again."""
-    rng = np.random.default_rng(7)
+def test_fuzz_draw_covers_every_corner(fuzz_seed):
+    """The default fuzz reaches every corner the engine supports (checked on the draw itself,
+    from the cases' own shapes and values)."""
+    jobs = [job for part in range(FUZZ_PARTS) for job in _fuzz_jobs(fuzz_seed, 0, part)]
+    assert len(jobs) >= 50
+    missed = [corner for corner, hit in _coverage(jobs).items() if not hit]
+    assert not missed, f"OWLET_SEED={fuzz_seed}: the fuzz missed {missed}"
+
+
+@pytest.mark.parametrize("part", range(FUZZ_PARTS))
+def test_fuzz_layers_bit_exact(part, fuzz_seed):
+    jobs = _fuzz_jobs(fuzz_seed, 0, part)
+    results, ok = run_jobs(jobs, f"fuzz{part}")
+    _assert_exact(jobs, results, ok, fuzz_seed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("part", range(FUZZ_SLOW_PARTS))
+def test_long_fuzz_bit_exact(part, fuzz_seed):
+    jobs = _fuzz_jobs(fuzz_seed, 1, part)
+    results, ok = run_jobs(jobs, f"longfuzz{part}")
+    _assert_exact(jobs, results, ok, fuzz_seed)
+
+
+#: The widest map per (kernel, pool) in the default configuration, worked out from the buffer
+#: sizes (acc_depth 1024 pixels, ibuf_depth 2048): 1x1 is bounded by the accumulators, 3x3 by
+#: the input slot holding its row plus two halo rows (2048 // 3 = 682), a pool by two conv rows
+#: (2x2/2) or one plus the overlap row (2x2/1) in the accumulators (1024 // 2 = 512).
+WIDTH_LIMITS = {(1, Pool.NONE): 1024, (3, Pool.NONE): 682, (1, Pool.P2S2): 512,
+                (3, Pool.P2S2): 512, (1, Pool.P2S1): 512, (3, Pool.P2S1): 512}
+
+
+@pytest.mark.parametrize(("kernel", "pool"), WIDTH_LIMITS)
+def test_planner_width_limits(kernel, pool):
+    """The planner takes a map at the limit width and refuses one column more (the fuzz runs
+    the widths at and below the limit on the RTL)."""
+    limit = WIDTH_LIMITS[kernel, pool]
+    assert tile_width_limits(EngineConfig(), kernel, pool, 1) == limit
+    for out_int32 in (False, True) if pool == Pool.NONE else (False,):
+        plan = plan_layer(EngineConfig(), (8, 3, limit), 16, kernel, pool, out_int32, in_addr=0,
+                          out_addr=0, w_addr=0, param_addr=0)
+        assert plan.fields["tile_rows"] == 1
+        with pytest.raises(ValueError, match="too wide"):
+            plan_layer(EngineConfig(), (8, 3, limit + 1), 16, kernel, pool, out_int32,
+                       in_addr=0, out_addr=0, w_addr=0, param_addr=0)
+
+
+def test_a_hang_is_a_failure_with_a_message(fuzz_seed):
+    """A layer that does not finish in its cycle budget fails with a message naming the layer and
+    what the testbench waited for; the engine is reset and the next jobs run (bit-exact, and a
+    job's DDR timing does not depend on the jobs before it: the same job twice takes the same
+    cycles). A testbench that dies mid-run (here: a layer the planner refuses) leaves the jobs
+    that finished, and the pytest side reports where it stopped."""
+    rng = np.random.default_rng([fuzz_seed, 2])
+    case = random_case(rng, "hang", 8, 4, 5, 16, 3, Pool.P2S2)
+    other = random_case(rng, "other", 12, 5, 3, 20, 1, Pool.P2S1)
+    timing, other_timing = DdrTiming.random(rng), DdrTiming.random(rng)
+    wide = random_case(rng, "too-wide", 1, 1, 2000, 1, 3)
+    jobs = [{"case": case, "timing": timing, "timeout": 50},
+            {"case": case, "timing": timing}, {"case": other, "timing": other_timing},
+            {"case": case, "timing": timing}, {"case": wide}]
+    results, ok = run_jobs(jobs, "hang")
+    where = f"OWLET_SEED={fuzz_seed}"
+    assert not ok, where
+    assert len(results) == 4, where
+    assert results[0]["mismatches"] == ["layer hang: engine: no done interrupt within 50 cycles"], \
+        f"{where}: {results[0]}"
+    _assert_exact(jobs[1:4], results[1:4], True, fuzz_seed)
+    assert results[1]["counters"] == results[3]["counters"], where
+    with pytest.raises(AssertionError, match=r"OWLET_SEED=\d+\n(.|\n)*stopped after 4 of 5 "
+                       r"jobs, in layer too-wide"):
+        _assert_exact(jobs, results, ok, fuzz_seed)
+
+
+def test_bus_errors_stop_cleanly_and_engine_recovers(fuzz_seed):
+    """SLVERR/DECERR on reads and writes set the error flags and end the layer (never a hang),
+    nothing outside the output region is written; the next layer on the same engine is
+    bit-exact again."""
+    rng = np.random.default_rng([fuzz_seed, 3])
     case = random_case(rng, "err", 20, 6, 7, 24, 3, Pool.P2S2)
-    segments, _, out_addr, out_bytes = layer_image(case, EngineConfig())
-    (in_addr, fm), (w_addr, wts), _ = segments
-    timing = DdrTiming(latency=20, ready_prob=0.7, rvalid_prob=0.8, seed=5)
+    image = layer_image(case, EngineConfig())
+    (_, in_addr, fm), (_, w_addr, _) = image.segments[:2]
+    out_addr, out_bytes = image.out_addr, image.out_bytes
+    timing = DdrTiming.random(rng)
     jobs = [
         {"case": case, "timing": timing, "errors": [(w_addr + 64, w_addr + 72, SLVERR, "r")]},
         {"case": case, "timing": timing, "errors": [(in_addr, in_addr + len(fm), DECERR, "r")]},
@@ -127,12 +232,13 @@ def test_bus_errors_stop_cleanly_and_engine_recovers():
         {"case": case, "timing": timing},
     ]
     results, ok = run_jobs(jobs, "errors")
-    assert len(results) == len(jobs)
+    where = f"OWLET_SEED={fuzz_seed}"
+    assert not _problems(jobs, results), f"{where}\n" + "\n".join(_problems(jobs, results))
     expected = [ERR.READ_SLVERR, ERR.READ_DECERR, ERR.WRITE_DECERR, ERR.WRITE_SLVERR]
     for r, err in zip(results, expected, strict=False):
-        assert r["status"] == STATUS_DONE | STATUS_ERROR, r
-        assert r["error"] == err, r
-    _assert_exact(jobs[-1:], results[-1:], ok)
+        assert r["status"] == STATUS_DONE | STATUS_ERROR, f"{where}: {r}"
+        assert r["error"] == err, f"{where}: {r}"
+    _assert_exact(jobs[-1:], results[-1:], ok, fuzz_seed)
 
 
 @pytest.mark.slow
@@ -144,15 +250,6 @@ def test_voc_13x13x1024_to_1024_layer_bit_exact():
     _assert_exact(jobs, results, ok)
 
 
-@pytest.mark.slow
-def test_long_fuzz_bit_exact():
-    rng = np.random.default_rng(99)
-    cases = _fuzz_cases(rng, 120)
-    jobs = [{"case": case, "timing": _random_timing(rng)} for case in cases]
-    results, ok = run_jobs(jobs, "longfuzz")
-    _assert_exact(jobs, results, ok)
-
-
 @pytest.mark.icarus
 def test_icarus_runs_a_layer_bit_exact():
     """SIM=icarus path (about 200 cycles/s here, so one small pooled layer)."""
@@ -160,6 +257,7 @@ def test_icarus_runs_a_layer_bit_exact():
         pytest.fail("iverilog not found: install Icarus Verilog (Debian: apt-get install iverilog)")
     rng = np.random.default_rng(5)
     jobs = [{"case": random_case(rng, "icarus", 8, 4, 5, 16, 3, Pool.P2S2),
-             "timing": DdrTiming(latency=5, ready_prob=0.7, seed=2)}]
+             "timing": DdrTiming(latency=5, arready_prob=0.7, wready_prob=0.8, bvalid_prob=0.5,
+                                 seed=2)}]
     results, ok = run_jobs(jobs, "icarus", sim="icarus")
     _assert_exact(jobs, results, ok)

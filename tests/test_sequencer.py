@@ -4,10 +4,13 @@ The reference network's program runs repeatedly on one sequencer: with bus error
 the engine's reads and writes, a descriptor fetch and a performance-record write, with a
 misaligned program address and with a shorter layer count. Each run must stop cleanly at the
 right layer with the right flags, every layer completed before it must be bit-exact, and a
-full run under random DDR latency and backpressure must be bit-exact again (recovery). The
-last runs check the two memory paths of ``hdl.top.SimTop`` against each other: the burst bridge
-(the default) and the cocotb DDR model give the same cycle counts, and the DDR model's own random
-backpressure gives a bit-exact run too.
+full run under random DDR latency and gaps on all five AXI channels must be bit-exact again
+(recovery), also after a run that hung (a cycle budget too small: a failure with a message, then
+a reset). The same random timing run twice on the burst bridge takes the same cycles (its gaps
+restart from the run's seed). The last runs check the two memory paths of ``hdl.top.SimTop``
+against each other: the burst bridge (the default) and the cocotb DDR model give the same cycle
+counts, and the DDR model's own random gaps give a bit-exact run too. The random timings come
+from the session's seed (``fuzz_seed``), named in failure messages as ``OWLET_SEED=<n>``.
 """
 
 import numpy as np
@@ -27,7 +30,7 @@ DONE, DONE_ERROR = 0b010, 0b110
 
 
 @pytest.fixture(scope="module")
-def program_runs():
+def program_runs(fuzz_seed):
     qnet, x, _, _ = load_model(CosimOptions(cfg=REFERENCE_CFG, weights=REFERENCE_WEIGHTS,
                                             image=DOG_IMAGE))
     x_q = quantize_input(x)
@@ -46,6 +49,8 @@ def program_runs():
     desc5 = program.descriptor_addr + 4 * DESCRIPTOR_WORDS * 5
     wrong = [e.copy() for e in expected]  # one wrong golden value: the check must catch it
     wrong[2][5, 1, 2] += 1
+    rng = np.random.default_rng([fuzz_seed, 4])
+    recovery = DdrTiming.random(rng)
     cases = {
         "engine read": ([(*segment(3, "weight"), SLVERR, "r")], {}),
         "engine write": ([(*segment(7, "output"), DECERR, "w")], {}),
@@ -55,111 +60,139 @@ def program_runs():
         "align": ([], {"prog_addr": program.descriptor_addr + 4}),
         "count": ([], {"count": 3}),
         "mismatch": ([], {"count": 3, "expected": wrong}),
-        "recovery": ([], {"timing": DdrTiming(latency=57, write_latency=9, ready_prob=0.7,
-                                              rvalid_prob=0.8, seed=11)}),
+        "hang": ([], {"timeout": 100}),
+        "recovery": ([], {"timing": recovery}),
+        "recovery again": ([], {"timing": recovery}),
         # The same program on both memory paths, no backpressure: identical timing.
         "bridge": ([], {}),
         "ddr model": ([], {"bridge": False}),
-        "ddr model backpressure": ([], {"bridge": False, "timing": DdrTiming(
-            latency=23, write_latency=3, ready_prob=0.6, rvalid_prob=0.7, seed=5)}),
+        "ddr model backpressure": ([], {"bridge": False, "timing": DdrTiming.random(rng)}),
     }
-    runs = [{"timing": DdrTiming(), "timeout": timeout, "errors": errors, **extra}
-            for errors, extra in cases.values()]
+    runs = [{"name": name, "timing": DdrTiming(), "timeout": timeout, "errors": errors, **extra}
+            for name, (errors, extra) in cases.items()]
     results, ok = simulate_program(program, expected, runs, "test-sequencer")
-    assert len(results) == len(runs), "the simulation stopped early (see the cocotb log)"
-    return program, dict(zip(cases, results, strict=True)), ok
+    where = f"OWLET_SEED={fuzz_seed}"
+    assert len(results) == len(runs), f"{where}: the simulation stopped after {len(results)} " \
+        f"of {len(runs)} runs (see the cocotb log)"
+    hung = {name: r["failure"] for name, r in zip(cases, results, strict=True) if r["failure"]}
+    assert list(hung) == ["hang"], f"{where}: {hung}"
+    return program, dict(zip(cases, results, strict=True)), ok, where
 
 
-def _exact_upto(result, n):
-    assert result["checked"] == list(range(n)), result["checked"]
+def _exact_upto(result, n, where):
+    assert result["checked"] == list(range(n)), f"{where}: checked {result['checked']}"
     problems = [m for msgs in result["mismatches"].values() for m in msgs]
-    assert not problems, "\n".join(problems)
+    assert not problems, f"{where}\n" + "\n".join(problems)
 
 
-def _record_ok(record, layer):
-    assert record[RECORD.LAYER] == layer
-    assert record[RECORD.STATUS] == DONE
+def _flags(result, expected, where):
+    got = (result["status"], result["error"], result["layer"])
+    assert got == expected, f"{where}: (status, error, layer) {got}, expected {expected}"
+
+
+def _record_ok(record, layer, where):
+    assert record[RECORD.LAYER] == layer, f"{where}: record {layer}: {record}"
+    assert record[RECORD.STATUS] == DONE, f"{where}: record {layer}: {record}"
     cycles = record[RECORD.COUNTERS + COUNTERS.index("cycles")]
-    assert 0 < cycles < record[RECORD.SEQ_CYCLES]
+    assert 0 < cycles < record[RECORD.SEQ_CYCLES], f"{where}: record {layer}: {record}"
 
 
 def test_engine_read_error_stops_at_that_layer(program_runs):
-    _, results, _ = program_runs
+    _, results, _, where = program_runs
     r = results["engine read"]
-    assert (r["status"], r["error"], r["layer"]) == (DONE_ERROR, ERR.READ_SLVERR, 3)
-    _exact_upto(r, 3)
+    _flags(r, (DONE_ERROR, ERR.READ_SLVERR, 3), where)
+    _exact_upto(r, 3, where)
     for i in range(3):
-        _record_ok(r["records"][i], i)
+        _record_ok(r["records"][i], i, where)
     # The failing layer's record is written too, with the engine's status and flags.
-    assert r["records"][3][RECORD.LAYER] == 3
-    assert r["records"][3][RECORD.STATUS] == DONE_ERROR | ERR.READ_SLVERR << 8
+    assert r["records"][3][RECORD.LAYER] == 3, where
+    assert r["records"][3][RECORD.STATUS] == DONE_ERROR | ERR.READ_SLVERR << 8, where
 
 
 def test_engine_write_error_in_last_layer(program_runs):
-    _, results, _ = program_runs
+    _, results, _, where = program_runs
     r = results["engine write"]
-    assert (r["status"], r["error"], r["layer"]) == (DONE_ERROR, ERR.WRITE_DECERR, 7)
-    _exact_upto(r, 7)
-    assert r["records"][7][RECORD.STATUS] == DONE_ERROR | ERR.WRITE_DECERR << 8
+    _flags(r, (DONE_ERROR, ERR.WRITE_DECERR, 7), where)
+    _exact_upto(r, 7, where)
+    assert r["records"][7][RECORD.STATUS] == DONE_ERROR | ERR.WRITE_DECERR << 8, where
 
 
 def test_descriptor_fetch_error(program_runs):
-    _, results, _ = program_runs
+    _, results, _, where = program_runs
     r = results["descriptor"]
-    assert (r["status"], r["error"], r["layer"]) == (DONE_ERROR, SEQ_ERR.DESC_DECERR, 5)
-    _exact_upto(r, 5)
+    _flags(r, (DONE_ERROR, SEQ_ERR.DESC_DECERR, 5), where)
+    _exact_upto(r, 5, where)
 
 
 def test_record_write_error(program_runs):
-    _, results, _ = program_runs
+    _, results, _, where = program_runs
     r = results["record"]
-    assert (r["status"], r["error"], r["layer"]) == (DONE_ERROR, SEQ_ERR.RECORD_SLVERR, 1)
-    _exact_upto(r, 1)
+    _flags(r, (DONE_ERROR, SEQ_ERR.RECORD_SLVERR, 1), where)
+    _exact_upto(r, 1, where)
 
 
 def test_misaligned_program_address_runs_nothing(program_runs):
-    _, results, _ = program_runs
+    _, results, _, where = program_runs
     r = results["align"]
-    assert (r["status"], r["error"], r["layer"]) == (DONE_ERROR, SEQ_ERR.ALIGN, 0)
-    assert r["checked"] == []
-    assert r["cycles"] < 10
+    _flags(r, (DONE_ERROR, SEQ_ERR.ALIGN, 0), where)
+    assert r["checked"] == [], where
+    assert r["cycles"] < 10, where
 
 
 def test_layer_count_and_recovery(program_runs):
-    program, results, ok = program_runs
+    program, results, ok, where = program_runs
     r = results["count"]
-    assert (r["status"], r["error"], r["layer"]) == (DONE, 0, 3)
-    _exact_upto(r, 3)
+    _flags(r, (DONE, 0, 3), where)
+    _exact_upto(r, 3, where)
     r = results["recovery"]
     n = len(program.layers)
-    assert (r["status"], r["error"], r["layer"]) == (DONE, 0, n)
-    _exact_upto(r, n)
+    _flags(r, (DONE, 0, n), where)
+    _exact_upto(r, n, where)
     records = np.array(r["records"])
     for i in range(n):
-        _record_ok(records[i], i)
+        _record_ok(records[i], i, where)
     # The run's cycles are the layers' engine cycles plus the sequencer's own.
     engine = records[:, RECORD.COUNTERS + COUNTERS.index("cycles")].sum()
-    assert engine < r["cycles"] < engine + 200 * n
-    assert ok
+    assert engine < r["cycles"] < engine + 200 * n, where
+    assert ok, where
+
+
+def test_a_hang_is_a_failure_and_the_next_run_recovers(program_runs):
+    """A run whose cycle budget is too small ends with a message naming the run and what the
+    testbench waited for (the sequencer is then reset: "recovery" runs next and is bit-exact)."""
+    _, results, _, where = program_runs
+    r = results["hang"]
+    assert r["failure"] == "run hang: sequencer: no done interrupt within 100 cycles", where
+    assert r["status"] & 1, f"{where}: the sequencer was busy when the budget ran out: {r}"
+
+
+def test_bridge_timing_follows_the_runs_seed(program_runs):
+    """The same random timing twice on the burst bridge: the same cycles and records (the
+    bridge's gaps restart from the run's seed, whatever ran before)."""
+    program, results, _, where = program_runs
+    first, again = results["recovery"], results["recovery again"]
+    _flags(again, (DONE, 0, len(program.layers)), where)
+    _exact_upto(again, len(program.layers), where)
+    assert (first["cycles"], first["records"]) == (again["cycles"], again["records"]), where
 
 
 def test_bridge_and_ddr_model_agree(program_runs):
-    program, results, _ = program_runs
+    program, results, _, where = program_runs
     n = len(program.layers)
     bridge, model = results["bridge"], results["ddr model"]
     for r in (bridge, model, results["ddr model backpressure"]):
-        assert (r["status"], r["error"], r["layer"]) == (DONE, 0, n)
-        _exact_upto(r, n)
-    assert bridge["cycles"] == model["cycles"]
-    assert bridge["records"] == model["records"]
+        _flags(r, (DONE, 0, n), where)
+        _exact_upto(r, n, where)
+    assert bridge["cycles"] == model["cycles"], where
+    assert bridge["records"] == model["records"], where
 
 
 def test_a_wrong_value_is_reported_with_its_position(program_runs):
-    _, results, _ = program_runs
+    _, results, _, where = program_runs
     r = results["mismatch"]
-    assert r["checked"] == [0, 1, 2]
-    assert not r["mismatches"]["0"] and not r["mismatches"]["1"]
+    assert r["checked"] == [0, 1, 2], where
+    assert not r["mismatches"]["0"] and not r["mismatches"]["1"], where
     msgs = r["mismatches"]["2"]
-    assert len(msgs) == 1 and "channel 5, row 1, column 2: expected " in msgs[0], msgs
+    assert len(msgs) == 1 and "channel 5, row 1, column 2: expected " in msgs[0], (where, msgs)
     expected, actual = (int(v) for v in msgs[0].rsplit("expected ", 1)[1].split(", actual "))
-    assert expected == (actual + 1 + 128) % 256 - 128  # the int8 golden value, plus one
+    assert expected == (actual + 1 + 128) % 256 - 128, where  # the int8 golden value, plus one
