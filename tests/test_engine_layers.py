@@ -24,6 +24,7 @@ from model.quant import quantize_network
 from model.zoo import DOG_IMAGE, REFERENCE_CFG, REFERENCE_WEIGHTS
 from sim.bench import STALLS, VOC_LAYERS, bench_jobs
 from sim.ddr import DECERR, SLVERR, DdrTiming
+from sim.engine_cocotb import memory_changes
 from sim.layer import LayerCase, fuzz_case, layer_image, random_case, tile_width_limits
 from sim.runner import run_jobs
 
@@ -184,6 +185,31 @@ def test_planner_width_limits(kernel, pool):
         with pytest.raises(ValueError, match="too wide"):
             plan_layer(EngineConfig(), (8, 3, limit + 1), 16, kernel, pool, out_int32,
                        in_addr=0, out_addr=0, w_addr=0, param_addr=0)
+
+
+def test_memory_check_names_region_address_and_values():
+    """The guard-band check (host side, on a layer's real memory image): a write anywhere
+    outside the output region is reported with the layer, the region, the address and both
+    values; writes inside the output region are the output check's business."""
+    case = random_case(np.random.default_rng(0), "guarded", 9, 3, 5, 13, 3, Pool.P2S2,
+                       addr_offset=0x238)
+    image = layer_image(case, EngineConfig())
+    before = np.full(image.segments[-1][1] + 2 * 4096, 0xA5, np.uint8)
+    for _, addr, blob in image.segments:
+        before[addr:addr + len(blob)] = np.frombuffer(blob, np.uint8)
+    after = before.copy()
+    end = image.out_addr + image.out_bytes
+    after[image.out_addr:end] = 0  # the output itself: not reported
+    (_, in_addr, _), (_, w_addr, _), (_, p_addr, _), (_, g_addr, _), _ = image.segments
+    hits = {g_addr + 4095: "guard band before the output", end: "guard band after the output",
+            in_addr: "input map", w_addr + 7: "weights", p_addr + 16: "requant table",
+            len(after) - 1: "unused memory"}
+    for addr in hits:
+        after[addr] ^= 0x10
+    msgs = memory_changes(case.name, image, before, after)
+    assert msgs == [f"layer guarded: {hits[a]}: byte {a:#x} changed: expected {before[a]:#04x}, "
+                    f"actual {after[a]:#04x}" for a in sorted(hits)]
+    assert image.out_addr % 4096 == 0x238 and g_addr + 4096 == image.out_addr
 
 
 def test_a_hang_is_a_failure_with_a_message(fuzz_seed):
