@@ -113,7 +113,8 @@ def test_failed_download_says_what_to_do(tmp_path, monkeypatch):
 
 
 def test_model_registry(tmp_path):
-    assert set(MODELS) == {"owlet-tiny", "ref-tiny", "yolov3-tiny"}
+    assert set(MODELS) == {"owlet-tiny", "owlet-yolo3", "ref-tiny", "yolov3-tiny"}
+    assert find_model("owlet-yolo3").cfg.name == "owlet-yolo3.cfg"
     assert find_model("owlet-tiny").cfg.name == "owlet-tiny.cfg"
     assert MODELS["yolov3-tiny"].weights == YOLOV3_TINY_DIR / "yolov3-tiny.weights"
     with pytest.raises(ValueError, match="unknown model 'yolov9'.*yolov3-tiny"):

@@ -16,6 +16,7 @@ __all__ = [
     "DEFAULT_WEIGHTS",
     "DOG_IMAGE",
     "OWLET_TINY_CFG",
+    "OWLET_YOLO3_CFG",
     "REFERENCE_CFG",
     "REFERENCE_WEIGHTS",
     "MODELS",
@@ -36,6 +37,8 @@ OWLET_TINY_CFG = ZOO_DIR / "owlet-tiny.cfg"
 DEFAULT_CFG = OWLET_TINY_CFG
 DEFAULT_WEIGHTS = ZOO_DIR / "owlet-tiny.weights"
 DEFAULT_QMODEL = ZOO_DIR / "owlet-tiny.npz"
+#: The YOLOv3-tiny-style detector for the same task (two yolo heads): ``make train-yolo3``.
+OWLET_YOLO3_CFG = ZOO_DIR / "owlet-yolo3.cfg"
 #: A held-out synthetic test image (64×64 scaled ×4).
 DEFAULT_IMAGE = ZOO_DIR / "shapes.png"
 #: The reduced tiny-YOLOv2 of tests/data/darknet-tiny96 and its image.
@@ -87,6 +90,8 @@ MODELS = {
     model.name: model
     for model in (
         ZooModel("owlet-tiny", OWLET_TINY_CFG, DEFAULT_WEIGHTS, None, DEFAULT_IMAGE),
+        ZooModel("owlet-yolo3", OWLET_YOLO3_CFG, OWLET_YOLO3_CFG.with_suffix(".weights"), None,
+                 DEFAULT_IMAGE),
         ZooModel("ref-tiny", REFERENCE_CFG, REFERENCE_WEIGHTS, None, DOG_IMAGE),
         ZooModel("yolov3-tiny", YOLOV3_TINY_CFG, YOLOV3_TINY_WEIGHTS, YOLOV3_TINY_NAMES,
                  DOG_IMAGE, fetched=True),
