@@ -3,10 +3,11 @@
 The pytest side (``sim.runner.run_jobs``) hands over a list of jobs (``sim.runner.run_payload``);
 each is a dict with ``case`` (:class:`sim.layer.LayerCase`), ``timing``
 (:class:`sim.ddr.DdrTiming`, the DDR model's pattern restarted from its seed for the job) and
-optional ``errors`` (DDR error injections) and ``timeout`` (cycles). This module runs them one
-after another on one simulator instance and writes one result dict per job (counters, status,
-failure messages) back as JSON after every job, so that what finished survives a simulator that
-dies. Per job it checks, with messages naming the layer and the position:
+optional ``errors`` (DDR error injections) and ``timeout`` (cycles, default
+:func:`cycle_budget`). This module runs them one after another on one simulator instance and
+writes one result dict per job (counters, status, failure messages) back as JSON after every job,
+so that what finished survives a simulator that dies. Per job it checks, with messages naming
+the layer and the position:
 
 - the output map against the golden model (layer, channel, row, column, expected, actual),
   including the padded channels of the last group, which the contract says are 0;
@@ -30,7 +31,8 @@ from sim.ddr import DdrModel, DdrTiming
 from sim.layer import FILL, layer_image
 from sim.runner import load_payload, write_results
 
-__all__ = ["CSR_ACK_CYCLES", "TB", "Hang", "compare", "memory_changes", "run_jobs"]
+__all__ = ["CSR_ACK_CYCLES", "TB", "Hang", "compare", "cycle_budget", "memory_changes",
+           "run_jobs"]
 
 PERIOD_NS = 10
 MEM_SIZE = 1 << 25
@@ -140,6 +142,19 @@ def memory_changes(name, image, before, after, limit=8):
     return msgs
 
 
+def cycle_budget(case, image, cfg):
+    """A generous bound on a layer's cycles, its default ``timeout``: 50 per cycle of the MAC
+    array's work and per beat the layer moves (weights and requant table once per row tile, the
+    input up to four times per output-channel group with its halo and overlap rows, the output),
+    plus 200 000 for latencies. 50 covers a 4x slower bus (gaps down to 0.25) many times over."""
+    fields = image.plan.fields
+    tiles = -(-image.plan.out_hw[0] // fields["tile_rows"])
+    size = {name: len(blob) for name, _, blob in image.segments}
+    moved = (tiles * (size["weights"] + size["requant table"])
+             + 4 * fields["og_passes"] * size["input map"] + image.out_bytes)
+    return 50 * (case.macs // (cfg.p_ic * cfg.p_oc) + moved // (cfg.data_width // 8)) + 200_000
+
+
 async def run_job(tb, job, cfg):
     """Run one job (see the module docstring); return its result dict."""
     t0 = time.perf_counter()
@@ -151,7 +166,7 @@ async def run_job(tb, job, cfg):
     before = tb.ddr.mem.copy()
     tb.ddr.errors = list(job.get("errors", []))
     tb.ddr.set_timing(job.get("timing", DdrTiming()))
-    timeout = job.get("timeout", 50 * case.macs // (cfg.p_ic * cfg.p_oc) + 200_000)
+    timeout = job.get("timeout", cycle_budget(case, image, cfg))
     beats = dict(tb.ddr.stats)
     result = {"name": case.name, "status": None, "error": None, "counters": {}, "ddr_bytes": {},
               "macs": case.macs, "mismatches": []}

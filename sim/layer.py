@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from firmware.layout import fm_to_ddr, params_to_ddr, weights_to_ddr
-from hdl.descriptor import EngineConfig, Pool, plan_layer
+from hdl.descriptor import EngineConfig, LayerPlan, Pool, plan_layer
 from model.golden import conv2d_int, maxpool_int, requantize
 
 __all__ = [
@@ -99,7 +99,7 @@ class LayerImage:
     """
 
     segments: list
-    plan: object  # hdl.descriptor.LayerPlan
+    plan: LayerPlan
     out_addr: int
     out_bytes: int
     out_channels: int
