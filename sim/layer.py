@@ -253,7 +253,8 @@ def fuzz_case(rng, index, cfg=None):
         limit = tile_width_limits(cfg, kernel, pool, 1)
         two, three = (tile_width_limits(cfg, kernel, pool, r) for r in (2, 3))
         w = (limit, limit - 1, two + 1, two, three + 1, three)[(index + turn) % 6]
-        rows = plan_layer(cfg, (c, 1, w), o, kernel, pool, out_int32, in_addr=0, out_addr=0,
+        # Conv rows per tile at this width (on a map tall enough to fill a tile).
+        rows = plan_layer(cfg, (c, 64, w), o, kernel, pool, out_int32, in_addr=0, out_addr=0,
                           w_addr=0, param_addr=0).fields["tile_conv_rows"]
         h = int(rng.integers(1, 3 * rows + 2))
     else:
