@@ -108,13 +108,17 @@ def _source_key(key, sim, waves):
     return digest.hexdigest()[:16]
 
 
-def build_top(make_top, toplevel, key, *, sim=None, waves=None):
+def build_top(make_top, toplevel, key, *, sim=None, waves=None, extra_sources=()):
     """Build (or reuse) the simulator binary of the Amaranth component ``make_top()``.
 
+    ``extra_sources``: Verilog files compiled beside it (their contents join the cache key).
     Returns its build directory ``build/sim/<sim>-<hash>``; concurrent callers wait on a lock.
     """
     sim = sim or _simulator()
     waves = _waves() if waves is None else waves
+    extra_sources = [Path(p) for p in extra_sources]
+    if extra_sources:
+        key = (key, *(hashlib.sha256(p.read_bytes()).hexdigest() for p in extra_sources))
     build_dir = BUILD_ROOT / f"{sim}-{_source_key((toplevel, key), sim, waves)}"
     build_dir.mkdir(parents=True, exist_ok=True)
     stamp = build_dir / "built.ok"
@@ -127,8 +131,9 @@ def build_top(make_top, toplevel, key, *, sim=None, waves=None):
             os.environ.update(_toolchain_env())
             runner = _LeanVerilator() if sim == "verilator" else get_runner(sim)
             build_args = ["-Wno-fatal", "-O3"] if sim == "verilator" else []
-            runner.build(sources=[source], hdl_toplevel=toplevel, build_dir=build_dir,
-                         build_args=build_args, waves=waves, timescale=("1ns", "1ps"))
+            runner.build(sources=[source, *extra_sources], hdl_toplevel=toplevel,
+                         build_dir=build_dir, build_args=build_args, waves=waves,
+                         timescale=("1ns", "1ps"))
             stamp.touch()
     return build_dir
 

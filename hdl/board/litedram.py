@@ -108,6 +108,9 @@ class LiteDRAMCore(wiring.Component):
         AXI byte-address width of the user port (25 for 32 MB, 29 for 512 MB).
     data_width : int
         AXI data width of the user port (64 on the ULX3S's YAML, 128 on the ECPIX-5's).
+    sim : bool
+        The ``litedram_gen --sim`` module: LiteDRAM's PHY and DRAM model inside, no pads, no
+        ``rst`` input (its reset is a power-on register), a ``sim_trace`` input (tied to 0).
 
     Attributes
     ----------
@@ -120,8 +123,10 @@ class LiteDRAMCore(wiring.Component):
     user_clk, user_rst : Out(1)
     """
 
-    def __init__(self, name, pads, *, addr_width, data_width):
-        self.name, self.pads = name, dict(pads)
+    def __init__(self, name, pads, *, addr_width, data_width, sim=False):
+        if sim and pads:
+            raise ValueError(f"the simulation core {name!r} has no pads, not {sorted(pads)}")
+        self.name, self.pads, self.sim = name, dict(pads), sim
         super().__init__({
             "clk_in": In(1), "rst_in": In(1),
             "axi": In(AXI4Signature(addr_width=addr_width, data_width=data_width)),
@@ -146,6 +151,9 @@ class LiteDRAMCore(wiring.Component):
             # The port is In(AXI4Signature): its (flipped) members say our direction.
             direction = "i" if flow == wiring.Flow.In else "o"
             ports[f"{direction}_user_port_axi_0_{member}"] = getattr(self.axi, member)
+        if self.sim:
+            del ports["i_rst"]
+            ports["i_sim_trace"] = 0
         for pad, port in self.pads.items():
             bidir = pad.rsplit("_", 1)[-1] in ("dq",) or pad.endswith(("dqs_p", "dqs_n"))
             direction = "io" if bidir else ("i" if pad.endswith("clk_n") else "o")

@@ -14,14 +14,14 @@
 
 from amaranth import Module
 from amaranth.hdl import DomainRenamer
-from amaranth.lib import wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hdl.axi import AXI4Signature, WishboneSignature
 from hdl.board.axi_upsize import AXI4Upsizer
 from hdl.board.cdc import AXI4CDC, WishboneCDC
 from hdl.board.interconnect import AXI4Arbiter, Window, WishboneDecoder, WishboneToAXI4
-from hdl.bridge import UARTBridge
+from hdl.bridge import BusBridge, UARTBridge
 from hdl.descriptor import EngineConfig
 from hdl.sequencer import SEQ_CSR, Sequencer
 
@@ -59,8 +59,10 @@ class BoardGlue(wiring.Component):
         Bytes of DRAM (the DRAM window's size).
     dram_data_width : int
         LiteDRAM's AXI port width: 64 (ULX3S) or 128 (ECPIX-5, through :class:`AXI4Upsizer`).
-    divisor : int
-        UART clock cycles per bit (bridge clock / baud).
+    divisor : int or None
+        UART clock cycles per bit (bridge clock / baud); None: no UART, the bridge's byte
+        streams are ports (``host_rx``/``host_tx``, the board cosimulation feeds a byte per
+        cycle: ``docs/board.md``, "Board cosimulation").
     board : int
         The ID answer's board word.
     rx_timeout : int
@@ -69,6 +71,9 @@ class BoardGlue(wiring.Component):
     Attributes
     ----------
     uart_rx : In(1), uart_tx : Out(1)
+        With a ``divisor``.
+    host_rx : In(stream.Signature(8)), host_tx : Out(stream.Signature(8))
+        Without one: :class:`hdl.bridge.BusBridge`'s ``rx``/``tx`` (``bridge`` domain).
     seq_csr : Out(WishboneSignature(8, 32))   (``eng``)
     seq_axi : In(AXI4Signature(32, 64))        (``eng``)
     dram_ctrl : Out(WishboneSignature(14, 32)), dram_ctrl_err : In(1)   (``dram``)
@@ -84,8 +89,10 @@ class BoardGlue(wiring.Component):
                         Window("dram", ADDRESS_MAP["dram"], dram_size)]
         self.dram_data_width, self.divisor, self.board = dram_data_width, divisor, board
         self.rx_timeout = rx_timeout
+        host = ({"uart_rx": In(1, init=1), "uart_tx": Out(1, init=1)} if divisor is not None
+                else {"host_rx": In(stream.Signature(8)), "host_tx": Out(stream.Signature(8))})
         super().__init__({
-            "uart_rx": In(1, init=1), "uart_tx": Out(1, init=1),
+            **host,
             "seq_csr": Out(WishboneSignature(addr_width=8, data_width=32)),
             "seq_axi": In(AXI4Signature(addr_width=32, data_width=64)),
             "dram_ctrl": Out(WishboneSignature(addr_width=14, data_width=32)),
@@ -95,11 +102,19 @@ class BoardGlue(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        bridge = UARTBridge(divisor=self.divisor, board=self.board, rx_timeout=self.rx_timeout)
+        if self.divisor is not None:
+            bridge = UARTBridge(divisor=self.divisor, board=self.board,
+                                rx_timeout=self.rx_timeout)
+        else:
+            bridge = BusBridge(board=self.board, rx_timeout=self.rx_timeout)
         m.submodules.bridge = bridge = DomainRenamer("bridge")(bridge)
         m.submodules.decoder = dec = DomainRenamer("bridge")(WishboneDecoder(self.windows))
-        m.d.comb += [bridge.rx.eq(self.uart_rx), self.uart_tx.eq(bridge.tx),
-                     bridge.bus_err.eq(dec.err)]
+        m.d.comb += bridge.bus_err.eq(dec.err)
+        if self.divisor is not None:
+            m.d.comb += [bridge.rx.eq(self.uart_rx), self.uart_tx.eq(bridge.tx)]
+        else:
+            wiring.connect(m, wiring.flipped(self.host_rx), bridge.rx)
+            wiring.connect(m, bridge.tx, wiring.flipped(self.host_tx))
         wiring.connect(m, bridge.bus, dec.bus)
 
         # ---- one Wishbone crossing per window -----------------------------------------------
