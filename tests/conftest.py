@@ -26,13 +26,17 @@ DATA_DIR = REPO_ROOT / "tests" / "data"
 # Matplotlib keeps a font cache in the home directory unless told otherwise.
 os.environ.setdefault("MPLCONFIGDIR", str(REPO_ROOT / "build" / "mplconfig"))
 
-# What a test may read besides the repository: the interpreter and its packages, temporary
-# files, and the operating system's own files (devices, shared libraries, fonts, locale).
+# What a test may read besides the repository: the interpreter and its packages, the operating
+# system's own files (devices, shared libraries, fonts, locale) and temporary files.
 _ALLOWED_ROOTS = tuple(Path(p).resolve() for p in {
-    REPO_ROOT, tempfile.gettempdir(), sys.prefix, sys.base_prefix, sys.exec_prefix,
+    REPO_ROOT, sys.prefix, sys.base_prefix, sys.exec_prefix,
     sysconfig.get_paths()["purelib"], sysconfig.get_paths()["stdlib"],
     "/dev", "/proc", "/sys", "/usr", "/lib", "/lib64", "/etc", "/opt",
 })
+# Temporary files are only those pytest and the tempfile module make: a clone that lives in the
+# temporary directory itself must not reach its neighbours (``/tmp/shared`` beside ``/tmp/clone``).
+_TEMP_DIR = Path(tempfile.gettempdir()).resolve()
+_TEMP_PREFIXES = ("pytest-of-", tempfile.gettempprefix())
 
 
 def outside_repository(path) -> bool:
@@ -41,7 +45,12 @@ def outside_repository(path) -> bool:
         resolved = Path(os.fsdecode(path)).resolve()
     except (TypeError, ValueError, OSError):
         return False  # file descriptors and the like
-    return not any(resolved == root or root in resolved.parents for root in _ALLOWED_ROOTS)
+    if any(resolved == root or root in resolved.parents for root in _ALLOWED_ROOTS):
+        return False
+    if _TEMP_DIR in resolved.parents:
+        top = resolved.relative_to(_TEMP_DIR).parts[0]
+        return not top.startswith(_TEMP_PREFIXES)
+    return True
 
 
 _touched: list[str] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tempfile
 from pathlib import Path
 
 import conftest
@@ -13,6 +14,9 @@ def test_paths_outside_the_repository_are_recognised(tmp_path):
     assert outside_repository(REPO_ROOT.parent / "shared" / "reference" / "boxes.txt")
     assert outside_repository(Path.home() / ".cache" / "owlet")
     assert outside_repository(str(REPO_ROOT / ".." / "elsewhere"))
+    # A clone inside the temporary directory does not make its neighbours temporary files.
+    assert outside_repository(Path(tempfile.gettempdir()) / "shared" / "reference")
+    assert not outside_repository(Path(tempfile.mkdtemp()) / "scratch.bin")
     assert not outside_repository(DATA_DIR / "darknet-tiny96" / "boxes.txt")
     assert not outside_repository(REPO_ROOT / "model" / "zoo" / "dog.png")
     assert not outside_repository(tmp_path / "out.png")
