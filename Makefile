@@ -41,7 +41,7 @@ test: $(STAMP) weights
 	$(BIN)/ruff check .
 	$(BIN)/pytest -n $(JOBS)
 
-test-all: $(STAMP)
+test-all: $(STAMP) weights
 	$(BIN)/ruff check .
 	$(BIN)/pytest -n $(JOBS) -m 'not icarus'
 
