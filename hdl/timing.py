@@ -27,7 +27,7 @@ from pathlib import Path
 from amaranth import Cat, Module, Signal
 from amaranth.back import verilog
 from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import Flow, In, Out
 
 from hdl.descriptor import EngineConfig
 from hdl.sequencer import Sequencer
@@ -70,8 +70,8 @@ class TimingHarness(wiring.Component):
         m = Module()
         m.submodules.sequencer = seq = Sequencer(self.cfg)
         inputs, outputs = [], []
-        for _path, flow, value in seq.signature.flatten(seq):
-            (inputs if flow == In else outputs).append(value)
+        for _path, member, value in seq.signature.flatten(seq):
+            (inputs if member.flow == Flow.In else outputs).append(value)
         width_in = sum(len(v) for v in inputs)
         chain = Signal(width_in + 1)
         m.d.sync += chain.eq(Cat(self.sin, chain[:-1]))
