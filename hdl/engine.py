@@ -22,8 +22,9 @@ from amaranth import Array, Cat, Const, Module, Mux, ResetInserter, Signal, sign
 from amaranth.lib import data, fifo, memory, wiring
 from amaranth.lib.wiring import In, Out, connect
 
-from hdl.axi import AXI4Signature, ReadArbiter, WishboneSignature, burst_beats
+from hdl.axi import AXI4Signature, ReadArbiter, WishboneSignature, burst_beats, last_burst
 from hdl.descriptor import DESCRIPTOR_WORDS, Descriptor, EngineConfig, Pool
+from hdl.mac import MacArray, mac_latency
 from hdl.pool import PoolMax, PoolWalker
 from hdl.requant import REQUANT_LATENCY, RequantUnit
 from hdl.window import WindowGen
@@ -65,6 +66,8 @@ class _Writer(wiring.Component):
     A burst's address is issued only when all its beats wait in the FIFO, so ``wvalid`` never
     drops inside a burst. On ``abort`` the writer finishes a burst whose address it has issued
     (Ref: AMBA AXI4 spec A3.3.1: the write data of an accepted address must follow) and stops.
+    The run's address and length and each burst's length are registered one state ahead of their
+    use (PREP, DATA), so no state chains more than two carry chains.
     """
 
     def __init__(self, cfg):
@@ -84,19 +87,19 @@ class _Writer(wiring.Component):
         beat_bytes = cfg.data_width // 8
         n_sub = cfg.p_oc // cfg.p_ic
         p0b = Signal(24)  # tile's first output beat within a channel-group plane
+        p1b = Signal(25)  # p0b + tile_out_beats, before clipping to the plane
         og = Signal(8)
         sub = Signal(range(n_sub))
         g_base = Signal(32)  # group * out_plane
         addr = Signal(cfg.addr_width)
         remaining = Signal(24)
         count = Signal(8)
-        blen = Signal(9)
+        blen = Signal(range(cfg.max_burst + 1))
         m.d.comb += [
             self.awsize.eq((beat_bytes).bit_length() - 1), self.awburst.eq(0b01),
             self.wstrb.eq(-1), self.bready.eq(1), self.wdata.eq(self.fifo_data),
             self.idle.eq(0),
         ]
-        next_blen = burst_beats(addr, remaining, cfg.max_burst, beat_bytes)
         with m.FSM():
             with m.State("RUN"):
                 m.d.comb += self.idle.eq(1)
@@ -107,22 +110,29 @@ class _Writer(wiring.Component):
                     with m.Elif(group >= d.out_groups):
                         m.next = "NEXT"
                     with m.Else():
-                        m.d.sync += [
-                            addr.eq(d.out_addr + (g_base + p0b) * beat_bytes),
-                            remaining.eq(_min(p0b + d.tile_out_beats, d.out_plane) - p0b),
-                        ]
-                        m.next = "DATA"
+                        m.d.sync += [addr.eq(d.out_addr + (g_base + p0b) * beat_bytes),
+                                     p1b.eq(p0b + d.tile_out_beats)]
+                        m.next = "PREP"
+            with m.State("PREP"):
+                m.d.comb += self.idle.eq(1)
+                m.d.sync += remaining.eq(_min(p1b, d.out_plane) - p0b)
+                m.next = "DATA"
             with m.State("DATA"):
                 m.d.comb += self.idle.eq(1)
+                m.d.sync += blen.eq(burst_beats(addr, remaining, cfg.max_burst, beat_bytes))
                 with m.If(self.abort):
                     m.next = "STOP"
                 with m.Elif(remaining == 0):
                     m.next = "NEXT"
-                with m.Elif(self.fifo_level >= next_blen):
-                    m.d.sync += [
-                        self.awvalid.eq(1), self.awaddr.eq(addr), self.awlen.eq(next_blen - 1),
-                        blen.eq(next_blen), count.eq(0),
-                    ]
+                with m.Else():
+                    m.next = "ISSUE"
+            with m.State("ISSUE"):
+                m.d.comb += self.idle.eq(1)
+                with m.If(self.abort):
+                    m.next = "STOP"
+                with m.Elif(self.fifo_level >= blen):
+                    m.d.sync += [self.awvalid.eq(1), self.awaddr.eq(addr),
+                                 self.awlen.eq(blen - 1), count.eq(0)]
                     m.next = "ADDR"
             with m.State("ADDR"):
                 with m.If(self.awready):
@@ -130,12 +140,12 @@ class _Writer(wiring.Component):
                     m.next = "BURST"
             with m.State("BURST"):
                 m.d.comb += [
-                    self.wvalid.eq(1), self.wlast.eq(count == blen - 1),
+                    self.wvalid.eq(1), self.wlast.eq(count == self.awlen),
                     self.fifo_pop.eq(self.wready),
                 ]
                 with m.If(self.wready):
                     m.d.sync += count.eq(count + 1)
-                    with m.If(count == blen - 1):
+                    with m.If(count == self.awlen):
                         m.d.sync += [
                             addr.eq(addr + blen * beat_bytes), remaining.eq(remaining - blen),
                         ]
@@ -190,21 +200,30 @@ class EngineCore(wiring.Component):
         p_ic, p_oc, beat_bytes = cfg.p_ic, cfg.p_oc, cfg.data_width // 8
         n_sub = p_oc // p_ic
         axi = self.axi
-        # `top` holds layer control, errors and counters; `m` holds every unit of the datapath
-        # and is reset as a whole when a layer is launched (so an aborted layer leaves no state).
+        # `top` holds layer control, errors and counters. `m` holds the control state of every
+        # unit and is reset as a whole the cycle after a layer is launched (so an aborted layer
+        # leaves no state); the reset comes from a register, not from the CSR decode. `dp` holds
+        # the wide data registers (weights, requant parameters, pipeline operands): their
+        # validity travels in `m`, so they need no reset, which keeps it off ~6k flip-flops.
         top = Module()
         m = Module()
+        dp = Module()
 
         # ---- layer control ------------------------------------------------------------------
         d = Signal(Descriptor)
         abort = Signal()
         run = Signal()
         launch = Signal()  # the accepted start pulse
-        top.d.comb += [launch.eq(self.start & ~self.busy), run.eq(self.busy & ~abort)]
+        starting = Signal()  # the cycle after launch: the datapath is being reset
+        top.d.comb += [launch.eq(self.start & ~self.busy),
+                       run.eq(self.busy & ~abort & ~starting)]
+        top.d.sync += starting.eq(launch)
         with top.If(launch):
             top.d.sync += [d.eq(self.desc), self.busy.eq(1), abort.eq(0), self.error.eq(0)]
         k3 = d.kernel3
         p2s1 = d.pool == Pool.P2S1
+        # 2x2/1 pools recompute one conv row at each tile boundary
+        extra_row = Mux(p2s1, d.width, 0)
 
         # ---- AXI read side: arbiter, outstanding count, routing -----------------------------
         m.submodules.arbiter = arb = ReadArbiter(2, addr_width=cfg.addr_width,
@@ -240,6 +259,8 @@ class EngineCore(wiring.Component):
                      islot_full.eq((islot_full | islot_fill) & ~islot_release)]
 
         # Input loader: per (tile, og, ig), the tile's input rows of group ig (contiguous in DDR).
+        # The run's bounds take three registered steps (SLOT, SPAN1, SPAN2) and each burst's
+        # length one (CALC): at most two carry chains per cycle.
         m.submodules.in_tags = in_tags = fifo.SyncFIFOBuffered(width=1, depth=16)
         ireq = arb.req0
         li_c0w = Signal(24)  # tile's first conv row × W
@@ -250,29 +271,41 @@ class EngineCore(wiring.Component):
         li_slot = Signal()
         li_addr = Signal(cfg.addr_width)
         li_rem = Signal(24)
-        li_i0w = Mux(k3 & (li_c0 != 0), li_c0w - d.width, li_c0w)
-        li_c1w = _min(li_c0w + d.tile_pix + Mux(p2s1, d.width, 0), d.in_plane)
-        li_i1w = _min(li_c1w + Mux(k3, d.width, 0), d.in_plane)
-        li_blen = burst_beats(li_addr, li_rem, cfg.max_burst, beat_bytes)
+        li_i0w = Signal(24)  # first input row × W (the halo row above the tile, if any)
+        li_end = Signal(25)  # conv end, then input end, before clipping to the plane
+        li_blen = Signal(range(cfg.max_burst + 1))
+        li_last = Signal()
         with m.FSM(name="in_loader"):
             with m.State("SLOT"):
                 with m.If(run & (li_c0w < d.in_plane) & ~islot_busy.bit_select(li_slot, 1)):
                     m.d.comb += islot_claim.eq(Mux(li_slot, 0b10, 0b01))
-                    m.d.sync += [
-                        li_addr.eq(d.in_addr + (li_igbase + li_i0w) * beat_bytes),
-                        li_rem.eq(li_i1w - li_i0w),
-                    ]
-                    m.next = "BURST"
+                    m.d.sync += [li_i0w.eq(Mux(k3 & (li_c0 != 0), li_c0w - d.width, li_c0w)),
+                                 li_end.eq(li_c0w + d.tile_pix + extra_row)]
+                    m.next = "SPAN1"
+            with m.State("SPAN1"):
+                m.d.sync += [li_end.eq(_min(li_end, d.in_plane) + Mux(k3, d.width, 0)),
+                             li_addr.eq(d.in_addr + (li_igbase + li_i0w) * beat_bytes)]
+                m.next = "SPAN2"
+            with m.State("SPAN2"):
+                m.d.sync += li_rem.eq(_min(li_end, d.in_plane) - li_i0w)
+                m.next = "CALC"
+            with m.State("CALC"):
+                m.d.sync += [
+                    li_blen.eq(burst_beats(li_addr, li_rem, cfg.max_burst, beat_bytes)),
+                    li_last.eq(last_burst(li_addr, li_rem, cfg.max_burst, beat_bytes)),
+                ]
+                m.next = "BURST"
             with m.State("BURST"):
                 m.d.comb += [
                     ireq.valid.eq(run & in_tags.w_rdy), ireq.addr.eq(li_addr),
                     ireq.len.eq(li_blen - 1),
-                    in_tags.w_en.eq(ireq.ready), in_tags.w_data.eq(li_rem == li_blen),
+                    in_tags.w_en.eq(ireq.ready), in_tags.w_data.eq(li_last),
                 ]
                 with m.If(ireq.ready):
                     m.d.sync += [li_addr.eq(li_addr + li_blen * beat_bytes),
                                  li_rem.eq(li_rem - li_blen)]
-                    with m.If(li_rem == li_blen):
+                    m.next = "CALC"
+                    with m.If(li_last):
                         m.d.sync += [li_slot.eq(~li_slot), li_igbase.eq(li_igbase + d.in_plane),
                                      li_ig.eq(li_ig + 1)]
                         with m.If(li_ig == d.in_groups - 1):
@@ -306,50 +339,62 @@ class EngineCore(wiring.Component):
         lw_c0w = Signal(24)
         lw_og = Signal(8)
         lw_slot = Signal()
-        lw_poff = Signal(cfg.addr_width)  # byte offsets into the requant table / weight stream
-        lw_woff = Signal(cfg.addr_width)
-        lw_paddr = d.param_addr + lw_poff
-        lw_waddr = d.w_addr + lw_woff
+        lw_paddr = Signal(cfg.addr_width)  # next requant-table / weight-stream burst
+        lw_waddr = Signal(cfg.addr_width)
         lw_rem = Signal(24)
+        lw_blen = Signal(range(cfg.max_burst + 1))
+        lw_last = Signal()
         credits = Signal(range(cfg.weight_fifo_depth + 1), init=cfg.weight_fifo_depth)
         wf_pop = Signal()
         param_beats = 2 * p_oc
-        lw_pblen = burst_beats(lw_paddr, lw_rem, cfg.max_burst, beat_bytes)
-        lw_wblen = burst_beats(lw_waddr, lw_rem, cfg.max_burst, beat_bytes)
         credit_take = Signal(range(cfg.weight_fifo_depth + 1))
         m.d.sync += credits.eq(credits - credit_take + wf_pop)
+
+        def calc(addr):  # CALC states: the next burst's length, registered
+            m.d.sync += [lw_blen.eq(burst_beats(addr, lw_rem, cfg.max_burst, beat_bytes)),
+                         lw_last.eq(last_burst(addr, lw_rem, cfg.max_burst, beat_bytes))]
+
         with m.FSM(name="w_loader"):
             with m.State("SLOT"):
                 with m.If(run & (lw_c0w < d.in_plane) & ~pslot_busy.bit_select(lw_slot, 1)):
                     m.d.comb += pslot_claim.eq(Mux(lw_slot, 0b10, 0b01))
                     m.d.sync += lw_rem.eq(param_beats)
-                    m.next = "PARAMS"
+                    with m.If(lw_og == 0):  # each tile re-reads the table and the weights
+                        m.d.sync += [lw_paddr.eq(d.param_addr), lw_waddr.eq(d.w_addr)]
+                    m.next = "PCALC"
+            with m.State("PCALC"):
+                calc(lw_paddr)
+                m.next = "PARAMS"
             with m.State("PARAMS"):
                 m.d.comb += [
                     wreq.valid.eq(run & w_tags.w_rdy), wreq.addr.eq(lw_paddr),
-                    wreq.len.eq(lw_pblen - 1), w_tags.w_en.eq(wreq.ready), w_tags.w_data.eq(1),
+                    wreq.len.eq(lw_blen - 1), w_tags.w_en.eq(wreq.ready), w_tags.w_data.eq(1),
                 ]
                 with m.If(wreq.ready):
-                    m.d.sync += [lw_poff.eq(lw_poff + lw_pblen * beat_bytes),
-                                 lw_rem.eq(lw_rem - lw_pblen)]
-                    with m.If(lw_rem == lw_pblen):
+                    m.d.sync += [lw_paddr.eq(lw_paddr + lw_blen * beat_bytes),
+                                 lw_rem.eq(lw_rem - lw_blen)]
+                    m.next = "PCALC"
+                    with m.If(lw_last):
                         m.d.sync += lw_rem.eq(d.og_weight_beats)
-                        m.next = "WEIGHTS"
+                        m.next = "WCALC"
+            with m.State("WCALC"):
+                calc(lw_waddr)
+                m.next = "WEIGHTS"
             with m.State("WEIGHTS"):
                 m.d.comb += [
-                    wreq.valid.eq(run & w_tags.w_rdy & (credits >= lw_wblen)),
-                    wreq.addr.eq(lw_waddr), wreq.len.eq(lw_wblen - 1),
+                    wreq.valid.eq(run & w_tags.w_rdy & (credits >= lw_blen)),
+                    wreq.addr.eq(lw_waddr), wreq.len.eq(lw_blen - 1),
                     w_tags.w_en.eq(wreq.ready), w_tags.w_data.eq(0),
-                    credit_take.eq(Mux(wreq.ready, lw_wblen, 0)),
+                    credit_take.eq(Mux(wreq.ready, lw_blen, 0)),
                 ]
                 with m.If(wreq.ready):
-                    m.d.sync += [lw_woff.eq(lw_woff + lw_wblen * beat_bytes),
-                                 lw_rem.eq(lw_rem - lw_wblen)]
-                    with m.If(lw_rem == lw_wblen):
+                    m.d.sync += [lw_waddr.eq(lw_waddr + lw_blen * beat_bytes),
+                                 lw_rem.eq(lw_rem - lw_blen)]
+                    m.next = "WCALC"
+                    with m.If(lw_last):
                         m.d.sync += [lw_slot.eq(~lw_slot), lw_og.eq(lw_og + 1)]
                         with m.If(lw_og == d.og_passes - 1):
-                            m.d.sync += [lw_og.eq(0), lw_c0w.eq(lw_c0w + d.tile_pix),
-                                         lw_poff.eq(0), lw_woff.eq(0)]
+                            m.d.sync += [lw_og.eq(0), lw_c0w.eq(lw_c0w + d.tile_pix)]
                         m.next = "SLOT"
         # Receive: params into the slot's registers, weights into the FIFO.
         params = Array(Signal(cfg.data_width, name=f"param{i}") for i in range(2 * param_beats))
@@ -359,8 +404,11 @@ class EngineCore(wiring.Component):
             w_tags.r_en.eq(r_w & axi.rlast),
             wfifo.w_data.eq(axi.rdata), wfifo.w_en.eq(r_w & ~w_tags.r_data[0]),
         ]
-        with m.If(r_w & w_tags.r_data[0]):
-            m.d.sync += [params[Cat(rw_idx, rw_slot)].eq(axi.rdata), rw_idx.eq(rw_idx + 1)]
+        param_write = r_w & w_tags.r_data[0]
+        with dp.If(param_write):
+            dp.d.sync += params[Cat(rw_idx, rw_slot)].eq(axi.rdata)
+        with m.If(param_write):
+            m.d.sync += rw_idx.eq(rw_idx + 1)
             with m.If(rw_idx == param_beats - 1):
                 m.d.sync += [rw_idx.eq(0), rw_slot.eq(~rw_slot)]
 
@@ -371,9 +419,10 @@ class EngineCore(wiring.Component):
         shadow_valid = Signal()
         fill_idx = Signal(range(p_oc))
         m.d.comb += [wfifo.r_en.eq(~shadow_valid), wf_pop.eq(~shadow_valid & wfifo.r_rdy)]
+        with dp.If(wf_pop):
+            dp.d.sync += shadow.as_value().word_select(fill_idx, p_ic * 8).eq(wfifo.r_data)
         with m.If(wf_pop):
-            m.d.sync += [shadow.as_value().word_select(fill_idx, p_ic * 8).eq(wfifo.r_data),
-                         fill_idx.eq(fill_idx + 1)]
+            m.d.sync += fill_idx.eq(fill_idx + 1)
             with m.If(fill_idx == p_oc - 1):
                 m.d.sync += [fill_idx.eq(0), shadow_valid.eq(1)]
 
@@ -401,8 +450,13 @@ class EngineCore(wiring.Component):
         n_first = (n_ig == 0) & (n_ky == 0) & (n_kx == 0)
         kmax = Mux(k3, 2, 0)
         n_lastk = (n_ky == kmax) & (n_kx == kmax)
-        n_c1w = _min(n_c0w + d.tile_pix + Mux(p2s1, d.width, 0), d.in_plane)
-        n_npix = n_c1w - n_c0w
+        # The tile's pixel count, two registered steps behind n_c0w. n_c0w changes only when a
+        # pass starts and the next one starts at least min_pass >= 3 cycles later (and the first
+        # pass waits for DDR), so n_npix is always settled when it is used.
+        n_c1w = Signal(25)
+        n_npix = Signal(24)
+        m.d.sync += [n_c1w.eq(n_c0w + d.tile_pix + extra_row),
+                     n_npix.eq(_min(n_c1w, d.in_plane) - n_c0w)]
         ibuf_ready = islot_full.bit_select(n_islot, 1)
         bank_free = bank_state[n_bslot] == FREE
         can_start = n_more & ibuf_ready & shadow_valid & (~n_first | bank_free)
@@ -415,12 +469,13 @@ class EngineCore(wiring.Component):
         r_islot = Signal()
         r_bslot = Signal()
         running = wg.running
-        # The new pass's weights reach the multipliers one cycle after it starts, when its first
-        # pixel does (the previous pass's last pixel is still in stage B in between).
+        # The new pass's weights reach the multipliers' input registers two cycles after the
+        # pass starts, when its first pixel does (stage X below): `active` takes the shadow
+        # one cycle after the start, `active_x` follows it one cycle later.
         swap = Signal()
         m.d.sync += swap.eq(0)
-        with m.If(swap):
-            m.d.sync += active.eq(shadow)
+        with dp.If(swap):
+            dp.d.sync += active.eq(shadow)
         start_pass = (~running | wg.end) & run & can_start
         m.d.comb += [
             wg.start.eq(start_pass), wg.k3.eq(k3), wg.ky.eq(n_ky), wg.kx.eq(n_kx),
@@ -448,50 +503,53 @@ class EngineCore(wiring.Component):
                             m.d.sync += [n_og.eq(0), n_c0.eq(n_c0 + d.tile_conv_rows),
                                          n_c0w.eq(n_c0w + d.tile_pix)]
 
-        # ---- compute: pipeline A (address) → B (multiply) → C (add tree) → D (accumulate) --
-        a_valid = wg.valid
+        # ---- compute: A (address) → B (buffer read) → X (operands) → MAC array → S (add to
+        # the bank word) → W (write the bank). Every stage is registered; the tags below travel
+        # beside the data in `m`.
+        tag_layout = data.StructLayout({"valid": 1, "first": 1, "last": 1, "bslot": 1,
+                                        "pix": range(cfg.acc_depth)})
         m.d.comb += ibuf_r.addr.eq(Cat(wg.addr[:len(ibuf_r.addr) - 1], r_islot))
-        b_valid, b_pad, b_first, b_last, b_bslot = (Signal(name=f"b_{n}") for n in
-                                                    ("valid", "pad", "first", "last", "bslot"))
-        b_pix = Signal(range(cfg.acc_depth))
+        b_tag = Signal(tag_layout)
+        b_pad = Signal()
         m.d.sync += [
-            b_valid.eq(a_valid), b_pad.eq(wg.pad), b_first.eq(r_first),
-            b_last.eq(r_lastog & wg.last_pix), b_bslot.eq(r_bslot), b_pix.eq(wg.pix),
+            b_tag.valid.eq(wg.valid), b_tag.first.eq(r_first),
+            b_tag.last.eq(r_lastog & wg.last_pix), b_tag.bslot.eq(r_bslot), b_tag.pix.eq(wg.pix),
+            b_pad.eq(wg.pad),
         ]
+        # X: the operands, registered in front of the multipliers (Ref: TN1267: the slice's
+        # input registers follow, so only routing lies between these and the multiplier).
         x_vec = Signal(data.ArrayLayout(signed(8), p_ic))
-        m.d.comb += x_vec.eq(Mux(b_pad, Cat(*[d.pad_value] * p_ic), ibuf_r.data))
-        products = Signal(data.ArrayLayout(data.ArrayLayout(signed(16), p_ic), p_oc))
-        for o in range(p_oc):
-            for i in range(p_ic):
-                m.d.sync += products[o][i].eq(active[o][i] * x_vec[i])
-        c_valid, c_first, c_last, c_bslot = (Signal(name=f"c_{n}") for n in
-                                             ("valid", "first", "last", "bslot"))
-        c_pix = Signal.like(b_pix)
-        m.d.sync += [c_valid.eq(b_valid), c_first.eq(b_first), c_last.eq(b_last),
-                     c_bslot.eq(b_bslot), c_pix.eq(b_pix)]
-        sums = Signal(data.ArrayLayout(signed(20), p_oc))
-        for o in range(p_oc):
-            total = products[o][0]
-            for i in range(1, p_ic):
-                total = total + products[o][i]
-            m.d.sync += sums[o].eq(total)
-        dd_valid, dd_first, dd_last, dd_bslot = (Signal(name=f"d_{n}") for n in
-                                                 ("valid", "first", "last", "bslot"))
-        dd_pix = Signal.like(b_pix)
-        m.d.sync += [dd_valid.eq(c_valid), dd_first.eq(c_first), dd_last.eq(c_last),
-                     dd_bslot.eq(c_bslot), dd_pix.eq(c_pix)]
-        # bias of output channel o of the og in slot s: params word 2·o of slot s, bits [31:0]
+        active_x = Signal(w_layout)
+        dp.d.sync += [x_vec.eq(Mux(b_pad, Cat(*[d.pad_value] * p_ic), ibuf_r.data)),
+                      active_x.eq(active)]
+        dp.submodules.mac = mac = MacArray(p_ic, p_oc)
+        m.d.comb += [mac.x.eq(x_vec), mac.w.eq(active_x)]
+        # tags[k]: the tag of the pixel whose operands were at X k cycles ago
+        tags = [b_tag]
+        for k in range(mac_latency(p_ic) + 2):
+            tag = Signal(tag_layout, name=f"tag_x{k}")
+            m.d.sync += tag.eq(tags[-1])
+            tags.append(tag)
+        s_tag, w_tag = tags[-2], tags[-1]
+        # The bank word is read two cycles before the sums arrive and registered (its output
+        # goes straight to a flip-flop), then added at S and written at W: a pixel's write
+        # lands three cycles after its read, before the next pass (>= min_pass = 4 cycles)
+        # reads it again.
+        read_tag, rdata_tag = tags[-4], tags[-3]
+        bank_rdata = Signal(acc_layout)
         acc_new = Signal(acc_layout)
-        bank_rdata = Mux(dd_bslot, banks[1][0].data.as_value(), banks[0][0].data.as_value())
+        dp.d.sync += bank_rdata.eq(Mux(rdata_tag.bslot, banks[1][0].data.as_value(),
+                                       banks[0][0].data.as_value()))
         for o in range(p_oc):
-            bias = Mux(dd_bslot, params[param_beats + 2 * o][:32], params[2 * o][:32])
-            acc_in = Mux(dd_first, bias.as_signed(), bank_rdata[32 * o:32 * o + 32].as_signed())
-            m.d.comb += acc_new[o].eq(acc_in + sums[o])
+            # bias of output channel o of the og in slot s: params word 2·o of slot s
+            bias = Mux(s_tag.bslot, params[param_beats + 2 * o][:32], params[2 * o][:32])
+            acc_in = Mux(s_tag.first, bias.as_signed(), bank_rdata[o])
+            dp.d.sync += acc_new[o].eq(acc_in + mac.sums[o])
         for b, (_, wr) in enumerate(banks):
-            m.d.comb += [wr.addr.eq(dd_pix), wr.data.eq(acc_new),
-                         wr.en.eq(dd_valid & (dd_bslot == b))]
-        with m.If(dd_valid & dd_last):
-            m.d.sync += bank_state[dd_bslot].eq(FULL)
+            m.d.comb += [wr.addr.eq(w_tag.pix), wr.data.eq(acc_new),
+                         wr.en.eq(w_tag.valid & (w_tag.bslot == b))]
+        with m.If(w_tag.valid & w_tag.last):
+            m.d.sync += bank_state[w_tag.bslot].eq(FULL)
 
         # ---- drain: bank → requant → maxpool → output FIFO -------------------------------
         m.submodules.ofifo = ofifo = fifo.SyncFIFOBuffered(width=cfg.data_width,
@@ -502,17 +560,23 @@ class EngineCore(wiring.Component):
         dr_og = Signal(8)
         dr_slot = Signal()
         dr_flush = Signal(range(REQUANT_LATENCY + 4))
+        # Output rows of this tile, registered: dr_p0 changes at the end of FLUSH and the walk
+        # starts from WAIT, one cycle later at the earliest.
+        dr_rows = Signal(16)
+        m.d.sync += dr_rows.eq(_min(d.tile_rows, d.out_height - dr_p0))
         m.submodules.pool_walker = pw = PoolWalker(n_sub=n_sub)
         m.d.comb += [
             pw.pool.eq(d.pool), pw.out_int32.eq(d.out_int32), pw.width.eq(d.width),
             pw.height.eq(d.height), pw.out_width.eq(d.out_width), pw.c0.eq(dr_c0),
-            pw.rows.eq(_min(d.tile_rows, d.out_height - dr_p0)),
+            pw.rows.eq(dr_rows),
         ]
-        dr_room = ofifo.w_level + 8 < cfg.out_fifo_depth
+        # Room for every window position in flight (bank read + requant) to land in the FIFO.
+        dr_room = ofifo.w_level + REQUANT_LATENCY + 8 < cfg.out_fifo_depth
         drain_blocked = Signal()
         draining = Signal()
         for b, (rd, _) in enumerate(banks):
-            m.d.comb += rd.addr.eq(Mux((bank_state[b] == FULL) & (dr_slot == b), pw.addr, c_pix))
+            m.d.comb += rd.addr.eq(Mux((bank_state[b] == FULL) & (dr_slot == b), pw.addr,
+                                       read_tag.pix))
         with m.FSM(name="drain"):
             with m.State("WAIT"):
                 with m.If(run & (dr_p0 < d.out_height) & (bank_state[dr_slot] == FULL)):
@@ -541,7 +605,9 @@ class EngineCore(wiring.Component):
                         m.d.sync += [dr_og.eq(0), dr_p0.eq(dr_p0 + d.tile_rows),
                                      dr_c0.eq(dr_c0 + d.tile_conv_rows)]
                     m.next = "WAIT"
-        # E1: bank data; select the p_ic channels of the walker's sub-group.
+        # E1: bank data; select the p_ic channels of the walker's sub-group and their
+        # parameters (a mux over the n_sub sub-groups and the two slots, not over all 2·p_oc
+        # parameter words); the requant unit registers them on entry.
         e1_valid, e1_pos, e1_first, e1_last, e1_slot = (Signal(name=f"e1_{n}") for n in
                                                         ("valid", "pos", "first", "last", "slot"))
         e1_sub = Signal.like(pw.sub)
@@ -554,28 +620,30 @@ class EngineCore(wiring.Component):
         e1_lanes = e1_acc.word_select(e1_sub, 32 * p_ic)
         m.d.comb += rq.valid_i.eq(e1_valid)
         for i in range(p_ic):
-            ch = (e1_sub * p_ic + i)[:(p_oc - 1).bit_length()]
-            idx0 = Cat(Const(0, 1), ch, e1_slot)  # params word 2·ch of slot
-            idx1 = Cat(Const(1, 1), ch, e1_slot)
+            def param(word, i=i):  # params word `word` of channel sub·p_ic + i, current slot
+                return Mux(e1_slot, *(
+                    Array(params[slot * param_beats + 2 * (sub * p_ic + i) + word]
+                          for sub in range(n_sub))[e1_sub] for slot in (1, 0)))
             m.d.comb += [
                 rq.lane[i].acc.eq(e1_lanes[32 * i:32 * i + 32]),
-                rq.lane[i].shift.eq(params[idx0][32:38]),
-                rq.lane[i].m_pos.eq(params[idx1][:16]),
-                rq.lane[i].m_neg.eq(params[idx1][16:32]),
+                rq.lane[i].shift.eq(param(0)[32:38]),
+                rq.lane[i].m_pos.eq(param(1)[:16]),
+                rq.lane[i].m_neg.eq(param(1)[16:32]),
             ]
         # int32 output: beat j carries channels 2j, 2j+1; delayed to line up with requant.
         wide = Signal(cfg.data_width)
         m.d.comb += wide.eq(e1_lanes.word_select(e1_j, cfg.data_width))
-        tags = Signal(3)
-        m.d.comb += tags.eq(Cat(e1_pos, e1_first, e1_last))
+        pool_tags = Signal(3)
+        m.d.comb += pool_tags.eq(Cat(e1_pos, e1_first, e1_last))
         for _ in range(REQUANT_LATENCY):
-            wide_q, tags_q = Signal.like(wide), Signal.like(tags)
-            m.d.sync += [wide_q.eq(wide), tags_q.eq(tags)]
-            wide, tags = wide_q, tags_q
+            wide_q, tags_q = Signal.like(wide), Signal.like(pool_tags)
+            dp.d.sync += wide_q.eq(wide)
+            m.d.sync += tags_q.eq(pool_tags)
+            wide, pool_tags = wide_q, tags_q
         m.submodules.pool_max = pm = PoolMax(p_ic)
         m.d.comb += [
-            pm.valid.eq(rq.valid_o), pm.pos.eq(tags[0]), pm.first.eq(tags[1]),
-            pm.last.eq(tags[2]), pm.y.eq(rq.y),
+            pm.valid.eq(rq.valid_o), pm.pos.eq(pool_tags[0]), pm.first.eq(pool_tags[1]),
+            pm.last.eq(pool_tags[2]), pm.y.eq(rq.y),
             ofifo.w_data.eq(Mux(d.out_int32, wide, pm.out)),
             ofifo.w_en.eq(Mux(d.out_int32, rq.valid_o, pm.out_valid)),
         ]
@@ -603,7 +671,7 @@ class EngineCore(wiring.Component):
 
         # ---- completion ------------------------------------------------------------------
         quiet = (rd_outstanding == 0) & (wr_outstanding == 0) & ~axi.arvalid
-        finished = self.busy & ~launch & (
+        finished = self.busy & ~launch & ~starting & (
             (writer.done & (wr_outstanding == 0)) | (abort & quiet & writer.idle))
         with top.If(finished):
             top.d.sync += self.busy.eq(0)
@@ -615,7 +683,7 @@ class EngineCore(wiring.Component):
             top.d.sync += cnt.eq(0)
         with top.Elif(self.busy):
             top.d.sync += cnt[0].eq(cnt[0] + 1)
-            with top.If(a_valid):
+            with top.If(wg.valid):
                 top.d.sync += cnt[1].eq(cnt[1] + 1)
             with top.Elif(~running & n_more):
                 with top.If(~ibuf_ready):
@@ -637,7 +705,8 @@ class EngineCore(wiring.Component):
             with top.If(axi.wvalid & axi.wready):
                 top.d.sync += cnt[7].eq(cnt[7] + beat_bytes)
 
-        top.submodules.datapath = ResetInserter(launch)(m)
+        top.submodules.datapath = ResetInserter(starting)(m)
+        top.submodules.data = dp
         return top
 
 

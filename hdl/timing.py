@@ -34,6 +34,7 @@ from hdl.sequencer import Sequencer
 
 __all__ = [
     "DEVICE",
+    "ECP5Target",
     "TIMING_DIR",
     "TimingHarness",
     "TimingReport",
@@ -48,6 +49,14 @@ TIMING_DIR = Path(__file__).resolve().parents[1] / "build" / "timing"
 #: Pins of the harness (ULX3S: the 25 MHz oscillator and three GPIO pins). Any pins would do;
 #: fixed ones make runs comparable.
 _PINS = {"clk": "G2", "rst": "R1", "sin": "B11", "sout": "C11"}
+
+
+class ECP5Target:
+    """The one platform fact the RTL asks about when it is synthesized for the ECP5 here:
+    ``family``, as on Amaranth's ``LatticePlatform`` (:class:`hdl.dsp.Multiplier` then
+    instantiates the sysDSP slice with its registers). The harness has no pins to request."""
+
+    family = "ecp5"
 
 
 class TimingHarness(wiring.Component):
@@ -155,7 +164,8 @@ def place_and_route(cfg: EngineConfig | None = None, target_mhz: float = 125.0,
     out_dir = Path(out_dir or TIMING_DIR)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    (out_dir / "top.v").write_text(verilog.convert(TimingHarness(cfg), name="top"))
+    (out_dir / "top.v").write_text(verilog.convert(TimingHarness(cfg), name="top",
+                                                   platform=ECP5Target()))
     (out_dir / "top.lpf").write_text("".join(
         f'LOCATE COMP "{port}" SITE "{site}";\nIOBUF PORT "{port}" IO_TYPE=LVCMOS33;\n'
         for port, site in _PINS.items()))

@@ -41,7 +41,10 @@ class WindowGen(wiring.Component):
         m = Module()
         w, h, k3 = self.width, self.height, self.k3
         npix = Signal.like(self.npix)
-        length = Signal.like(self.npix)
+        # Registered last indices (of the pass, of the real pixels), so that ``end`` — which
+        # starts the next pass and fans out to every pass counter — is one compare.
+        last = Signal.like(self.npix)
+        last_pix = Signal.like(self.npix)
         ky, kx = Signal(2), Signal(2)
         x = Signal(16)
         cr = Signal(16)  # conv row of the current pixel
@@ -50,9 +53,9 @@ class WindowGen(wiring.Component):
         tile_off = Mux(k3 & (self.c0 != 0), w, 0)
         koff = Mux(k3, Mux(self.ky == 0, -w, Mux(self.ky == 2, w, 0)) + self.kx - 1, 0)
         m.d.comb += [
-            self.end.eq(self.running & (self.pix == length - 1)),
+            self.end.eq(self.running & (self.pix == last)),
             self.valid.eq(self.running & (self.pix < npix)),
-            self.last_pix.eq(self.running & (self.pix == npix - 1)),
+            self.last_pix.eq(self.running & (self.pix == last_pix)),
             self.addr.eq(rowaddr + x),
             self.pad.eq(~(Mux(k3, ((ky != 0) | (cr != 0)) & ((ky != 2) | (cr != h - 1)), 1)
                           & Mux(k3, ((kx != 0) | (x != 0)) & ((kx != 2) | (x != w - 1)), 1))),
@@ -60,7 +63,8 @@ class WindowGen(wiring.Component):
         with m.If(self.start):
             m.d.sync += [
                 self.running.eq(1), npix.eq(self.npix),
-                length.eq(Mux(self.npix < self.min_pass, self.min_pass, self.npix)),
+                last.eq(Mux(self.npix < self.min_pass, self.min_pass, self.npix) - 1),
+                last_pix.eq(self.npix - 1),
                 ky.eq(self.ky), kx.eq(self.kx), self.pix.eq(0), x.eq(0), cr.eq(self.c0),
                 rowaddr.eq(tile_off + koff),
             ]
