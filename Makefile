@@ -11,7 +11,7 @@ JOBS ?= auto
 # variables, so multi-file builds need these (Ref: shared/DESIGN.md, toolchain facts).
 export MAKEFLAGS_VERILATOR := CFG_CXXFLAGS_PCH_I=-include CFG_CXXFLAGS_COROUTINES=-fcoroutines CFG_LDLIBS_THREADS=-pthread
 
-.PHONY: all setup sim sim-full test test-all test-icarus lint bench synth train clean distclean
+.PHONY: all setup sim sim-full test test-all test-icarus lint bench synth timing train clean distclean
 
 all: test
 
@@ -53,6 +53,12 @@ bench: $(STAMP)
 
 synth: $(STAMP)
 	$(BIN)/python -m hdl.synth
+
+# Synthesis, place and route of the engine + sequencer on the ECP5-85F: Fmax, utilization, worst
+# paths (about 25 minutes on two cores). TARGET_MHZ sets nextpnr's constraint.
+TARGET_MHZ ?= 125
+timing: $(STAMP)
+	$(BIN)/python -m hdl.timing --target-mhz $(TARGET_MHZ)
 
 train: $(STAMP)
 	# One BLAS thread: the small GEMMs of this network run faster without thread hand-offs.

@@ -27,7 +27,7 @@ from firmware.executor import descriptors
 from firmware.program import Program, ProgramLayer
 from hdl.descriptor import DESCRIPTOR_WORDS, EngineConfig, Pool
 from hdl.engine import COUNTERS
-from hdl.mac import mac_latency
+from hdl.engine.mac import mac_latency
 from hdl.requant import REQUANT_LATENCY
 from hdl.sequencer import RECORD_WORDS
 
@@ -46,7 +46,7 @@ __all__ = [
 DEFAULT_CLOCK_MHZ = 50.0
 _BEAT = 8  # bytes per AXI beat at the default data width
 _FIFO_LATENCY = 2  # SyncFIFOBuffered: a beat written in cycle c can be read in c + 2
-_DRAIN_TO_FIFO = 1 + REQUANT_LATENCY  # drain issue -> bank read -> requant -> output FIFO
+_DRAIN_TO_FIFO = 2 + REQUANT_LATENCY  # drain issue -> address -> bank read -> requant -> FIFO
 _FLUSH = REQUANT_LATENCY + 4  # drain flush cycles
 _START = 2  # first cycle a unit acts: the cycle after launch resets the datapath
 
@@ -106,14 +106,15 @@ def sequencer_overhead(cfg: EngineConfig, perf: PerfConfig) -> int:
 
     The descriptor fetch (read latency, then its beats), the descriptor and start writes and the
     error, status and counter reads on the engine's Wishbone port (two cycles per access: the
-    engine's ACK is registered), the record burst and its write response, and two state
-    transitions (measured: 96 cycles per layer at the default latencies, plus one per run).
+    engine's ACK is registered), the record burst and its write response, two state
+    transitions and the registered start (measured: 97 cycles per layer at the default latencies,
+    plus one per run).
     """
     beats = cfg.data_width // 32
     desc_beats = -(-DESCRIPTOR_WORDS // beats)
     wishbone = 2 * (DESCRIPTOR_WORDS + 1) + 2 * (len(COUNTERS) + 2)
     return (perf.ddr_latency + desc_beats + wishbone + RECORD_WORDS // beats
-            + perf.write_latency + 2)
+            + perf.write_latency + 3)
 
 
 def program_cycles(layers: list[LayerPerf], cfg: EngineConfig, perf: PerfConfig) -> int:

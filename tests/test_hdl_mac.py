@@ -6,7 +6,7 @@ from amaranth.back import rtlil
 from amaranth.sim import Simulator
 
 from hdl.dsp import MULT_LATENCY, Multiplier
-from hdl.mac import MacArray, mac_latency
+from hdl.engine.mac import MacArray, mac_latency
 
 
 def _stream(dut, inputs, latency, outputs):

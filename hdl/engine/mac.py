@@ -60,14 +60,17 @@ class MacArray(wiring.Component):
                 m.d.comb += [mult.a.eq(self.w[o][i]), mult.b.eq(self.x[i])]
                 terms.append(mult.p)
             # Adder tree: level k adds pairs into registers one bit wider; an odd term out
-            # is delayed by one register so every path has the same latency.
+            # is delayed by one register so every path has the same latency. The last level's
+            # register is the output itself.
             for level in range(self.levels):
                 nxt = []
                 for j in range(0, len(terms), 2):
-                    s = Signal(signed(17 + level), name=f"sum_{o}_l{level}_{j // 2}")
+                    s = (self.sums[o] if level == self.levels - 1 else
+                         Signal(signed(17 + level), name=f"sum_{o}_l{level}_{j // 2}"))
                     pair = terms[j] + terms[j + 1] if j + 1 < len(terms) else terms[j]
                     m.d.sync += s.eq(pair)
                     nxt.append(s)
                 terms = nxt
-            m.d.comb += self.sums[o].eq(terms[0])
+            if not self.levels:
+                m.d.comb += self.sums[o].eq(terms[0])
         return m
