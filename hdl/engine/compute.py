@@ -91,7 +91,11 @@ class Compute(wiring.Component):
         ctrl.d.sync += [c1w.eq(c0w + d.tile_pix + Mux(d.pool == Pool.P2S1, d.width, 0)),
                         npix.eq(min_of(c1w, d.in_plane) - c0w)]
         shadow_valid = Signal()
-        m.d.comb += [self.more.eq(c0w < d.in_plane),
+        # Passes remain, registered (c0w changes only at a start, the next start is >= 4 cycles
+        # later); true at a layer start, since every layer has a pixel.
+        more = Signal(init=1)
+        ctrl.d.sync += more.eq(c0w < d.in_plane)
+        m.d.comb += [self.more.eq(more),
                      self.input_ready.eq(self.slot_full.bit_select(islot, 1)),
                      self.weights_ready.eq(shadow_valid)]
         can_start = (self.more & self.input_ready & shadow_valid
