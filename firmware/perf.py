@@ -7,9 +7,9 @@ output group, 512-beat FIFO credits, two parameter slots), the round-robin AR ar
 every two cycles), a DDR that serves bursts in AR order after a fixed latency at a given number of
 bytes per cycle, the compute unit (a pass of ``max(pixels, min_pass)`` cycles needs its input slot
 full, its 16-beat weight set in the shadow register and, on the first pass of an output group, a
-free accumulator bank), the drain (one window per cycle, a six-cycle flush) and the writer (a
-burst leaves when all its beats wait in the output FIFO). Every latency in it is the RTL's, so
-the prediction matches the RTL's ``cycles`` counter within a few percent (validated in
+free accumulator bank), the drain (one window per cycle, a flush of the requant latency + 4) and
+the writer (a burst leaves when all its beats wait in the output FIFO). Every latency in it is the
+RTL's, so the prediction matches the RTL's ``cycles`` counter within a few percent (validated in
 ``tests/test_cosim.py``); ``docs/performance.md`` explains the model and the numbers.
 
 The roofline bounds are the classic ones: compute = useful MACs / (P_ic·P_oc), memory = DDR
@@ -27,6 +27,8 @@ from firmware.executor import descriptors
 from firmware.program import Program, ProgramLayer
 from hdl.descriptor import DESCRIPTOR_WORDS, EngineConfig, Pool
 from hdl.engine import COUNTERS
+from hdl.engine.mac import mac_latency
+from hdl.requant import REQUANT_LATENCY
 from hdl.sequencer import RECORD_WORDS
 
 __all__ = [
@@ -44,8 +46,9 @@ __all__ = [
 DEFAULT_CLOCK_MHZ = 50.0
 _BEAT = 8  # bytes per AXI beat at the default data width
 _FIFO_LATENCY = 2  # SyncFIFOBuffered: a beat written in cycle c can be read in c + 2
-_DRAIN_TO_FIFO = 3  # drain issue -> bank read -> requant (2 stages) -> output FIFO
-_FLUSH = 6  # drain flush cycles (REQUANT_LATENCY + 4)
+_DRAIN_TO_FIFO = 2 + REQUANT_LATENCY  # drain issue -> address -> bank read -> requant -> FIFO
+_FLUSH = REQUANT_LATENCY + 4  # drain flush cycles
+_START = 2  # first cycle a unit acts: the cycle after launch resets the datapath
 
 
 @dataclass(frozen=True)
@@ -106,14 +109,15 @@ def sequencer_overhead(cfg: EngineConfig, perf: PerfConfig) -> int:
 
     The descriptor fetch (read latency, then its beats), the descriptor and start writes and the
     error, status and counter reads on the engine's Wishbone port (two cycles per access: the
-    engine's ACK is registered), the record burst and its write response, and two state
-    transitions (measured: 96 cycles per layer at the default latencies, plus one per run).
+    engine's ACK is registered), the record burst and its write response, two state
+    transitions and the registered start (measured: 97 cycles per layer at the default latencies,
+    plus one per run).
     """
     beats = cfg.data_width // 32
     desc_beats = -(-DESCRIPTOR_WORDS // beats)
     wishbone = 2 * (DESCRIPTOR_WORDS + 1) + 2 * (len(COUNTERS) + 2)
     return (perf.ddr_latency + desc_beats + wishbone + RECORD_WORDS // beats
-            + perf.write_latency + 2)
+            + perf.write_latency + 3)
 
 
 def program_cycles(layers: list[LayerPerf], cfg: EngineConfig, perf: PerfConfig) -> int:
@@ -238,20 +242,21 @@ def _simulate(d: dict, cfg: EngineConfig, perf: PerfConfig) -> tuple[int, int, i
             last, free = client, t0 + 2
 
     def in_loader():
-        t = 1
+        t = _START
         for j, (addr, beats) in enumerate(loads):
             if j >= 2:
                 yield _known(slot_free, j - 2)
                 t = max(t, slot_free[j - 2])
             yield t
-            t += 1  # SLOT (claim) -> BURST
+            t += 4  # SLOT (claim), SPAN1, SPAN2, CALC -> BURST
             for n in _bursts(addr, beats, cfg.max_burst):
                 hs, last_beat = yield from grant_wait(0, t, n, "input")
-                t = hs + 1
+                t = hs + 2  # CALC -> BURST
+            t -= 1  # the last burst returns to SLOT directly
             slot_full.append(last_beat + 1)
 
     def w_loader():
-        t, taken, credits = 1, 0, cfg.weight_fifo_depth
+        t, taken, credits = _START, 0, cfg.weight_fifo_depth
         woff = 0
         for q, (_, og) in enumerate(ogs):
             if og == 0:
@@ -260,11 +265,11 @@ def _simulate(d: dict, cfg: EngineConfig, perf: PerfConfig) -> tuple[int, int, i
                 yield _known(og_free, q - 2)
                 t = max(t, og_free[q - 2])
             yield t
-            t += 1
+            t += 2  # SLOT, PCALC
             param_addr = d["param_addr"] + og * 2 * cfg.p_oc * _BEAT
             for n in _bursts(param_addr, 2 * cfg.p_oc, cfg.max_burst):
                 hs, _ = yield from grant_wait(1, t, n, "params")
-                t = hs + 1
+                t = hs + 2  # PCALC or WCALC
             for n in _bursts(d["w_addr"] + woff * _BEAT, d["og_weight_beats"], cfg.max_burst):
                 need = taken + n - credits  # pops needed before this burst fits the FIFO
                 if need > 0:
@@ -273,11 +278,12 @@ def _simulate(d: dict, cfg: EngineConfig, perf: PerfConfig) -> tuple[int, int, i
                 hs, _ = yield from grant_wait(1, t, n, "weights")
                 taken += n
                 woff += n
-                t = hs + 1
+                t = hs + 2  # WCALC
+            t -= 1  # the last burst returns to SLOT directly
 
     def shadow():
         for p in range(len(ogs) * passes_per_og):
-            start = 1
+            start = _START
             if p:
                 yield _known(pass_start, p - 1)
                 start = pass_start[p - 1] + 1
@@ -289,7 +295,7 @@ def _simulate(d: dict, cfg: EngineConfig, perf: PerfConfig) -> tuple[int, int, i
             shadow_valid.append(prev + 1)
 
     def compute():
-        end, mac_cycles, p = 1, 0, 0
+        end, mac_cycles, p = _START, 0, 0
         for q, (tile, _) in enumerate(ogs):
             npix = tiles[tile][0]
             rlen = max(npix, cfg.min_pass)
@@ -308,7 +314,8 @@ def _simulate(d: dict, cfg: EngineConfig, perf: PerfConfig) -> tuple[int, int, i
                     mac_cycles += rlen
                     p += 1
                 slot_free.append(end + 1)
-            bank_full.append(end - rlen + npix + 4)
+            # pipeline A, B, X, the MAC array, S, W: the bank is FULL after the last write
+            bank_full.append(end - rlen + npix + 4 + mac_latency(cfg.p_ic))
         done["mac_cycles"] = mac_cycles
 
     out_w, out_h = d["out_width"], d["out_height"]
@@ -335,7 +342,7 @@ def _simulate(d: dict, cfg: EngineConfig, perf: PerfConfig) -> tuple[int, int, i
             og_free.append(ready)
 
     def writer():
-        t, last_w, written = 1, 0, 0
+        t, last_w, written = _START, 0, 0
         for q, (tile, og) in enumerate(ogs):
             beats = rows_of(tile) * out_w * bpp
             p0b = tile * d["tile_rows"] * out_w * bpp
@@ -344,15 +351,16 @@ def _simulate(d: dict, cfg: EngineConfig, perf: PerfConfig) -> tuple[int, int, i
                 if group >= d["out_groups"]:
                     t += 2  # RUN -> NEXT
                     continue
-                t += 1  # RUN
+                t += 2  # RUN, PREP
                 yield _known(drain_start, q)
                 base = drain_start[q] + 1 + sub * beats * cpb + _DRAIN_TO_FIFO + _FIFO_LATENCY
                 addr = d["out_addr"] + (group * d["out_plane"] + p0b) * _BEAT
                 off = 0
                 for n in _bursts(addr, beats, cfg.max_burst):
                     off += n
-                    t = max(t, base + off * cpb - 1)  # DATA: the whole burst is in the FIFO
-                    t += 2 + n  # DATA, ADDR, BURST
+                    # DATA, then ISSUE until the whole burst is in the FIFO
+                    t = max(t + 1, base + off * cpb - 1)
+                    t += 2 + n  # ISSUE, ADDR, BURST
                     last_w = t - 1
                     written += n * _BEAT
                 t += 2  # DATA (nothing left), NEXT

@@ -77,6 +77,31 @@ def _resp_flags(resp, slverr, decerr):
     return Mux(resp[1], Mux(resp[0], decerr, slverr), 0)
 
 
+class _Registers:
+    """The sequencer's registers, shared by the units of its ``elaborate``."""
+
+    def __init__(self, cfg):
+        words_per_beat = cfg.data_width // 32
+        desc_beats = -(-DESCRIPTOR_WORDS // words_per_beat)
+        record_beats = RECORD_WORDS // words_per_beat
+        self.prog_addr = Signal(cfg.addr_width)
+        self.perf_addr = Signal(cfg.addr_width)
+        self.count = Signal(16)
+        self.busy = Signal()
+        self.done = Signal()
+        self.error = Signal(9)
+        self.layer = Signal(16)
+        self.cycles = Signal(32)
+        self.desc_addr = Signal(cfg.addr_width)  # next descriptor beat to fetch
+        self.rec_addr = Signal(cfg.addr_width)  # this layer's record
+        self.remaining = Signal(range(desc_beats + 1))  # descriptor beats not yet requested
+        self.received = Signal(range(desc_beats + 1))
+        self.desc = Array(Signal(32, name=f"desc{i}") for i in range(desc_beats * words_per_beat))
+        self.record = Array(Signal(32, name=f"rec{i}") for i in range(RECORD_WORDS))
+        self.idx = Signal(range(max(DESCRIPTOR_WORDS, len(COUNTERS) + 1, record_beats) + 1))
+        self.layer_cycles = Signal(32)
+
+
 class Sequencer(wiring.Component):
     """Engine + descriptor sequencer: one start runs a whole program.
 
@@ -107,7 +132,7 @@ class Sequencer(wiring.Component):
             "progress": Out(16),
         })
 
-    def elaborate(self, platform):  # noqa: C901 (one FSM, states side by side)
+    def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
         beat_bytes = cfg.data_width // 8
@@ -116,148 +141,87 @@ class Sequencer(wiring.Component):
         record_beats = RECORD_WORDS // words_per_beat
         m.submodules.engine = engine = Engine(cfg)
 
-        # ---- the owner mux between the sequencer's own bus master and the engine's ----------
         own = AXI4Signature(addr_width=cfg.addr_width, data_width=cfg.data_width).create(
             path=("seq_axi",))
         engine_owns = Signal()
-        for name, member in self.axi.signature.members.items():
-            port, mine, eng = getattr(self.axi, name), getattr(own, name), getattr(engine.axi, name)
-            if member.flow == Flow.Out:  # master to slave: from the owner
-                m.d.comb += port.eq(Mux(engine_owns, eng, mine))
-            elif name.endswith(("valid", "ready")):  # slave handshakes: to the owner only
-                m.d.comb += [eng.eq(port & engine_owns), mine.eq(port & ~engine_owns)]
-            else:  # slave payloads: meaningless without their VALID, so shared
-                m.d.comb += [eng.eq(port), mine.eq(port)]
+        self._owner_mux(m, own, engine.axi, engine_owns)
 
-        # ---- registers ----------------------------------------------------------------------
-        prog_addr = Signal(cfg.addr_width)
-        perf_addr = Signal(cfg.addr_width)
-        count = Signal(16)
-        busy = Signal()
-        done = Signal()
-        error = Signal(9)
-        layer = Signal(16)
-        cycles = Signal(32)
-        desc_addr = Signal(cfg.addr_width)  # next descriptor beat to fetch
-        rec_addr = Signal(cfg.addr_width)  # this layer's record
-        remaining = Signal(range(desc_beats + 1))  # descriptor beats not yet requested
-        received = Signal(range(desc_beats + 1))
-        desc = Array(Signal(32, name=f"desc{i}") for i in range(desc_beats * words_per_beat))
-        record = Array(Signal(32, name=f"rec{i}") for i in range(RECORD_WORDS))
-        idx = Signal(range(max(DESCRIPTOR_WORDS, len(COUNTERS) + 1, record_beats) + 1))
-        layer_cycles = Signal(32)
-        m.d.comb += [self.irq.eq(done), self.progress.eq(layer)]
-        with m.If(busy):
-            m.d.sync += [cycles.eq(cycles + 1), layer_cycles.eq(layer_cycles + 1)]
+        r = _Registers(cfg)
+        m.d.comb += [self.irq.eq(r.done), self.progress.eq(r.layer)]
+        with m.If(r.busy):
+            m.d.sync += [r.cycles.eq(r.cycles + 1), r.layer_cycles.eq(r.layer_cycles + 1)]
 
         # ---- own AXI master: constant fields --------------------------------------------------
         size = Const((beat_bytes).bit_length() - 1, 3)
         m.d.comb += [
             own.arsize.eq(size), own.arburst.eq(0b01), own.arid.eq(0),
             own.awsize.eq(size), own.awburst.eq(0b01), own.awid.eq(0),
-            own.awlen.eq(record_beats - 1), own.awaddr.eq(rec_addr), own.wstrb.eq(-1),
+            own.awlen.eq(record_beats - 1), own.awaddr.eq(r.rec_addr), own.wstrb.eq(-1),
             own.rready.eq(1), own.bready.eq(1),
         ]
-        blen = burst_beats(desc_addr, remaining, desc_beats, beat_bytes)
+        blen = burst_beats(r.desc_addr, r.remaining, desc_beats, beat_bytes)
 
         # ---- engine Wishbone master ------------------------------------------------------------
         wb = engine.csr
         wb_go = Signal()  # hold CYC/STB with the payload below until ACK
         m.d.comb += [wb.cyc.eq(wb_go), wb.stb.eq(wb_go)]
 
-        # ---- CSR slave ---------------------------------------------------------------------------
-        bus = self.csr
         start = Signal()
-        m.d.sync += bus.ack.eq(0)
-        with m.If(bus.cyc & bus.stb & ~bus.ack):
-            # Registered ACK, one wait state (Ref: Wishbone B4 3.2.3, classic read/write cycles).
-            m.d.sync += bus.ack.eq(1)
-            with m.If(bus.we):
-                with m.Switch(bus.adr):
-                    with m.Case(SEQ_CSR.CTRL):
-                        m.d.comb += start.eq(bus.dat_w[0] & ~busy)
-                    with m.Case(SEQ_CSR.PROG_ADDR):
-                        m.d.sync += prog_addr.eq(bus.dat_w)
-                    with m.Case(SEQ_CSR.COUNT):
-                        m.d.sync += count.eq(bus.dat_w)
-                    with m.Case(SEQ_CSR.PERF_ADDR):
-                        m.d.sync += perf_addr.eq(bus.dat_w)
-            with m.Else():
-                with m.Switch(bus.adr):
-                    with m.Case(SEQ_CSR.STATUS):
-                        m.d.sync += bus.dat_r.eq(Cat(busy, done, error.any()))
-                    with m.Case(SEQ_CSR.ERROR):
-                        m.d.sync += bus.dat_r.eq(error)
-                    with m.Case(SEQ_CSR.LAYER):
-                        m.d.sync += bus.dat_r.eq(layer)
-                    with m.Case(SEQ_CSR.PROG_ADDR):
-                        m.d.sync += bus.dat_r.eq(prog_addr)
-                    with m.Case(SEQ_CSR.COUNT):
-                        m.d.sync += bus.dat_r.eq(count)
-                    with m.Case(SEQ_CSR.PERF_ADDR):
-                        m.d.sync += bus.dat_r.eq(perf_addr)
-                    with m.Case(SEQ_CSR.CONFIG):
-                        m.d.sync += bus.dat_r.eq(Cat(Const(cfg.p_ic, 8), Const(cfg.p_oc, 8),
-                                                     Const(DESCRIPTOR_WORDS, 8),
-                                                     Const(RECORD_WORDS, 8)))
-                    with m.Case(SEQ_CSR.CYCLES):
-                        m.d.sync += bus.dat_r.eq(cycles)
-                    with m.Default():
-                        m.d.sync += bus.dat_r.eq(0)
+        self._csr_slave(m, r, start)
 
         # ---- the layer loop -------------------------------------------------------------------
         r_fire = own.rvalid & own.rready
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(start):
-                    m.d.sync += [busy.eq(1), done.eq(0), error.eq(0), layer.eq(0),
-                                 cycles.eq(0)]
-                    with m.If((prog_addr[:3] != 0) | (perf_addr[:6] != 0)):
-                        m.d.sync += error.eq(SEQ_ERR.ALIGN)
+                    m.d.sync += [r.busy.eq(1), r.done.eq(0), r.error.eq(0), r.layer.eq(0),
+                                 r.cycles.eq(0)]
+                    with m.If((r.prog_addr[:3] != 0) | (r.perf_addr[:6] != 0)):
+                        m.d.sync += r.error.eq(SEQ_ERR.ALIGN)
                         m.next = "FINISH"
-                    with m.Elif(count == 0):
+                    with m.Elif(r.count == 0):
                         m.next = "FINISH"
                     with m.Else():
-                        m.d.sync += [desc_addr.eq(prog_addr), rec_addr.eq(perf_addr)]
+                        m.d.sync += [r.desc_addr.eq(r.prog_addr), r.rec_addr.eq(r.perf_addr)]
                         m.next = "FETCH"
             with m.State("FETCH"):  # a new layer: first descriptor beat
-                m.d.sync += [remaining.eq(desc_beats), received.eq(0), layer_cycles.eq(0)]
+                m.d.sync += [r.remaining.eq(desc_beats), r.received.eq(0), r.layer_cycles.eq(0)]
                 m.next = "AR"
             with m.State("AR"):
-                m.d.comb += [own.arvalid.eq(1), own.araddr.eq(desc_addr),
+                m.d.comb += [own.arvalid.eq(1), own.araddr.eq(r.desc_addr),
                              own.arlen.eq(blen - 1)]
                 with m.If(own.arready):
-                    m.d.sync += [desc_addr.eq(desc_addr + blen * beat_bytes),
-                                 remaining.eq(remaining - blen)]
+                    m.d.sync += [r.desc_addr.eq(r.desc_addr + blen * beat_bytes),
+                                 r.remaining.eq(r.remaining - blen)]
                     m.next = "R"
             with m.State("R"):
                 with m.If(r_fire):
                     for i in range(words_per_beat):
-                        m.d.sync += desc[received * words_per_beat + i].eq(
+                        m.d.sync += r.desc[r.received * words_per_beat + i].eq(
                             own.rdata[32 * i:32 * i + 32])
-                    m.d.sync += [received.eq(received + 1),
-                                 error.eq(error | _resp_flags(own.rresp, SEQ_ERR.DESC_SLVERR,
+                    m.d.sync += [r.received.eq(r.received + 1),
+                                 r.error.eq(r.error | _resp_flags(own.rresp, SEQ_ERR.DESC_SLVERR,
                                                               SEQ_ERR.DESC_DECERR))]
                     with m.If(own.rlast):
                         # Finish the burst even after an error (Ref: AXI4 A3.4.4: every beat of
                         # a burst is transferred whatever its response), then decide.
-                        with m.If(error.any() | own.rresp[1]):
+                        with m.If(r.error.any() | own.rresp[1]):
                             m.next = "FINISH"
-                        with m.Elif(remaining == 0):
-                            m.d.sync += idx.eq(0)
+                        with m.Elif(r.remaining == 0):
+                            m.d.sync += r.idx.eq(0)
                             m.next = "PROGRAM"
                         with m.Else():
                             m.next = "AR"
             with m.State("PROGRAM"):  # descriptor words, then CTRL.start, to the engine
-                last = idx == DESCRIPTOR_WORDS
+                last = r.idx == DESCRIPTOR_WORDS
                 m.d.comb += [
                     wb_go.eq(1), wb.we.eq(1),
-                    wb.adr.eq(Mux(last, CSR.CTRL, CSR.DESC + idx)),
-                    wb.dat_w.eq(Mux(last, 1, desc[idx])),
+                    wb.adr.eq(Mux(last, CSR.CTRL, CSR.DESC + r.idx)),
+                    wb.dat_w.eq(Mux(last, 1, r.desc[r.idx])),
                 ]
                 with m.If(wb.ack):
-                    m.d.sync += idx.eq(idx + 1)
-                    with m.If(idx == DESCRIPTOR_WORDS - 1):
+                    m.d.sync += r.idx.eq(r.idx + 1)
+                    with m.If(r.idx == DESCRIPTOR_WORDS - 1):
                         # Hand the bus over before the start is written: the sequencer has no
                         # transaction in flight, and the engine may issue right after its start.
                         m.d.sync += engine_owns.eq(1)
@@ -265,54 +229,112 @@ class Sequencer(wiring.Component):
                         m.next = "RUN"
             with m.State("RUN"):
                 with m.If(engine.irq):  # done: all the engine's transactions have completed
-                    m.d.sync += [engine_owns.eq(0), idx.eq(0)]
+                    m.d.sync += [engine_owns.eq(0), r.idx.eq(0)]
                     m.next = "READBACK"
-            with m.State("READBACK"):  # ERROR and STATUS into the record, then the counters
-                m.d.comb += [
-                    wb_go.eq(1), wb.we.eq(0),
-                    wb.adr.eq(Mux(idx == 0, CSR.ERROR,
-                                  Mux(idx == 1, CSR.STATUS, CSR.COUNTERS + idx - 2))),
-                ]
-                with m.If(wb.ack):
-                    m.d.sync += idx.eq(idx + 1)
-                    with m.If(idx == 0):
-                        m.d.sync += error.eq(error | wb.dat_r[:4])
-                        m.d.sync += record[RECORD.STATUS].eq(wb.dat_r[:4] << 8)
-                    with m.Elif(idx == 1):
-                        m.d.sync += record[RECORD.STATUS].eq(record[RECORD.STATUS]
-                                                             | wb.dat_r[:3])
-                    with m.Else():
-                        m.d.sync += record[RECORD.COUNTERS + idx - 2].eq(wb.dat_r)
-                    with m.If(idx == len(COUNTERS) + 1):
-                        m.d.sync += [record[RECORD.LAYER].eq(layer),
-                                     record[RECORD.SEQ_CYCLES].eq(layer_cycles), idx.eq(0)]
-                        m.next = "AW"
-            with m.State("AW"):  # the 64-byte record at PERF_ADDR + 64 * layer: one burst
-                m.d.comb += own.awvalid.eq(1)
-                with m.If(own.awready):
-                    m.next = "W"
-            with m.State("W"):
-                beat = Cat(*(record[idx * words_per_beat + i] for i in range(words_per_beat)))
-                m.d.comb += [own.wvalid.eq(1), own.wdata.eq(beat),
-                             own.wlast.eq(idx == record_beats - 1)]
-                with m.If(own.wready):
-                    m.d.sync += idx.eq(idx + 1)
-                    with m.If(idx == record_beats - 1):
-                        m.next = "B"
-            with m.State("B"):
-                with m.If(own.bvalid):
-                    flags = error | _resp_flags(own.bresp, SEQ_ERR.RECORD_SLVERR,
-                                                SEQ_ERR.RECORD_DECERR)
-                    m.d.sync += [error.eq(flags), rec_addr.eq(rec_addr + RECORD_WORDS * 4)]
-                    with m.If(flags.any()):
-                        m.next = "FINISH"  # LAYER keeps naming the failed layer
-                    with m.Else():
-                        m.d.sync += layer.eq(layer + 1)
-                        with m.If(layer == count - 1):
-                            m.next = "FINISH"
-                        with m.Else():
-                            m.next = "FETCH"
+            self._record_states(m, r, own, engine.csr, wb_go)
             with m.State("FINISH"):
-                m.d.sync += [busy.eq(0), done.eq(1)]
+                m.d.sync += [r.busy.eq(0), r.done.eq(1)]
                 m.next = "IDLE"
         return m
+
+    def _owner_mux(self, m, own, eng_axi, engine_owns):
+        """The bus is the engine's from its start to its done, the sequencer's otherwise."""
+        for name, member in self.axi.signature.members.items():
+            port, mine, eng = getattr(self.axi, name), getattr(own, name), getattr(eng_axi, name)
+            if member.flow == Flow.Out:  # master to slave: from the owner
+                m.d.comb += port.eq(Mux(engine_owns, eng, mine))
+            elif name.endswith(("valid", "ready")):  # slave handshakes: to the owner only
+                m.d.comb += [eng.eq(port & engine_owns), mine.eq(port & ~engine_owns)]
+            else:  # slave payloads: meaningless without their VALID, so shared
+                m.d.comb += [eng.eq(port), mine.eq(port)]
+
+    def _csr_slave(self, m, r, start):
+        """The :class:`SEQ_CSR` map; ``start`` pulses on a CTRL write while idle."""
+        bus, cfg = self.csr, self.cfg
+        m.d.sync += bus.ack.eq(0)
+        with m.If(bus.cyc & bus.stb & ~bus.ack):
+            # Registered ACK, one wait state (Ref: Wishbone B4 3.2.3, classic read/write cycles).
+            m.d.sync += bus.ack.eq(1)
+            with m.If(bus.we):
+                with m.Switch(bus.adr):
+                    with m.Case(SEQ_CSR.CTRL):
+                        m.d.comb += start.eq(bus.dat_w[0] & ~r.busy)
+                    with m.Case(SEQ_CSR.PROG_ADDR):
+                        m.d.sync += r.prog_addr.eq(bus.dat_w)
+                    with m.Case(SEQ_CSR.COUNT):
+                        m.d.sync += r.count.eq(bus.dat_w)
+                    with m.Case(SEQ_CSR.PERF_ADDR):
+                        m.d.sync += r.perf_addr.eq(bus.dat_w)
+            with m.Else():
+                with m.Switch(bus.adr):
+                    with m.Case(SEQ_CSR.STATUS):
+                        m.d.sync += bus.dat_r.eq(Cat(r.busy, r.done, r.error.any()))
+                    with m.Case(SEQ_CSR.ERROR):
+                        m.d.sync += bus.dat_r.eq(r.error)
+                    with m.Case(SEQ_CSR.LAYER):
+                        m.d.sync += bus.dat_r.eq(r.layer)
+                    with m.Case(SEQ_CSR.PROG_ADDR):
+                        m.d.sync += bus.dat_r.eq(r.prog_addr)
+                    with m.Case(SEQ_CSR.COUNT):
+                        m.d.sync += bus.dat_r.eq(r.count)
+                    with m.Case(SEQ_CSR.PERF_ADDR):
+                        m.d.sync += bus.dat_r.eq(r.perf_addr)
+                    with m.Case(SEQ_CSR.CONFIG):
+                        m.d.sync += bus.dat_r.eq(Cat(Const(cfg.p_ic, 8), Const(cfg.p_oc, 8),
+                                                     Const(DESCRIPTOR_WORDS, 8),
+                                                     Const(RECORD_WORDS, 8)))
+                    with m.Case(SEQ_CSR.CYCLES):
+                        m.d.sync += bus.dat_r.eq(r.cycles)
+                    with m.Default():
+                        m.d.sync += bus.dat_r.eq(0)
+
+    def _record_states(self, m, r, own, wb, wb_go):
+        """FSM states after a layer: read the engine's flags and counters back, write the
+        record, take its response, then the next layer (or FINISH)."""
+        words_per_beat = self.cfg.data_width // 32
+        record_beats = RECORD_WORDS // words_per_beat
+        with m.State("READBACK"):  # ERROR and STATUS into the record, then the counters
+            m.d.comb += [
+                wb_go.eq(1), wb.we.eq(0),
+                wb.adr.eq(Mux(r.idx == 0, CSR.ERROR,
+                              Mux(r.idx == 1, CSR.STATUS, CSR.COUNTERS + r.idx - 2))),
+            ]
+            with m.If(wb.ack):
+                m.d.sync += r.idx.eq(r.idx + 1)
+                with m.If(r.idx == 0):
+                    m.d.sync += r.error.eq(r.error | wb.dat_r[:4])
+                    m.d.sync += r.record[RECORD.STATUS].eq(wb.dat_r[:4] << 8)
+                with m.Elif(r.idx == 1):
+                    m.d.sync += r.record[RECORD.STATUS].eq(r.record[RECORD.STATUS]
+                                                         | wb.dat_r[:3])
+                with m.Else():
+                    m.d.sync += r.record[RECORD.COUNTERS + r.idx - 2].eq(wb.dat_r)
+                with m.If(r.idx == len(COUNTERS) + 1):
+                    m.d.sync += [r.record[RECORD.LAYER].eq(r.layer),
+                                 r.record[RECORD.SEQ_CYCLES].eq(r.layer_cycles), r.idx.eq(0)]
+                    m.next = "AW"
+        with m.State("AW"):  # the 64-byte record at PERF_ADDR + 64 * layer: one burst
+            m.d.comb += own.awvalid.eq(1)
+            with m.If(own.awready):
+                m.next = "W"
+        with m.State("W"):
+            beat = Cat(*(r.record[r.idx * words_per_beat + i] for i in range(words_per_beat)))
+            m.d.comb += [own.wvalid.eq(1), own.wdata.eq(beat),
+                         own.wlast.eq(r.idx == record_beats - 1)]
+            with m.If(own.wready):
+                m.d.sync += r.idx.eq(r.idx + 1)
+                with m.If(r.idx == record_beats - 1):
+                    m.next = "B"
+        with m.State("B"):
+            with m.If(own.bvalid):
+                flags = r.error | _resp_flags(own.bresp, SEQ_ERR.RECORD_SLVERR,
+                                            SEQ_ERR.RECORD_DECERR)
+                m.d.sync += [r.error.eq(flags), r.rec_addr.eq(r.rec_addr + RECORD_WORDS * 4)]
+                with m.If(flags.any()):
+                    m.next = "FINISH"  # LAYER keeps naming the failed layer
+                with m.Else():
+                    m.d.sync += r.layer.eq(r.layer + 1)
+                    with m.If(r.layer == r.count - 1):
+                        m.next = "FINISH"
+                    with m.Else():
+                        m.next = "FETCH"

@@ -20,7 +20,7 @@ class WindowGen(wiring.Component):
     ``start`` latches ``ky``, ``kx``, ``c0`` and ``npix`` (the tile's pixels) and begins the pass
     the next cycle; it may coincide with ``end`` of the previous pass (no bubble). The pass lasts
     ``max(npix, min_pass)`` cycles: ``valid`` is low on the padding cycles. ``k3``, ``width`` and
-    ``height`` must be stable for the whole layer.
+    ``height`` must be stable for the whole layer, from one cycle before the first ``start``.
 
     Parameters
     ----------
@@ -41,32 +41,44 @@ class WindowGen(wiring.Component):
         m = Module()
         w, h, k3 = self.width, self.height, self.k3
         npix = Signal.like(self.npix)
-        length = Signal.like(self.npix)
+        # Registered last indices (of the pass, of the real pixels), so that ``end`` — which
+        # starts the next pass and fans out to every pass counter — is one compare.
+        last = Signal.like(self.npix)
+        last_pix = Signal.like(self.npix)
         ky, kx = Signal(2), Signal(2)
         x = Signal(16)
         cr = Signal(16)  # conv row of the current pixel
         rowaddr = Signal(signed(len(self.addr)))  # buffer address of tap (ky, kx) at x = 0
-        # Buffer offset of conv row c0's tap: row c0 - 1 is stored first unless c0 == 0 (3x3).
-        tile_off = Mux(k3 & (self.c0 != 0), w, 0)
-        koff = Mux(k3, Mux(self.ky == 0, -w, Mux(self.ky == 2, w, 0)) + self.kx - 1, 0)
+        # Per-layer constants, registered (width and height are stable for the layer): -W and
+        # the last column and row, so the start and the row wrap need one adder each.
+        w_neg = Signal(signed(17))
+        w_last, h_last = Signal(16), Signal(16)
+        m.d.sync += [w_neg.eq(-w), w_last.eq(w - 1), h_last.eq(h - 1)]
+        # Buffer row of conv row c0's tap ky: row c0 - 1 is stored first unless c0 == 0 (3x3),
+        # so the tap's row is (c0 != 0) + ky - 1, in -1 ... 2; its column offset is kx - 1.
+        row, col = Signal(signed(3)), Signal(signed(3))  # two's complement by truncation
+        m.d.comb += [row.eq(Mux(k3, (self.c0 != 0) + self.ky, 1) - 1),
+                     col.eq(Mux(k3, self.kx, 1) - 1)]
+        row_base = Mux(row == -1, w_neg, Mux(row == 1, w, Mux(row == 2, w << 1, 0)))
         m.d.comb += [
-            self.end.eq(self.running & (self.pix == length - 1)),
+            self.end.eq(self.running & (self.pix == last)),
             self.valid.eq(self.running & (self.pix < npix)),
-            self.last_pix.eq(self.running & (self.pix == npix - 1)),
+            self.last_pix.eq(self.running & (self.pix == last_pix)),
             self.addr.eq(rowaddr + x),
-            self.pad.eq(~(Mux(k3, ((ky != 0) | (cr != 0)) & ((ky != 2) | (cr != h - 1)), 1)
-                          & Mux(k3, ((kx != 0) | (x != 0)) & ((kx != 2) | (x != w - 1)), 1))),
+            self.pad.eq(~(Mux(k3, ((ky != 0) | (cr != 0)) & ((ky != 2) | (cr != h_last)), 1)
+                          & Mux(k3, ((kx != 0) | (x != 0)) & ((kx != 2) | (x != w_last)), 1))),
         ]
         with m.If(self.start):
             m.d.sync += [
                 self.running.eq(1), npix.eq(self.npix),
-                length.eq(Mux(self.npix < self.min_pass, self.min_pass, self.npix)),
+                last.eq(Mux(self.npix < self.min_pass, self.min_pass - 1, self.npix - 1)),
+                last_pix.eq(self.npix - 1),
                 ky.eq(self.ky), kx.eq(self.kx), self.pix.eq(0), x.eq(0), cr.eq(self.c0),
-                rowaddr.eq(tile_off + koff),
+                rowaddr.eq(row_base + col),
             ]
         with m.Elif(self.running):
             m.d.sync += [self.pix.eq(self.pix + 1), x.eq(x + 1)]
-            with m.If(x == w - 1):
+            with m.If(x == w_last):
                 m.d.sync += [x.eq(0), cr.eq(cr + 1), rowaddr.eq(rowaddr + w)]
             with m.If(self.end):
                 m.d.sync += self.running.eq(0)

@@ -103,7 +103,7 @@ def _source_key(key, sim, waves):
     digest = hashlib.sha256(
         f"{key}{sim}{waves}{amaranth.__version__}{_toolchain_env()['MAKEFLAGS']}lean".encode())
     root = Path(__file__).resolve().parents[1]
-    for path in sorted([*(root / "hdl").glob("*.py"), root / "sim" / "axi_wire.py"]):
+    for path in sorted([*(root / "hdl").rglob("*.py"), root / "sim" / "axi_wire.py"]):
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 

@@ -6,7 +6,7 @@ import pytest
 from amaranth import Module, Signal
 from amaranth.sim import Simulator
 
-from hdl.axi import ReadArbiter, burst_beats
+from hdl.axi import ReadArbiter, burst_beats, last_burst
 from hdl.descriptor import Descriptor, EngineConfig, Pool, plan_layer
 
 
@@ -19,13 +19,14 @@ from hdl.descriptor import Descriptor, EngineConfig, Pool, plan_layer
 ])
 def test_burst_beats_never_crosses_4k(addr, remaining, expected):
     m = Module()
-    a, r, out = Signal(32), Signal(24), Signal(16)
-    m.d.comb += out.eq(burst_beats(a, r, 128, 8))
+    a, r, out, last = Signal(32), Signal(24), Signal(16), Signal()
+    m.d.comb += [out.eq(burst_beats(a, r, 128, 8)), last.eq(last_burst(a, r, 128, 8))]
 
     async def bench(ctx):
         ctx.set(a, addr)
         ctx.set(r, remaining)
         assert ctx.get(out) == expected
+        assert ctx.get(last) == (expected == remaining), f"last_burst at {addr:#x}, {remaining}"
         # Ref: AMBA AXI4 spec A3.4.1: the burst ends at or before the 4 KB boundary.
         assert (addr % 4096) + 8 * expected <= 4096
 

@@ -7,7 +7,7 @@ import pytest
 from amaranth.back import rtlil
 
 from hdl.descriptor import EngineConfig
-from hdl.timing import TIMING_DIR, TimingHarness, parse_report, place_and_route
+from hdl.timing import TIMING_DIR, TimingHarness, parse_report, place_and_route, yosys_safe_names
 
 # A report in nextpnr's --report format (Ref: nextpnr docs/report.md), cut to two paths.
 REPORT = {
@@ -61,6 +61,14 @@ def test_harness_exposes_four_pins_and_keeps_every_sequencer_port():
     axi_in = 1 + 1 + 1 + 2 + 1 + 1 + 1 + 64 + 2 + 1 + 1
     csr_in = 1 + 1 + 1 + 8 + 32  # CYC STB WE ADR DAT_W
     assert f"wire width {axi_in + csr_in + 1} \\chain" in top
+
+
+def test_bracketed_names_are_renamed_and_nothing_else():
+    text = ("  wire [16:0] \\sums[0] ;\n  assign \\sums[0]  = sums;\n"
+            "  reg [7:0] \\w[1][2] = 8'h00;\n  wire \\top.mac.p ;\n  wire [3:0] x;\n")
+    assert yosys_safe_names(text) == (
+        "  wire [16:0] \\sums__0 ;\n  assign \\sums__0  = sums;\n"
+        "  reg [7:0] \\w__1__2 = 8'h00;\n  wire \\top.mac.p ;\n  wire [3:0] x;\n")
 
 
 @pytest.mark.slow

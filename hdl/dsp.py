@@ -1,0 +1,73 @@
+"""A signed multiplier with the ECP5 sysDSP slice's registers, and a portable model of it."""
+
+from amaranth import ClockSignal, Const, Instance, Module, Signal, signed
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["MULT_LATENCY", "Multiplier"]
+
+#: Cycles from ``a``/``b`` in to ``p`` out: input, pipeline and output register.
+MULT_LATENCY = 3
+
+
+class Multiplier(wiring.Component):
+    """``p = a · b``, signed, with three register stages: one MULT18X18D on the ECP5.
+
+    yosys maps a ``$mul`` onto a MULT18X18D with every register bypassed and leaves the flip-flops
+    around it in the fabric, so the fabric → DSP → fabric path carries the whole multiplier delay
+    (and nextpnr-ecp5 times it as ``MULT18X18D_REGS_NONE``). Instantiated directly, the slice's
+    input, pipeline and output registers are used (Ref: Lattice TN1267, ECP5 sysDSP Usage Guide,
+    "MULT18X18D": ``REG_INPUTA_CLK``, ``REG_INPUTB_CLK``, ``REG_PIPELINE_CLK``,
+    ``REG_OUTPUT_CLK``), the multiplier sits between two of its own registers and the fabric sees
+    only register-to-register routing (nextpnr's ``MULT18X18D_REGS_ALL`` timing).
+
+    On a platform whose ``family`` is ``"ecp5"`` (Amaranth's ``LatticePlatform``) the slice is
+    instantiated; elsewhere (simulation, other FPGAs) a behavioural model with the same three
+    registers is elaborated, so simulation is cycle-exact with the hardware. The registers are
+    never reset: a multiplier holds data, and its users tag validity alongside.
+
+    Parameters
+    ----------
+    a_width, b_width : int
+        Signed operand widths, 1 to 18 each (one 18 × 18 slice).
+
+    Attributes
+    ----------
+    a : In(signed(a_width))
+    b : In(signed(b_width))
+    p : Out(signed(a_width + b_width))
+        The product of ``a`` and ``b`` presented :data:`MULT_LATENCY` cycles earlier.
+    """
+
+    def __init__(self, a_width, b_width):
+        for name, width in (("a_width", a_width), ("b_width", b_width)):
+            if not isinstance(width, int) or not 1 <= width <= 18:
+                raise ValueError(f"{name} must be an integer from 1 to 18, not {width!r}")
+        super().__init__({
+            "a": In(signed(a_width)), "b": In(signed(b_width)),
+            "p": Out(signed(a_width + b_width)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        if getattr(platform, "family", None) == "ecp5":
+            a18, b18, p36 = Signal(signed(18)), Signal(signed(18)), Signal(signed(36))
+            m.d.comb += [a18.eq(self.a), b18.eq(self.b), self.p.eq(p36)]
+            ports = {f"i_A{i}": a18[i] for i in range(18)}
+            ports.update({f"i_B{i}": b18[i] for i in range(18)})
+            ports.update({f"i_C{i}": Const(0, 1) for i in range(18)})
+            ports.update({f"o_P{i}": p36[i] for i in range(36)})
+            clocked = {f"p_REG_{reg}_CLK": "CLK0"
+                       for reg in ("INPUTA", "INPUTB", "PIPELINE", "OUTPUT")}
+            m.submodules.mult = Instance(
+                "MULT18X18D", **clocked, p_GSR="DISABLED",
+                i_CLK0=ClockSignal(), i_CE0=Const(1, 1), i_RST0=Const(0, 1),
+                i_SIGNEDA=Const(1, 1), i_SIGNEDB=Const(1, 1),
+                i_SOURCEA=Const(0, 1), i_SOURCEB=Const(0, 1), **ports)
+        else:
+            a_q, b_q = Signal.like(self.a), Signal.like(self.b)
+            pipe = Signal.like(self.p)
+            m.d.sync += [a_q.eq(self.a), b_q.eq(self.b),  # input registers
+                         pipe.eq(a_q * b_q),  # pipeline register
+                         self.p.eq(pipe)]  # output register
+        return m

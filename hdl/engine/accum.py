@@ -1,0 +1,118 @@
+"""The accumulator banks: two banks of ``acc_depth`` pixels × ``p_oc`` int32 partial sums."""
+
+from amaranth import Array, Module, Mux, ResetInserter, Signal, signed
+from amaranth.lib import data, enum, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["ACC_READ_LEAD", "AccBeat", "AccumulatorBanks", "BankState"]
+
+#: Cycles between a pixel's ``read`` and its ``i`` beat: the bank is read, then registered.
+ACC_READ_LEAD = 2
+
+
+class BankState(enum.Enum, shape=2):
+    FREE = 0  #: the compute unit may claim it
+    COMPUTE = 1  #: an output-channel group is accumulating into it
+    FULL = 2  #: complete; the drain reads it and frees it
+
+
+def AccBeat(p_oc, sum_width, acc_depth):
+    """Layout of one pixel's sums for the banks: ``first`` pass (add the bias) and ``last``
+    pixel of the group (the bank is then FULL)."""
+    return data.StructLayout({
+        "sums": data.ArrayLayout(signed(sum_width), p_oc), "pix": range(acc_depth), "bank": 1,
+        "first": 1, "last": 1,
+    })
+
+
+class AccumulatorBanks(wiring.Component):
+    """Two accumulator banks, double-buffered between the compute unit and the drain.
+
+    Per ``i`` beat: ``acc[bank][pix] = (bias[bank] if first else acc[bank][pix]) + sums``. The
+    bank word is read :data:`ACC_READ_LEAD` cycles ahead (``read``) and registered, added in the
+    beat's cycle and written from a register the cycle after, so a pixel's read-modify-write
+    spans three cycles: the same pixel must not come back within four (the engine's
+    ``min_pass``). Each bank cycles FREE → COMPUTE (``claim``) → FULL (the ``last`` beat's write)
+    → FREE (``drained``).
+
+    Full/free flags rather than streams towards the compute unit and the drain: a bank is
+    filled in pixel order over many passes and read in pooling order, so the contract between
+    them is the state of the whole bank.
+
+    The data registers are never reset; ``clear`` (a layer start) returns both banks to FREE.
+
+    Parameters
+    ----------
+    p_oc, sum_width, acc_depth : int
+
+    Attributes
+    ----------
+    i : In(stream.Signature(AccBeat, always_ready=True))
+    read : In(stream.Signature(StructLayout(pix, bank), always_ready=True))
+        The pixel of the ``i`` beat :data:`ACC_READ_LEAD` cycles later.
+    bias : In(ArrayLayout(ArrayLayout(signed(32), p_oc), 2))
+        The biases of the output-channel group in each bank.
+    claim, drained : In(2)
+        Bit ``b``: bank ``b`` becomes COMPUTE, resp. FREE.
+    clear : In(1)
+    free, full : Out(2)
+        Bit ``b``: bank ``b`` is FREE, resp. FULL.
+    drain_addr : In(range(acc_depth))
+        Read address into the FULL banks.
+    drain_data : Out(ArrayLayout(ArrayLayout(signed(32), p_oc), 2))
+        Both banks' words at ``drain_addr`` of the previous cycle.
+    """
+
+    def __init__(self, p_oc, sum_width, acc_depth):
+        self.p_oc, self.acc_depth = p_oc, acc_depth
+        words = data.ArrayLayout(data.ArrayLayout(signed(32), p_oc), 2)
+        super().__init__({
+            "i": In(stream.Signature(AccBeat(p_oc, sum_width, acc_depth), always_ready=True)),
+            "read": In(stream.Signature(data.StructLayout({"pix": range(acc_depth), "bank": 1}),
+                                        always_ready=True)),
+            "bias": In(words), "claim": In(2), "drained": In(2), "clear": In(1),
+            "free": Out(2), "full": Out(2),
+            "drain_addr": In(range(acc_depth)), "drain_data": Out(words),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        ctrl = Module()  # bank states: cleared at a layer start
+        m.submodules.ctrl = ResetInserter(self.clear)(ctrl)
+        acc_layout = data.ArrayLayout(signed(32), self.p_oc)
+        state = Array(Signal(BankState, name=f"state{b}") for b in range(2))
+        rdata_bank = Signal()  # the bank whose word arrives this cycle
+        rdata = Signal(acc_layout)  # registered bank word of the `i` beat
+        new = Signal(acc_layout)
+        w_pix, w_bank, w_en = Signal.like(self.i.p.pix), Signal(), Signal()
+        ports = []
+        for b in range(2):
+            m.submodules[f"bank{b}"] = bank = memory.Memory(shape=acc_layout,
+                                                            depth=self.acc_depth, init=[])
+            rd, wr = bank.read_port(), bank.write_port()
+            ports.append(rd)
+            full = state[b] == BankState.FULL
+            m.d.comb += [
+                # the drain reads a FULL bank, the compute unit the one it fills
+                rd.addr.eq(Mux(full, self.drain_addr, self.read.p.pix)),
+                self.drain_data[b].eq(rd.data),
+                self.full[b].eq(full), self.free[b].eq(state[b] == BankState.FREE),
+                wr.addr.eq(w_pix), wr.data.eq(new), wr.en.eq(w_en & (w_bank == b)),
+            ]
+            with ctrl.If(self.claim[b]):
+                ctrl.d.sync += state[b].eq(BankState.COMPUTE)
+            with ctrl.If(self.drained[b]):
+                ctrl.d.sync += state[b].eq(BankState.FREE)
+        m.d.sync += [rdata_bank.eq(self.read.p.bank),
+                     rdata.eq(Mux(rdata_bank, ports[1].data.as_value(), ports[0].data.as_value()))]
+        beat = self.i.p
+        for o in range(self.p_oc):
+            acc_in = Mux(beat.first, Mux(beat.bank, self.bias[1][o], self.bias[0][o]), rdata[o])
+            m.d.sync += new[o].eq(acc_in + beat.sums[o])
+        # the write, from registers; the bank is FULL once the last pixel is written
+        w_last = Signal()
+        m.d.sync += [w_pix.eq(beat.pix), w_bank.eq(beat.bank)]
+        ctrl.d.sync += [w_en.eq(self.i.valid), w_last.eq(self.i.valid & beat.last)]
+        with ctrl.If(w_last):
+            ctrl.d.sync += state[w_bank].eq(BankState.FULL)
+        return m

@@ -1,0 +1,290 @@
+"""The convolution engine: one layer from a descriptor, DDR in, DDR out.
+
+Dataflow (``docs/engine.md`` has the arithmetic behind these choices)::
+
+    AXI R ──► input loader ──► input buffer (2 slots: one input-channel group of one row tile)
+          └─► weight loader ─► weight FIFO ─► shadow weights ─► MAC array (p_oc × p_ic)
+                            └► requant params (2 slots)           │ accumulate over (ic, ky, kx)
+    AXI W ◄── writer ◄── output FIFO ◄── drain: requant + maxpool ◄── accumulator banks (2)
+
+Loop nest (every unit walks the same nest with its own counters, so they run decoupled and are
+synchronized only by full/free flags)::
+
+    for tile in row tiles:                      # tile_rows output rows, all columns
+      for og in output-channel groups (p_oc):   # accumulators double-buffered per og
+        for ig in input-channel groups (p_ic):  # input buffer double-buffered per (tile, og, ig)
+          for ky, kx in kernel:                 # one pass: fixed p_oc × p_ic weights
+            for pixel in tile:                  # one pixel per cycle
+              acc[pixel][0:p_oc] += W[og, ig, ky, kx] @ x[ig][pixel + (ky, kx)]
+"""
+
+from amaranth import Array, Cat, Const, Module, Mux, ResetInserter, Signal
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out, connect
+
+from hdl.axi import AXI4Signature, ReadArbiter, WishboneSignature
+from hdl.descriptor import DESCRIPTOR_WORDS, Descriptor, EngineConfig
+from hdl.engine.accum import AccumulatorBanks
+from hdl.engine.compute import Compute
+from hdl.engine.drain import Drain
+from hdl.engine.loader import InputLoader
+from hdl.engine.weights import WeightLoader
+from hdl.engine.writer import Writer
+
+__all__ = ["COUNTERS", "CSR", "ERR", "Engine", "EngineCore"]
+
+#: Performance counters, in CSR order (``docs/engine.md`` defines each).
+COUNTERS = ("cycles", "mac_active", "stall_input", "stall_weights", "stall_requant",
+            "stall_output", "bytes_read", "bytes_written")
+
+
+class ERR:
+    """Bits of the error-flags CSR."""
+
+    READ_SLVERR = 1 << 0
+    READ_DECERR = 1 << 1
+    WRITE_SLVERR = 1 << 2
+    WRITE_DECERR = 1 << 3
+
+
+class CSR:
+    """Word addresses of the CSRs on the Wishbone port (``docs/engine.md``, CSR map)."""
+
+    CTRL = 0x00  #: write bit 0 = 1: start the layer in the descriptor registers
+    STATUS = 0x01  #: bit 0 busy, bit 1 done (sticky until next start), bit 2 error
+    ERROR = 0x02  #: ERR flags of the last layer (cleared at start)
+    CONFIG = 0x03  #: p_ic [7:0], p_oc [15:8]
+    DESC = 0x08  #: DESCRIPTOR_WORDS descriptor words
+    COUNTERS = 0x20  #: the COUNTERS, one word each
+
+
+class EngineCore(wiring.Component):
+    """The engine without its CSR front end: descriptor and start in, AXI4 master out.
+
+    Ports
+    -----
+    desc : In(Descriptor)
+        Sampled on ``start``; may change while the layer runs.
+    start : In(1)
+        One-cycle pulse; ignored while ``busy``.
+    busy, done : Out(1)
+        ``done`` pulses for one cycle when the layer finished (or stopped on an error).
+    error : Out(4)
+        :class:`ERR` flags of the running/last layer, cleared by ``start``.
+    counters : Out(ArrayLayout(32, len(COUNTERS)))
+        Performance counters of the running/last layer, cleared by ``start``.
+    axi : Out(AXI4Signature)
+    """
+
+    def __init__(self, cfg=None):
+        self.cfg = cfg = cfg or EngineConfig()
+        super().__init__({
+            "desc": In(Descriptor), "start": In(1), "busy": Out(1), "done": Out(1),
+            "error": Out(4), "counters": Out(data.ArrayLayout(32, len(COUNTERS))),
+            "axi": Out(AXI4Signature(addr_width=cfg.addr_width, data_width=cfg.data_width)),
+        })
+
+    def elaborate(self, platform):
+        cfg = self.cfg
+        p_oc = cfg.p_oc
+        axi = self.axi
+        # `top` holds layer control, errors, counters and the units with wide data registers
+        # (requant parameters, compute, banks), which need no reset: their validity travels
+        # in control state, which they clear at a layer start. That keeps the reset off ~6k
+        # flip-flops. `m` holds the other units and is reset as a whole the cycle after a layer
+        # is launched (so an aborted layer leaves no state), from a register, not from the CSR
+        # decode.
+        top = Module()
+        m = Module()
+
+        # ---- layer control ------------------------------------------------------------------
+        d = Signal(Descriptor)
+        abort = Signal()
+        run = Signal()
+        launch = Signal()  # the accepted start pulse
+        starting = Signal()  # the cycle after launch: the datapath is being reset
+        top.d.comb += [launch.eq(self.start & ~self.busy),
+                       run.eq(self.busy & ~abort & ~starting)]
+        top.d.sync += starting.eq(launch)
+        with top.If(launch):
+            top.d.sync += [d.eq(self.desc), self.busy.eq(1), abort.eq(0), self.error.eq(0)]
+
+        # ---- AXI read side: arbiter, outstanding count, routing -----------------------------
+        m.submodules.arbiter = arb = ReadArbiter(2, addr_width=cfg.addr_width,
+                                                 data_width=cfg.data_width)
+        m.d.comb += [
+            axi.arid.eq(arb.arid), axi.araddr.eq(arb.araddr), axi.arlen.eq(arb.arlen),
+            axi.arsize.eq(arb.arsize), axi.arburst.eq(arb.arburst), axi.arvalid.eq(arb.arvalid),
+            arb.arready.eq(axi.arready),
+            # Every read is issued only into reserved space, so read data is always accepted.
+            axi.rready.eq(1),
+        ]
+        rd_outstanding = Signal(16)
+        ar_fire = axi.arvalid & axi.arready
+        r_fire = axi.rvalid & axi.rready
+        r_end = r_fire & axi.rlast
+        m.d.sync += rd_outstanding.eq(rd_outstanding + ar_fire - r_end)
+        read_err = Mux(r_fire & axi.rresp[1], Mux(axi.rresp[0], ERR.READ_DECERR,
+                                                  ERR.READ_SLVERR), 0)
+
+        # ---- loaders: input rows into two buffer slots, requant tables and weights ------------
+        m.submodules.in_loader = li = InputLoader(cfg)
+        m.submodules.w_loader = lw = WeightLoader(cfg)
+        connect(m, li.req, arb.req0)
+        connect(m, lw.req, arb.req1)
+        for loader, rid in ((li, 0), (lw, 1)):
+            m.d.comb += [loader.desc.eq(d), loader.run.eq(run),
+                         loader.r.valid.eq(r_fire & (axi.rid == rid)),
+                         loader.r.p.data.eq(axi.rdata), loader.r.p.last.eq(axi.rlast)]
+        param_beats = 2 * p_oc
+        params = Signal(data.ArrayLayout(cfg.data_width, 2 * param_beats))
+        with top.If(lw.params.valid):  # data registers: not reset
+            top.d.sync += params.as_value().word_select(Cat(lw.params.p.index, lw.params.p.slot),
+                                                       cfg.data_width).eq(lw.params.p.data)
+
+        # ---- compute → accumulator banks → drain ------------------------------------------
+        # Compute and the banks hold the wide data registers: they sit outside the reset
+        # datapath and clear their own control state at a layer start.
+        top.submodules.compute = comp = Compute(cfg)
+        top.submodules.banks = banks = AccumulatorBanks(p_oc, comp.sum_width, cfg.acc_depth)
+        m.submodules.drain = drain = Drain(cfg)
+        connect(top, comp.weights, lw.weights)
+        connect(top, comp.acc, banks.i)
+        connect(top, comp.read, banks.read)
+        top.d.comb += [
+            comp.desc.eq(d), comp.run.eq(run), comp.clear.eq(starting), banks.clear.eq(starting),
+            comp.slot_full.eq(li.full), li.release.eq(comp.slot_release),
+            li.rd_addr.eq(comp.buf_addr), comp.buf_data.eq(li.rd_data),
+            comp.bank_free.eq(banks.free), banks.claim.eq(comp.bank_claim),
+            drain.desc.eq(d), drain.run.eq(run), drain.params.eq(params),
+            drain.full.eq(banks.full), banks.drained.eq(drain.free), lw.release.eq(drain.free),
+            banks.drain_addr.eq(drain.bank_addr), drain.bank_data.eq(banks.drain_data),
+        ]
+        for b in range(2):
+            for o in range(p_oc):  # bias of channel o of bank b's group: params word 2·o of b
+                top.d.comb += banks.bias[b][o].eq(params[b * param_beats + 2 * o][:32])
+
+        # ---- writer ------------------------------------------------------------------------
+        m.submodules.writer = writer = Writer(cfg)
+        for name in ("awid", "awaddr", "awlen", "awsize", "awburst", "awvalid", "wdata", "wstrb",
+                     "wlast", "wvalid", "bready"):
+            m.d.comb += getattr(axi, name).eq(getattr(writer, name))
+        for name in ("awready", "wready", "bid", "bresp", "bvalid"):
+            m.d.comb += getattr(writer, name).eq(getattr(axi, name))
+        m.d.comb += [
+            writer.desc.eq(d), writer.run.eq(run), writer.abort.eq(abort),
+            writer.fifo_data.eq(drain.o.payload), writer.fifo_level.eq(drain.o_level),
+            drain.o.ready.eq(writer.fifo_pop),
+        ]
+        wr_outstanding = Signal(16)
+        aw_fire = axi.awvalid & axi.awready
+        b_fire = axi.bvalid & axi.bready
+        m.d.sync += wr_outstanding.eq(wr_outstanding + aw_fire - b_fire)
+        write_err = Mux(b_fire & axi.bresp[1], Mux(axi.bresp[0], ERR.WRITE_DECERR,
+                                                   ERR.WRITE_SLVERR), 0)
+        with top.If(self.busy & ((read_err | write_err) != 0)):
+            top.d.sync += [self.error.eq(self.error | read_err | write_err), abort.eq(1)]
+
+        # ---- completion ------------------------------------------------------------------
+        quiet = (rd_outstanding == 0) & (wr_outstanding == 0) & ~axi.arvalid
+        finished = self.busy & ~launch & ~starting & (
+            (writer.done & (wr_outstanding == 0)) | (abort & quiet & writer.idle))
+        with top.If(finished):
+            top.d.sync += self.busy.eq(0)
+            top.d.comb += self.done.eq(1)
+
+        self._counters(top, launch, comp, drain, r_fire)
+        top.submodules.datapath = ResetInserter(starting)(m)
+        return top
+
+    def _counters(self, top, launch, comp, drain, r_fire):
+        """Performance counters: each busy cycle in at most one of the six after ``cycles``
+        (``docs/engine.md`` defines the attribution)."""
+        cnt, axi, beat_bytes = self.counters, self.axi, self.cfg.data_width // 8
+        with top.If(launch):
+            top.d.sync += cnt.eq(0)
+        with top.Elif(self.busy):
+            top.d.sync += cnt[0].eq(cnt[0] + 1)
+            with top.If(comp.issuing):
+                top.d.sync += cnt[1].eq(cnt[1] + 1)
+            with top.Elif(~comp.running & comp.more):
+                with top.If(~comp.input_ready):
+                    top.d.sync += cnt[2].eq(cnt[2] + 1)
+                with top.Elif(~comp.weights_ready):
+                    top.d.sync += cnt[3].eq(cnt[3] + 1)
+                with top.Elif(drain.blocked):
+                    top.d.sync += cnt[5].eq(cnt[5] + 1)
+                with top.Else():
+                    top.d.sync += cnt[4].eq(cnt[4] + 1)
+            with top.Elif(~comp.running):
+                # after the last pass: draining (requant) or blocked by the writer (output)
+                with top.If(drain.draining & ~drain.blocked):
+                    top.d.sync += cnt[4].eq(cnt[4] + 1)
+                with top.Else():
+                    top.d.sync += cnt[5].eq(cnt[5] + 1)
+            with top.If(r_fire):
+                top.d.sync += cnt[6].eq(cnt[6] + beat_bytes)
+            with top.If(axi.wvalid & axi.wready):
+                top.d.sync += cnt[7].eq(cnt[7] + beat_bytes)
+
+
+class Engine(wiring.Component):
+    """The engine with its CSR front end (Wishbone slave, ``CSR`` word map) and AXI4 master.
+
+    Ports
+    -----
+    csr : In(WishboneSignature(addr_width=8, data_width=32))
+    axi : Out(AXI4Signature)
+    irq : Out(1)
+        High while the done bit of STATUS is set.
+    """
+
+    def __init__(self, cfg=None):
+        self.cfg = cfg = cfg or EngineConfig()
+        super().__init__({
+            "csr": In(WishboneSignature(addr_width=8, data_width=32)),
+            "axi": Out(AXI4Signature(addr_width=cfg.addr_width, data_width=cfg.data_width)),
+            "irq": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.core = core = EngineCore(self.cfg)
+        connect(m, wiring.flipped(self.axi), core.axi)
+        desc_words = Array(Signal(32, name=f"desc{i}") for i in range(DESCRIPTOR_WORDS))
+        done = Signal()
+        m.d.comb += [core.desc.eq(Cat(*desc_words)), self.irq.eq(done)]
+        with m.If(core.done):
+            m.d.sync += done.eq(1)
+        with m.If(core.start):
+            m.d.sync += done.eq(0)
+        bus = self.csr
+        # CTRL.start is registered: the launch fans out to the whole descriptor and the reset,
+        # so it starts from a flip-flop, not from the bus decode (one cycle later).
+        m.d.sync += [bus.ack.eq(0), core.start.eq(0)]
+        with m.If(bus.cyc & bus.stb & ~bus.ack):
+            m.d.sync += bus.ack.eq(1)
+            with m.If(bus.we):
+                with m.If(bus.adr == CSR.CTRL):
+                    m.d.sync += core.start.eq(bus.dat_w[0])
+                for i in range(DESCRIPTOR_WORDS):
+                    with m.If(bus.adr == CSR.DESC + i):
+                        m.d.sync += desc_words[i].eq(bus.dat_w)
+            with m.Else():
+                with m.Switch(bus.adr):
+                    with m.Case(CSR.STATUS):
+                        m.d.sync += bus.dat_r.eq(Cat(core.busy, done, core.error != 0))
+                    with m.Case(CSR.ERROR):
+                        m.d.sync += bus.dat_r.eq(core.error)
+                    with m.Case(CSR.CONFIG):
+                        m.d.sync += bus.dat_r.eq(Cat(Const(self.cfg.p_ic, 8),
+                                                     Const(self.cfg.p_oc, 8)))
+                    for i in range(DESCRIPTOR_WORDS):
+                        with m.Case(CSR.DESC + i):
+                            m.d.sync += bus.dat_r.eq(desc_words[i])
+                    for i in range(len(COUNTERS)):
+                        with m.Case(CSR.COUNTERS + i):
+                            m.d.sync += bus.dat_r.eq(core.counters[i])
+                    with m.Default():
+                        m.d.sync += bus.dat_r.eq(0)
+        return m

@@ -1,0 +1,165 @@
+"""The drain: a full accumulator bank → requantization (or int32) → maxpool → output FIFO."""
+
+from amaranth import Array, Cat, Module, Mux, Signal, signed
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hdl.descriptor import Descriptor
+from hdl.engine.loader import min_of
+from hdl.pool import PoolMax, PoolWalker
+from hdl.requant import REQUANT_LATENCY, RequantUnit
+
+__all__ = ["Drain"]
+
+
+class Drain(wiring.Component):
+    """Per (tile, output-channel group): walk the full bank in output order (:class:`PoolWalker`),
+    requantize ``p_ic`` lanes per read (:class:`RequantUnit`) or pass int32 beats through, take
+    the window maxima (:class:`PoolMax`) and queue the output beats for the writer; then free
+    the bank and its parameter slot.
+
+    Banks alternate (``og`` counted over the layer, bank and parameter slot ``og % 2``). A read
+    is issued only while the output FIFO has room for every position in flight, so nothing
+    downstream ever stalls. After the walk the drain waits for the pipeline to empty (FLUSH,
+    ``REQUANT_LATENCY + 4`` cycles) before freeing the bank.
+
+    Full/free flags towards the compute unit rather than a stream: the drain reads a bank in
+    pooling order, not in the order it was written, so what it needs is "this bank is complete".
+
+    Parameters
+    ----------
+    cfg : EngineConfig
+
+    Attributes
+    ----------
+    desc : In(Descriptor)
+    run : In(1)
+    full : In(2)
+        Bit ``b``: bank ``b`` holds a complete output-channel group.
+    free : Out(2)
+        Bit ``b`` pulses when bank ``b`` (and parameter slot ``b``) has been drained.
+    bank_addr : Out(range(acc_depth))
+        Read address into the bank being drained (registered).
+    bank_data : In(ArrayLayout(ArrayLayout(signed(32), p_oc), 2))
+        Both banks' words at ``bank_addr`` of the previous cycle (the drain picks its own).
+    params : In(ArrayLayout(unsigned(data_width), 4 * p_oc))
+        The requant tables of both slots (``docs/engine.md``: two words per channel).
+    o : Out(stream.Signature(data_width))
+        Output beats, in the writer's order.
+    o_level : Out(range(out_fifo_depth + 1))
+        Beats waiting in ``o`` (the writer issues a burst only when all of it is there).
+    draining, blocked : Out(1)
+        Busy with a bank; waiting for FIFO room (performance counters).
+    """
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        n_sub = cfg.p_oc // cfg.p_ic
+        self.n_sub = n_sub
+        super().__init__({
+            "desc": In(Descriptor), "run": In(1), "full": In(2), "free": Out(2),
+            "bank_addr": Out(range(cfg.acc_depth)),
+            "bank_data": In(data.ArrayLayout(data.ArrayLayout(signed(32), cfg.p_oc), 2)),
+            "params": In(data.ArrayLayout(cfg.data_width, 4 * cfg.p_oc)),
+            "o": Out(stream.Signature(cfg.data_width)),
+            "o_level": Out(range(cfg.out_fifo_depth + 1)),
+            "draining": Out(1), "blocked": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, d, n_sub = self.cfg, self.desc, self.n_sub
+        m.submodules.ofifo = ofifo = fifo.SyncFIFOBuffered(width=cfg.data_width,
+                                                           depth=cfg.out_fifo_depth)
+        wiring.connect(m, ofifo.r_stream, wiring.flipped(self.o))
+        m.d.comb += self.o_level.eq(ofifo.r_level)
+        m.submodules.walker = pw = PoolWalker(n_sub=n_sub)
+        p0 = Signal(16)  # tile's first output row
+        c0 = Signal(16)
+        og = Signal(8)
+        slot = Signal()
+        flush = Signal(range(REQUANT_LATENCY + 4))
+        # Output rows of this tile, registered: p0 changes at the end of FLUSH and the walk
+        # starts from WAIT, one cycle later at the earliest.
+        rows = Signal(16)
+        m.d.sync += rows.eq(min_of(d.tile_rows, d.out_height - p0))
+        m.d.comb += [
+            pw.pool.eq(d.pool), pw.out_int32.eq(d.out_int32), pw.width.eq(d.width),
+            pw.height.eq(d.height), pw.out_width.eq(d.out_width), pw.c0.eq(c0), pw.rows.eq(rows),
+        ]
+        # E0: the bank address, registered: it fans out to every block RAM of both banks
+        m.d.sync += self.bank_addr.eq(pw.addr)
+        # Room for every window position in flight (bank read + requant) to land in the FIFO.
+        room = ofifo.w_level + REQUANT_LATENCY + 8 < cfg.out_fifo_depth
+        with m.FSM():
+            with m.State("WAIT"):
+                with m.If(self.run & (p0 < d.out_height) & self.full.bit_select(slot, 1)):
+                    m.d.comb += pw.start.eq(1)
+                    m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += self.draining.eq(1)
+                with m.If((og * n_sub + pw.sub) >= d.out_groups):  # padding sub-group
+                    m.next = "FLUSH"
+                    m.d.sync += flush.eq(0)
+                with m.Elif(~room):
+                    m.d.comb += self.blocked.eq(1)
+                with m.Else():
+                    m.d.comb += pw.step.eq(1)
+                    with m.If(pw.done):
+                        m.d.sync += flush.eq(0)
+                        m.next = "FLUSH"
+            with m.State("FLUSH"):
+                m.d.comb += self.draining.eq(1)
+                m.d.sync += flush.eq(flush + 1)
+                with m.If(flush == REQUANT_LATENCY + 3):
+                    m.d.comb += self.free.eq(Mux(slot, 0b10, 0b01))
+                    m.d.sync += [slot.eq(~slot), og.eq(og + 1)]
+                    with m.If(og == d.og_passes - 1):
+                        m.d.sync += [og.eq(0), p0.eq(p0 + d.tile_rows),
+                                     c0.eq(c0 + d.tile_conv_rows)]
+                    m.next = "WAIT"
+        self._datapath(m, pw, slot, ofifo)
+        return m
+
+    def _datapath(self, m, pw, slot, ofifo):
+        cfg, d, n_sub, p_ic = self.cfg, self.desc, self.n_sub, self.cfg.p_ic
+        # E0 → E1: the bank word; select the p_ic channels of the walker's sub-group and their
+        # parameters (a mux over the sub-groups and the two slots, not over all 4·p_oc words);
+        # the requant unit registers them on entry.
+        e0, e1 = (Signal(data.StructLayout({"valid": 1, "pos": 1, "first": 1, "last": 1,
+                                            "slot": 1, "sub": range(n_sub), "j": 2}), name=n)
+                  for n in ("e0", "e1"))
+        m.d.sync += [e0.eq(Cat(pw.step, pw.pos, pw.first, pw.last, slot, pw.sub, pw.j)),
+                     e1.eq(e0)]
+        word = Mux(e1.slot, self.bank_data[1].as_value(), self.bank_data[0].as_value())
+        lanes = word.word_select(e1.sub, 32 * p_ic)
+        m.submodules.requant = rq = RequantUnit(p_ic)
+        m.d.comb += rq.valid_i.eq(e1.valid)
+        param_beats = 2 * cfg.p_oc
+        for i in range(p_ic):
+            def param(word, i=i):  # word `word` of channel sub·p_ic + i in the current slot
+                return Mux(e1.slot, *(
+                    Array(self.params[s * param_beats + 2 * (sub * p_ic + i) + word]
+                          for sub in range(n_sub))[e1.sub] for s in (1, 0)))
+            m.d.comb += [
+                rq.lane[i].acc.eq(lanes[32 * i:32 * i + 32]),
+                rq.lane[i].shift.eq(param(0)[32:38]),
+                rq.lane[i].m_pos.eq(param(1)[:16]),
+                rq.lane[i].m_neg.eq(param(1)[16:32]),
+            ]
+        # int32 output: beat j carries channels 2j, 2j+1; delayed to line up with requant.
+        wide = Signal(cfg.data_width)
+        m.d.comb += wide.eq(lanes.word_select(e1.j, cfg.data_width))
+        tags = Signal(3)
+        m.d.comb += tags.eq(Cat(e1.pos, e1.first, e1.last))
+        for _ in range(REQUANT_LATENCY):
+            wide_q, tags_q = Signal.like(wide), Signal.like(tags)
+            m.d.sync += [wide_q.eq(wide), tags_q.eq(tags)]
+            wide, tags = wide_q, tags_q
+        m.submodules.pool_max = pm = PoolMax(p_ic)
+        m.d.comb += [
+            pm.valid.eq(rq.valid_o), pm.pos.eq(tags[0]), pm.first.eq(tags[1]),
+            pm.last.eq(tags[2]), pm.y.eq(rq.y),
+            ofifo.w_data.eq(Mux(d.out_int32, wide, pm.out)),
+            ofifo.w_en.eq(Mux(d.out_int32, rq.valid_o, pm.out_valid)),
+        ]

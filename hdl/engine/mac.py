@@ -1,0 +1,76 @@
+"""The MAC array: ``p_oc`` int8 dot products of ``p_ic`` lanes per cycle, fully pipelined."""
+
+from amaranth import Module, Signal, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from hdl.dsp import MULT_LATENCY, Multiplier
+
+__all__ = ["MacArray", "mac_latency"]
+
+
+def mac_latency(p_ic):
+    """Cycles from ``x``/``w`` in to ``sums`` out: the multipliers, then one register per level of
+    the adder tree."""
+    return MULT_LATENCY + (p_ic - 1).bit_length()
+
+
+class MacArray(wiring.Component):
+    """``sums[o] = Σ_i w[o][i] · x[i]`` for ``o < p_oc``, one set per cycle (no backpressure).
+
+    Every product has its own :class:`~hdl.dsp.Multiplier` (one MULT18X18D: nextpnr-ecp5 has no
+    MULT9X9D, so two int8 products never share a slice). The ``p_ic`` products of an output
+    channel are summed by a binary adder tree with a register after every level: one carry chain
+    of at most ``16 + levels`` bits per cycle. Results are exact: the sum width grows one bit per
+    level (|product| ≤ 2**14, so ``p_ic`` of them fit ``16 + levels`` bits signed).
+
+    Parameters
+    ----------
+    p_ic, p_oc : int
+
+    Attributes
+    ----------
+    x : In(ArrayLayout(signed(8), p_ic))
+        Input lanes.
+    w : In(ArrayLayout(ArrayLayout(signed(8), p_ic), p_oc))
+        Weights, ``w[o][i]``.
+    sums : Out(ArrayLayout(signed(16 + levels), p_oc))
+        The dot products of the ``x`` and ``w`` presented :func:`mac_latency` cycles earlier.
+    """
+
+    def __init__(self, p_ic, p_oc):
+        for name, value in (("p_ic", p_ic), ("p_oc", p_oc)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, not {value!r}")
+        self.p_ic, self.p_oc = p_ic, p_oc
+        self.levels = (p_ic - 1).bit_length()
+        super().__init__({
+            "x": In(data.ArrayLayout(signed(8), p_ic)),
+            "w": In(data.ArrayLayout(data.ArrayLayout(signed(8), p_ic), p_oc)),
+            "sums": Out(data.ArrayLayout(signed(16 + self.levels), p_oc)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        for o in range(self.p_oc):
+            terms = []
+            for i in range(self.p_ic):
+                mult = Multiplier(8, 8)
+                m.submodules[f"mult_{o}_{i}"] = mult
+                m.d.comb += [mult.a.eq(self.w[o][i]), mult.b.eq(self.x[i])]
+                terms.append(mult.p)
+            # Adder tree: level k adds pairs into registers one bit wider; an odd term out
+            # is delayed by one register so every path has the same latency. The last level's
+            # register is the output itself.
+            for level in range(self.levels):
+                nxt = []
+                for j in range(0, len(terms), 2):
+                    s = (self.sums[o] if level == self.levels - 1 else
+                         Signal(signed(17 + level), name=f"sum_{o}_l{level}_{j // 2}"))
+                    pair = terms[j] + terms[j + 1] if j + 1 < len(terms) else terms[j]
+                    m.d.sync += s.eq(pair)
+                    nxt.append(s)
+                terms = nxt
+            if not self.levels:
+                m.d.comb += self.sums[o].eq(terms[0])
+        return m

@@ -1,0 +1,146 @@
+"""The weight loader: requant tables and weights from DDR, per (tile, output-channel group)."""
+
+from amaranth import Module, Mux, Signal
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hdl.axi import ReadRequestSignature, burst_beats, last_burst
+from hdl.descriptor import Descriptor
+from hdl.engine.loader import ReadBeat
+
+__all__ = ["ParamBeat", "WeightLoader"]
+
+
+class ParamBeat(data.StructLayout):
+    """One requant-table beat for the parameter registers: word ``index`` of ``slot``."""
+
+    def __init__(self, data_width, p_oc):
+        super().__init__({"data": data_width, "slot": 1, "index": range(2 * p_oc)})
+
+
+class WeightLoader(wiring.Component):
+    """Per (tile, output-channel group): the group's requant table (``2·p_oc`` beats) into a
+    parameter slot, then its weight stream (``og_weight_beats``) into the weight FIFO.
+
+    The table of group ``og`` goes to slot ``og % 2`` (counting over the whole layer), claimed
+    when the drain has ``release``\\ d it; the weights follow in bursts that are requested only
+    when the FIFO has room for all their beats (credits), so read data is always accepted. The
+    table and the weights are re-read for every row tile. Each burst's length is registered one
+    state before its request (PCALC, WCALC).
+
+    Parameters
+    ----------
+    cfg : EngineConfig
+
+    Attributes
+    ----------
+    desc : In(Descriptor)
+    run : In(1)
+    req : Out(ReadRequestSignature)
+    r : In(stream.Signature(ReadBeat, always_ready=True))
+        The read data of this client's bursts, in request order.
+    params : Out(stream.Signature(ParamBeat, always_ready=True))
+        Table beats, to be stored at once.
+    release : In(2)
+        Bit ``s``: the drain is done with parameter slot ``s``.
+    weights : Out(stream.Signature(data_width))
+        The weight stream, ``[og][ig][ky][kx][p_oc]`` beats of ``p_ic`` int8 weights.
+    """
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        super().__init__({
+            "desc": In(Descriptor), "run": In(1),
+            "req": Out(ReadRequestSignature(cfg.addr_width)),
+            "r": In(stream.Signature(ReadBeat(cfg.data_width), always_ready=True)),
+            "params": Out(stream.Signature(ParamBeat(cfg.data_width, cfg.p_oc),
+                                           always_ready=True)),
+            "release": In(2),
+            "weights": Out(stream.Signature(cfg.data_width)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, d = self.cfg, self.desc
+        beat_bytes = cfg.data_width // 8
+        param_beats = 2 * cfg.p_oc
+        # Table burst or weight burst? Unbuffered, as the input loader's tags (latency-1 reads).
+        m.submodules.tags = tags = fifo.SyncFIFO(width=1, depth=16)
+        m.submodules.wfifo = wfifo = fifo.SyncFIFOBuffered(width=cfg.data_width,
+                                                           depth=cfg.weight_fifo_depth)
+        wiring.connect(m, wfifo.r_stream, wiring.flipped(self.weights))
+        busy = Signal(2)  # slot claimed (or filled); freed by release
+        claim = Signal(2)
+        m.d.sync += busy.eq((busy | claim) & ~self.release)
+        credits = Signal(range(cfg.weight_fifo_depth + 1), init=cfg.weight_fifo_depth)
+        take = Signal(range(cfg.weight_fifo_depth + 1))
+        pop = self.weights.valid & self.weights.ready
+        m.d.sync += credits.eq(credits - take + pop)
+
+        c0w = Signal(24)
+        og = Signal(8)
+        slot = Signal()
+        paddr = Signal(cfg.addr_width)  # next table / weight-stream burst
+        waddr = Signal(cfg.addr_width)
+        rem = Signal(24)
+        blen = Signal(range(cfg.max_burst + 1))
+        last = Signal()
+
+        def calc(addr):  # the next burst's length, registered
+            m.d.sync += [blen.eq(burst_beats(addr, rem, cfg.max_burst, beat_bytes)),
+                         last.eq(last_burst(addr, rem, cfg.max_burst, beat_bytes))]
+
+        def request(addr, table):  # request the burst; on the grant, advance past it
+            m.d.comb += [self.req.addr.eq(addr), self.req.len.eq(blen - 1),
+                         tags.w_en.eq(self.req.ready), tags.w_data.eq(table)]
+            with m.If(self.req.ready):
+                m.d.sync += [addr.eq(addr + blen * beat_bytes), rem.eq(rem - blen)]
+
+        with m.FSM():
+            with m.State("SLOT"):
+                with m.If(self.run & (c0w < d.in_plane) & ~busy.bit_select(slot, 1)):
+                    m.d.comb += claim.eq(Mux(slot, 0b10, 0b01))
+                    m.d.sync += rem.eq(param_beats)
+                    with m.If(og == 0):  # each tile re-reads the table and the weights
+                        m.d.sync += [paddr.eq(d.param_addr), waddr.eq(d.w_addr)]
+                    m.next = "PCALC"
+            with m.State("PCALC"):
+                calc(paddr)
+                m.next = "PARAMS"
+            with m.State("PARAMS"):
+                m.d.comb += self.req.valid.eq(self.run & tags.w_rdy)
+                request(paddr, 1)
+                with m.If(self.req.ready):
+                    m.next = "PCALC"
+                    with m.If(last):
+                        m.d.sync += rem.eq(d.og_weight_beats)
+                        m.next = "WCALC"
+            with m.State("WCALC"):
+                calc(waddr)
+                m.next = "WEIGHTS"
+            with m.State("WEIGHTS"):
+                m.d.comb += [self.req.valid.eq(self.run & tags.w_rdy & (credits >= blen)),
+                             take.eq(Mux(self.req.ready, blen, 0))]
+                request(waddr, 0)
+                with m.If(self.req.ready):
+                    m.next = "WCALC"
+                    with m.If(last):
+                        m.d.sync += [slot.eq(~slot), og.eq(og + 1)]
+                        with m.If(og == d.og_passes - 1):
+                            m.d.sync += [og.eq(0), c0w.eq(c0w + d.tile_pix)]
+                        m.next = "SLOT"
+        # Receive: table beats out with their slot and index, weights into the FIFO.
+        r_slot = Signal()
+        r_idx = Signal(range(param_beats))
+        table = tags.r_data[0]
+        m.d.comb += [
+            tags.r_en.eq(self.r.valid & self.r.p.last),
+            wfifo.w_data.eq(self.r.p.data), wfifo.w_en.eq(self.r.valid & ~table),
+            self.params.valid.eq(self.r.valid & table), self.params.p.data.eq(self.r.p.data),
+            self.params.p.slot.eq(r_slot), self.params.p.index.eq(r_idx),
+        ]
+        with m.If(self.params.valid):
+            m.d.sync += r_idx.eq(r_idx + 1)
+            with m.If(r_idx == param_beats - 1):
+                m.d.sync += [r_idx.eq(0), r_slot.eq(~r_slot)]
+        return m
