@@ -11,12 +11,8 @@ JOBS ?= auto
 # variables, so multi-file builds need these (Ref: shared/DESIGN.md, toolchain facts).
 export MAKEFLAGS_VERILATOR := CFG_CXXFLAGS_PCH_I=-include CFG_CXXFLAGS_COROUTINES=-fcoroutines CFG_LDLIBS_THREADS=-pthread
 
-<<<<<<< HEAD
 .PHONY: all setup weights sim sim-full test test-all test-icarus lint bench synth timing train clean \
 	distclean
-=======
-.PHONY: all setup sim sim-full test test-all test-icarus lint bench synth timing train clean distclean
->>>>>>> engine-v2
 
 all: test
 
@@ -63,17 +59,12 @@ bench: $(STAMP)
 synth: $(STAMP)
 	$(BIN)/python -m hdl.synth
 
-<<<<<<< HEAD
-# Place and route of the engine + sequencer on the ECP5-85F: prints the Fmax (TARGET_MHZ=...).
-=======
 # Synthesis, place and route of the engine + sequencer on the ECP5-85F: Fmax, utilization, worst
 # paths (about 25 minutes on two cores). TARGET_MHZ sets nextpnr's constraint.
->>>>>>> engine-v2
 TARGET_MHZ ?= 125
 timing: $(STAMP)
 	$(BIN)/python -m hdl.timing --target-mhz $(TARGET_MHZ)
 
-<<<<<<< HEAD
 # A board's bitstream (hdl/board/build.py): BOARD=ulx3s|ecpix5, ENGINE_MHZ = the engine clock's
 # target. Prints "bitstream: build/<board>/owlet.bit, Fmax ..." and fails if timing is not met.
 BOARD ?= ulx3s
@@ -88,8 +79,6 @@ program:
 	@command -v openFPGALoader >/dev/null || { echo "error: openFPGALoader not found" >&2; exit 1; }
 	openFPGALoader --board $(BOARD) build/$(BOARD)/owlet.bit
 
-=======
->>>>>>> engine-v2
 train: $(STAMP)
 	# One BLAS thread: the small GEMMs of this network run faster without thread hand-offs.
 	OPENBLAS_NUM_THREADS=1 $(BIN)/owlet train --synthetic --qat -o build/train
