@@ -63,7 +63,7 @@ class Descriptor(data.Struct):
     og_weight_beats: unsigned(24)  #: in_groups * K * K * P_oc
     #: 1: nearest x2 upsample on the write: each output pixel fills its 2x2 block, so the drain
     #: emits every output row twice and every pixel of it twice; ``out_plane`` and
-    #: ``tile_out_beats`` count the upsampled map. Only without pool and int32. (RTL: pending.)
+    #: ``tile_out_beats`` count the upsampled map. Only without pool and int32.
     upsample: unsigned(1)
 
 

@@ -148,7 +148,7 @@ def cycle_budget(case, image, cfg):
     input up to four times per output-channel group with its halo and overlap rows, the output),
     plus 200 000 for latencies. 50 covers a 4x slower bus (gaps down to 0.25) many times over."""
     fields = image.plan.fields
-    tiles = -(-image.plan.out_hw[0] // fields["tile_rows"])
+    tiles = -(-fields["out_height"] // fields["tile_rows"])
     size = {name: len(blob) for name, _, blob in image.segments}
     moved = (tiles * (size["weights"] + size["requant table"])
              + 4 * fields["og_passes"] * size["input map"] + image.out_bytes)

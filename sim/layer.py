@@ -47,6 +47,7 @@ class LayerCase:
     """One convolution layer's integer parameters and input (stride 1, padding ``kernel // 2``).
 
     ``pool`` is a :class:`hdl.descriptor.Pool`; ``out_int32`` writes accumulators (§7);
+    ``upsample`` writes the int8, un-pooled output nearest-upsampled x2 (``docs/engine.md``);
     ``max_tile_rows`` caps the planner's tile height (forces multi-tile maps); ``addr_offset``
     (a multiple of 8) moves every region off its 4 KB page start, so that bursts split at 4 KB
     boundaries in other places.
@@ -63,13 +64,15 @@ class LayerCase:
     out_int32: bool = False
     max_tile_rows: int | None = None
     addr_offset: int = 0
+    upsample: bool = False
 
     @property
     def kernel(self):
         return self.w.shape[2]
 
     def expected(self):
-        """The golden model's output: int8 (pooled) or int32 accumulators."""
+        """The golden model's output: int8 (pooled, or upsampled: each pixel repeated over its
+        2x2 block) or int32 accumulators."""
         acc = conv2d_int(self.x, self.w, self.bias, 1, self.kernel // 2)
         if self.out_int32:
             return acc.astype(np.int32)
@@ -78,6 +81,8 @@ class LayerCase:
             return maxpool_int(y, 2, 2, 1)
         if self.pool == Pool.P2S1:
             return maxpool_int(y, 2, 1, 1)
+        if self.upsample:
+            return np.repeat(np.repeat(y, 2, axis=1), 2, axis=2)
         return y
 
     @property
@@ -135,7 +140,7 @@ def layer_image(case, cfg):
     (_, in_addr, _), (_, w_addr, _), (_, param_addr, _), _ = segments
     plan = plan_layer(cfg, case.x.shape, case.w.shape[0], case.kernel, case.pool, case.out_int32,
                       in_addr=in_addr, out_addr=out_addr, w_addr=w_addr, param_addr=param_addr,
-                      max_tile_rows=case.max_tile_rows)
+                      max_tile_rows=case.max_tile_rows, upsample=case.upsample)
     oh, ow = plan.out_hw
     out_channels = _ceil(case.w.shape[0], 8) * 8
     out_bytes = out_channels * oh * ow * (4 if case.out_int32 else 1)
@@ -145,7 +150,7 @@ def layer_image(case, cfg):
 
 
 def random_case(rng, name, c, h, w, o, kernel, pool=Pool.NONE, out_int32=False,
-                max_tile_rows=None, extreme=False, addr_offset=0):
+                max_tile_rows=None, extreme=False, addr_offset=0, upsample=False):
     """A random layer: uniform int8 inputs, weights in [-127, 127], multipliers and shifts drawn
     so outputs spread over the int8 range.
 
@@ -173,7 +178,7 @@ def random_case(rng, name, c, h, w, o, kernel, pool=Pool.NONE, out_int32=False,
         m_neg[zero] = np.where(m_pos[zero] == 0, m_neg[zero], 0)
         bias[biased] = np.where(rng.random(biased.sum()) < 0.5, (1 << 24) - 1, -(1 << 24))
     return LayerCase(name, x, wt, bias, m_pos, m_neg, shift, Pool(pool), out_int32,
-                     max_tile_rows, addr_offset)
+                     max_tile_rows, addr_offset, upsample)
 
 
 def tile_width_limits(cfg, kernel, pool, rows):
@@ -215,9 +220,12 @@ def fuzz_case(rng, index, cfg=None):
     """Draw the ``index``-th layer of a fuzz run.
 
     The kernel and the output mode are stratified, the shape class cycles, the rest is random,
-    so that any 24 consecutive draws hold every kernel × output mode in every shape class:
+    so that any 24 consecutive draws hold every kernel × output mode in every shape class, and
+    any 48 also the upsample in every shape class:
 
     - kernel × output mode (``index % 8``): 1×1 or 3×3, times no pool, 2×2/2, 2×2/1 or int32;
+      the no-pool draws upsample (int8 written x2, each pixel to its 2x2 block) when
+      ``index // 8`` is odd;
     - shape class (``index // 8 % 3``):
 
       0. small maps (1-12 × 1-12) with channel counts at and one off the group sizes (P_ic for
@@ -241,6 +249,7 @@ def fuzz_case(rng, index, cfg=None):
     kernel = (1, 3)[index % 2]
     mode = index // 2 % 4
     pool, out_int32 = (Pool.NONE, Pool.P2S2, Pool.P2S1, Pool.NONE)[mode], mode == 3
+    upsample = mode == 0 and index // 8 % 2 == 1
     shape_class, turn = index // 8 % 3, index // 24
     tile = None
     if shape_class == 0:
@@ -270,7 +279,8 @@ def fuzz_case(rng, index, cfg=None):
     passes = _ceil(o, cfg.p_oc) * _ceil(c, cfg.p_ic) * kernel * kernel
     h = max(1, min(h, _FUZZ_CYCLES // (passes * w)))
     offset = 8 * int(rng.integers(1, _PAGE // 8)) if rng.random() < 0.5 else 0
-    name = (f"fuzz{index}[{c}x{h}x{w}->{o} k{kernel} {'int32' if out_int32 else pool.name}"
+    output = "int32" if out_int32 else "upsample" if upsample else pool.name
+    name = (f"fuzz{index}[{c}x{h}x{w}->{o} k{kernel} {output}"
             f"{f' tile{tile}' if tile else ''}{f' +{offset:#x}' if offset else ''}]")
     return random_case(rng, name, c, h, w, o, kernel, pool, out_int32, tile,
-                       extreme=rng.random() < 0.5, addr_offset=offset)
+                       extreme=rng.random() < 0.5, addr_offset=offset, upsample=upsample)

@@ -92,6 +92,22 @@ def test_reference_network_layers_bit_exact(reference_cases, fuzz_seed):
     _assert_exact(jobs, results, ok, fuzz_seed)
 
 
+def test_upsample_layers_bit_exact(fuzz_seed):
+    """Upsample on the write: each output pixel in its 2x2 block, over several row tiles (the
+    last one short), output channels not a multiple of P_oc (a padding sub-group), the widest
+    1x1 map the planner takes, and YOLOv3-tiny's layer 18 -> 19 shape at half its channels."""
+    rng = np.random.default_rng([fuzz_seed, 4])
+    cases = [
+        random_case(rng, "up.tiles", 11, 7, 6, 20, 3, max_tile_rows=2, addr_offset=0x1F8,
+                    upsample=True),
+        random_case(rng, "up.wide", 8, 3, 1024, 9, 1, extreme=True, upsample=True),
+        random_case(rng, "up.yolo18", 128, 13, 13, 64, 1, upsample=True),
+    ]
+    jobs = [{"case": case, "timing": DdrTiming.random(rng)} for case in cases]
+    results, ok = run_jobs(jobs, "upsample")
+    _assert_exact(jobs, results, ok, fuzz_seed)
+
+
 def _fuzz_jobs(seed, stream, part):
     """Layers ``part · FUZZ_PART_LAYERS`` ... of fuzz ``stream``, each with its DDR timing, all
     drawn from ``seed`` (so one part reproduces alone)."""
@@ -111,10 +127,13 @@ def _coverage(jobs):
     def width_at(case, rows, above=0):
         return case.x.shape[2] == tile_width_limits(cfg, case.kernel, case.pool, rows) + above
 
+    def mode(case):
+        return "int32" if case.out_int32 else "upsample" if case.upsample else case.pool.name
+
     return {
-        **{f"{k}x{k} {mode}": any(case.kernel == k and (
-            "int32" if case.out_int32 else case.pool.name) == mode for case in cases)
-           for k in (1, 3) for mode in ("NONE", "P2S2", "P2S1", "int32")},
+        **{f"{k}x{k} {m}": any(case.kernel == k and mode(case) == m for case in cases)
+           for k in (1, 3) for m in ("NONE", "P2S2", "P2S1", "int32", "upsample")},
+
         "C not a multiple of P_ic": any(case.x.shape[0] % cfg.p_ic for case in cases),
         "O not a multiple of 8": any(case.w.shape[0] % 8 for case in cases),
         "O a multiple of 8, not of P_oc": any(case.w.shape[0] % cfg.p_oc == 8 for case in cases),

@@ -14,36 +14,39 @@ from hdl.engine.drain import Drain
 from model.golden import maxpool_int, requantize
 
 
-def _expected_beats(out, plan, cfg, int32):
+def _expected_beats(out, plan, cfg, int32, scale=1):
     """The output map as beats in the drain's order: tile, og, real 8-channel sub-group, row,
-    column (and the four int32 beats of a pixel)."""
+    column (and the four int32 beats of a pixel). ``scale`` 2: ``out`` is the upsampled map, a
+    tile of ``tile_rows`` drained rows is twice as many rows of it."""
     f = plan.fields
     raw = fm_to_ddr(out)
     per_pixel = 32 if int32 else 8
     n_sub = cfg.p_oc // cfg.p_ic
+    out_h, out_w = out.shape[1:]
     beats = []
-    for p0 in range(0, f["out_height"], f["tile_rows"]):
+    for p0 in range(0, out_h, scale * f["tile_rows"]):
         for og in range(f["og_passes"]):
             for g in range(og * n_sub, min((og + 1) * n_sub, f["out_groups"])):
-                for y in range(p0, min(p0 + f["tile_rows"], f["out_height"])):
-                    for x in range(f["out_width"]):
-                        base = ((g * f["out_height"] + y) * f["out_width"] + x) * per_pixel
+                for y in range(p0, min(p0 + scale * f["tile_rows"], out_h)):
+                    for x in range(out_w):
+                        base = ((g * out_h + y) * out_w + x) * per_pixel
                         beats.extend(int.from_bytes(raw[k:k + 8], "little")
                                      for k in range(base, base + per_pixel, 8))
     return beats
 
 
-@pytest.mark.parametrize("channels, hw, pool, int32, rows", [
-    (24, (5, 7), Pool.P2S2, False, 1),  # odd map, 3 tiles, last group half padding
-    (16, (4, 5), Pool.P2S1, False, 2),  # 2x2/1: the overlap row of each tile
-    (8, (3, 4), Pool.NONE, True, 2),  # int32
-    (40, (3, 3), Pool.NONE, False, None),
+@pytest.mark.parametrize("channels, hw, pool, int32, rows, upsample", [
+    (24, (5, 7), Pool.P2S2, False, 1, False),  # odd map, 3 tiles, last group half padding
+    (16, (4, 5), Pool.P2S1, False, 2, False),  # 2x2/1: the overlap row of each tile
+    (8, (3, 4), Pool.NONE, True, 2, False),  # int32
+    (40, (3, 3), Pool.NONE, False, None, False),
+    (24, (5, 3), Pool.NONE, False, 2, True),  # upsample: 3 tiles, the last one row
 ])
-def test_drain_matches_requantize_and_maxpool(channels, hw, pool, int32, rows):
+def test_drain_matches_requantize_and_maxpool(channels, hw, pool, int32, rows, upsample):
     cfg = EngineConfig()
     rng = np.random.default_rng(channels + hw[0])
     plan = plan_layer(cfg, (8, *hw), channels, 3, pool, int32, in_addr=0, out_addr=0,
-                      w_addr=0, param_addr=0, max_tile_rows=rows)
+                      w_addr=0, param_addr=0, max_tile_rows=rows, upsample=upsample)
     f = plan.fields
     h, w = hw
     n_oc = f["og_passes"] * cfg.p_oc
@@ -57,7 +60,9 @@ def test_drain_matches_requantize_and_maxpool(channels, hw, pool, int32, rows):
     else:
         y = requantize(acc, m_pos, m_neg, shift)[:channels]
         out = y if pool == Pool.NONE else maxpool_int(y, 2, 2 if pool == Pool.P2S2 else 1, 1)
-    expected = _expected_beats(out, plan, cfg, int32)
+    if upsample:
+        out = np.repeat(np.repeat(out, 2, axis=1), 2, axis=2)
+    expected = _expected_beats(out, plan, cfg, int32, 2 if upsample else 1)
     # the requant table, as the weight loader stores it: two words per channel, per slot
     table = [(int(s) << 32, int(p) | int(q) << 16) for s, p, q in zip(shift, m_pos, m_neg,
                                                                           strict=True)]

@@ -12,7 +12,7 @@ from model.golden import maxpool_int
 LANES, N_SUB = 8, 2
 
 
-def _drain(y, pool, p0, rows, out_w, out_int32=False):
+def _drain(y, pool, p0, rows, out_w, out_int32=False, upsample=False):
     """Walk the bank of the tile whose first output row is p0 and pool it; return the beats
     (one int8 per lane) in walk order, and the raw (addr, j) sequence."""
     c, h, w = y.shape
@@ -25,8 +25,9 @@ def _drain(y, pool, p0, rows, out_w, out_int32=False):
     beats, walk = [], []
 
     async def bench(ctx):
-        for name, value in (("pool", pool), ("out_int32", out_int32), ("width", w),
-                            ("height", h), ("out_width", out_w), ("rows", rows), ("c0", c0)):
+        for name, value in (("pool", pool), ("out_int32", out_int32), ("upsample", upsample),
+                            ("width", w), ("height", h), ("out_width", out_w), ("rows", rows),
+                            ("c0", c0)):
             ctx.set(getattr(walker, name), value)
         ctx.set(walker.start, 1)
         await ctx.tick()
@@ -85,3 +86,23 @@ def test_pool_walk_int32_emits_four_beats_per_pixel():
     y = np.zeros((N_SUB * LANES, 3, 2), dtype=np.int8)
     _, walk = _drain(y, Pool.NONE, 0, 3, 2, out_int32=True)
     assert walk == [(sub, pix, j, 1) for sub in range(N_SUB) for pix in range(6) for j in range(4)]
+
+
+@pytest.mark.parametrize("h,w,tile_rows", [(5, 3, 2), (1, 1, 1), (4, 6, 4)])
+def test_pool_walk_upsample_emits_the_nearest_x2_map(h, w, tile_rows):
+    """Upsample: each output row twice, each pixel twice, so the beats of a tile are the rows
+    ``2·p0 .. 2·(p0 + rows)`` of the upsampled map, one pixel per position."""
+    rng = np.random.default_rng(h * 10 + w)
+    y = rng.integers(-128, 127, size=(N_SUB * LANES, h, w)).astype(np.int8)
+    upsampled = np.repeat(np.repeat(y, 2, axis=1), 2, axis=2).astype(np.int64)
+    for p0 in range(0, h, tile_rows):
+        rows = min(tile_rows, h - p0)
+        beats, walk = _drain(y, Pool.NONE, p0, rows, w, upsample=True)
+        want = upsampled[:, 2 * p0:2 * (p0 + rows)].reshape(N_SUB, LANES, 2 * rows, 2 * w)
+        want = want.transpose(0, 2, 3, 1).reshape(-1, LANES)
+        assert len(walk) == len(want) == N_SUB * rows * w * 4
+        for k, (got, exp) in enumerate(zip(beats, want, strict=True)):
+            sub, r, rest = k // (4 * rows * w), k // (2 * w) % (2 * rows), k % (2 * w)
+            assert np.array_equal(got, exp), (
+                f"tile at row {p0}: channels {sub * LANES}-{sub * LANES + LANES - 1}, upsampled "
+                f"row {2 * p0 + r}, column {rest}: expected {exp.tolist()}, got {got.tolist()}")

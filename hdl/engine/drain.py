@@ -16,7 +16,9 @@ class Drain(wiring.Component):
     """Per (tile, output-channel group): walk the full bank in output order (:class:`PoolWalker`),
     requantize ``p_ic`` lanes per read (:class:`RequantUnit`) or pass int32 beats through, take
     the window maxima (:class:`PoolMax`) and queue the output beats for the writer; then free
-    the bank and its parameter slot.
+    the bank and its parameter slot. With the descriptor's ``upsample`` the walk emits every
+    output row twice and every pixel of it twice: the upsampled map's rows, in the order the
+    writer's contiguous runs land them (``docs/engine.md``, "Route, upsample ...").
 
     Banks alternate (``og`` counted over the layer, bank and parameter slot ``og % 2``). A read
     is issued only while the output FIFO has room for every position in flight, so nothing
@@ -84,8 +86,9 @@ class Drain(wiring.Component):
         rows = Signal(16)
         m.d.sync += rows.eq(min_of(d.tile_rows, d.out_height - p0))
         m.d.comb += [
-            pw.pool.eq(d.pool), pw.out_int32.eq(d.out_int32), pw.width.eq(d.width),
-            pw.height.eq(d.height), pw.out_width.eq(d.out_width), pw.c0.eq(c0), pw.rows.eq(rows),
+            pw.pool.eq(d.pool), pw.out_int32.eq(d.out_int32), pw.upsample.eq(d.upsample),
+            pw.width.eq(d.width), pw.height.eq(d.height), pw.out_width.eq(d.out_width),
+            pw.c0.eq(c0), pw.rows.eq(rows),
         ]
         # E0: the bank address, registered: it fans out to every block RAM of both banks
         m.d.sync += self.bank_addr.eq(pw.addr)
