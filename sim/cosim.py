@@ -5,7 +5,8 @@ Host side (:func:`run_cosim`): quantize the model on the image, compile it
 Verilator (``sim.runner.build_top``, cached), run the program once from one start, and report per
 layer: every layer's output region of DDR compared with :func:`model.golden.forward_int` bit for
 bit, the performance record the sequencer wrote, and the analytic prediction
-(:mod:`firmware.perf`). The final int32 map is decoded on the host into detections (the
+(:mod:`firmware.perf`). The int32 maps of every detection head
+(:meth:`firmware.program.Program.read_outputs`) are decoded on the host into detections (the
 decoding :func:`model.pipeline.infer_int8` applies to the golden model's, so once every layer is
 bit-exact they are the golden model's; ``tests/test_cosim.py`` checks them against the real
 darknet's); an annotated PNG and a roofline/utilization plot land in ``build/sim``.
@@ -27,7 +28,6 @@ import cocotb
 import numpy as np
 from cocotb.triggers import FallingEdge, RisingEdge, ValueChange
 
-from firmware.executor import descriptors
 from hdl.descriptor import EngineConfig
 from hdl.engine import COUNTERS
 from hdl.sequencer import RECORD, RECORD_WORDS, SEQ_CSR
@@ -38,13 +38,11 @@ from sim.runner import BUILD_ROOT, build_top, load_payload, run_payload, write_r
 
 __all__ = [
     "DETECTION_THRESH",
-    "RTL_PENDING",
     "TOPLEVEL",
     "CosimOptions",
     "CosimReport",
     "SequencerTB",
     "build_sequencer",
-    "check_rtl_support",
     "format_table",
     "load_model",
     "run_cosim",
@@ -162,7 +160,7 @@ class SequencerTB(TB):
         return np.frombuffer(raw.tobytes(), "<u4").reshape(count, RECORD_WORDS)
 
 
-async def _check_layers(tb, program, expected, checked, final):
+async def _check_layers(tb, program, expected, checked):
     """Compare each layer's output segment with the golden output when ``progress`` passes it."""
     seen = 0
     while True:
@@ -174,8 +172,6 @@ async def _check_layers(tb, program, expected, checked, final):
             checked[i] = compare(f"{i} (darknet {layer.output_index})", expected[i], actual)
             tb.dut._log.info("layer %d of %d: %s", i + 1, len(program.layers),
                              "MISMATCH" if checked[i] else "bit-exact")
-            if i == len(program.layers) - 1:
-                final.append(actual)
         seen = done
 
 
@@ -191,8 +187,8 @@ async def _run_one(tb, payload, run, index):
             tb.ddr.write(seg.addr, seg.data)
     count = run.get("count", len(program.layers))
     perf_addr = run["perf_addr"]
-    checked, final = {}, []
-    watcher = cocotb.start_soon(_check_layers(tb, program, expected, checked, final))
+    checked = {}
+    watcher = cocotb.start_soon(_check_layers(tb, program, expected, checked))
     failure = None
     try:
         csrs = await tb.run_program(run.get("prog_addr", program.descriptor_addr), count,
@@ -210,8 +206,10 @@ async def _run_one(tb, payload, run, index):
     }
     if failure:
         await tb.reset()  # the next run starts afresh
-    if final and run.get("final_output"):
-        np.save(run["final_output"], final[0])
+    # Every head the host decodes, once the last layer is done (output buffers live to the end).
+    if len(program.layers) - 1 in checked and run.get("outputs"):
+        np.savez(run["outputs"], **{str(index): out for index, out
+                                    in program.read_outputs(tb.ddr.mem).items()})
     return result
 
 
@@ -237,23 +235,6 @@ def perf_address(program):
     return -(-program.footprint // _RECORD_ALIGN) * _RECORD_ALIGN
 
 
-#: Descriptor fields the compiler emits but the engine RTL does not implement yet: the RTL would
-#: ignore them and write wrong maps, so :func:`simulate_program` refuses a program that sets one.
-#: The RTL change implementing a field removes it from here.
-RTL_PENDING = ("upsample",)
-
-
-def check_rtl_support(program):
-    """Refuse (ValueError) a program that needs a descriptor field of :data:`RTL_PENDING`."""
-    for name in RTL_PENDING:
-        layers = [layer.covers for layer, d in zip(program.layers, descriptors(program),
-                                                   strict=True) if d[name]]
-        if layers:
-            raise ValueError(f"the engine RTL does not implement {name} yet (darknet layers "
-                             f"{', '.join(layers)}); the numpy executor (firmware.executor) runs "
-                             "this program bit-exact")
-
-
 def simulate_program(program, expected, runs, run_name, *, sim=None, waves=None):
     """Run ``program`` on the sequencer RTL, once per entry of ``runs``, on one simulator.
 
@@ -267,7 +248,8 @@ def simulate_program(program, expected, runs, run_name, *, sim=None, waves=None)
         ``timeout`` (cycles), ``bridge`` (memory path, default True: :class:`hdl.top.SimTop`),
         ``name`` (for messages, default the run's index),
         optional ``perf_addr``, ``prog_addr``, ``count``, ``expected`` overrides and
-        ``final_output`` (a ``.npy`` path for the last layer's output read from DDR).
+        ``outputs`` (an ``.npz`` path for every output the host reads,
+        :meth:`firmware.program.Program.read_outputs`, keyed by darknet index).
 
     Returns
     -------
@@ -276,13 +258,7 @@ def simulate_program(program, expected, runs, run_name, *, sim=None, waves=None)
         ``cycles``), ``records`` (the performance records in DDR), ``mismatches`` per checked
         layer, ``checked`` (layers compared), ``failure`` (the message of a run that hung, else
         None); ``ok`` whether the cocotb test passed.
-
-    Raises
-    ------
-    ValueError
-        The program needs what the engine RTL does not implement yet (:func:`check_rtl_support`).
     """
-    check_rtl_support(program)
     build_dir = build_sequencer(program.config, sim=sim, waves=waves)
     runs = [{"perf_addr": perf_address(program), **run} for run in runs]
     return run_payload(build_dir, TOPLEVEL, "sim.cosim", run_name,
@@ -321,7 +297,7 @@ class CosimOptions:
 class CosimReport:
     """Outcome of :func:`run_cosim`; ``rows`` has one dict per program layer, ``detections``
     the detections (with some class probability above the threshold) decoded on the host from
-    the final output the RTL wrote."""
+    the int32 heads the RTL wrote."""
 
     rows: list[dict]
     cycles: int
@@ -463,13 +439,15 @@ def _plot(rows, cfg, perf, path):
 
     peak = cfg.p_ic * cfg.p_oc
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
-    intensity = [r["macs"] / max(1, r["bytes_read"]) for r in rows]  # reads bound (perf model)
     achieved = [r["macs"] / r["cycles"] if r["cycles"] else 0 for r in rows]
+    # The compiler's identity copies do no MACs: no point of theirs on a log-log roofline.
+    work = [(r, a) for r, a in zip(rows, achieved, strict=True) if r["macs"]]
+    intensity = [r["macs"] / max(1, r["bytes_read"]) for r, _ in work]  # reads bound (perf model)
     xs = np.logspace(np.log10(min(intensity) / 2), np.log10(max(intensity) * 2), 100)
     ax.loglog(xs, np.minimum(peak, xs * perf.ddr_bytes_per_cycle), "k-",
               label=f"roofline: {peak} MAC/cycle, {perf.ddr_bytes_per_cycle:g} B/cycle")
-    ax.scatter(intensity, achieved, color="#d8533b", zorder=3)
-    for r, x, y in zip(rows, intensity, achieved, strict=True):
+    ax.scatter(intensity, [a for _, a in work], color="#d8533b", zorder=3)
+    for (r, y), x in zip(work, intensity, strict=True):
         ax.annotate(r["darknet"], (x, y), textcoords="offset points", xytext=(4, -10), fontsize=8)
     ax.set_xlabel("MACs per DDR byte read")
     ax.set_ylabel("MACs per cycle (measured)")
@@ -521,12 +499,13 @@ def run_cosim(opts=None, *, log=print):
     log(f"cosim: {len(program.layers)} engine layers, P_ic={cfg.p_ic} x P_oc={cfg.p_oc}, "
         f"DDR footprint {program.footprint} bytes, {opts.sim}")
     opts.outdir.mkdir(parents=True, exist_ok=True)
-    final_file = (opts.outdir / f"{opts.run_name}-final.npy").resolve()  # the sim runs elsewhere
-    final_file.unlink(missing_ok=True)
+    # Resolved: the simulation runs in its own directory.
+    outputs_file = (opts.outdir / f"{opts.run_name}-outputs.npz").resolve()
+    outputs_file.unlink(missing_ok=True)
     timeout = 4 * sum(p.cycles for p in predictions) + 100_000
     results, ok = simulate_program(
         program, expected,
-        [{"timing": _ddr_timing(opts), "timeout": timeout, "final_output": str(final_file)}],
+        [{"timing": _ddr_timing(opts), "timeout": timeout, "outputs": str(outputs_file)}],
         opts.run_name, sim=opts.sim, waves=opts.waves)
     errors = [] if ok and results else ["the simulation did not finish (see the cocotb log)"]
     res = results[0] if results else {"records": [], "checked": [], "mismatches": {},
@@ -541,8 +520,10 @@ def run_cosim(opts=None, *, log=print):
     total_macs = sum(r["macs"] for r in rows)
 
     files, dets = [], []
-    if final_file.exists():
-        decoded = decode_engine_output(qnet, np.load(final_file), image_size, opts.thresh)
+    if outputs_file.exists():
+        with np.load(outputs_file) as heads:
+            acc = {int(index): heads[index] for index in heads.files}
+        decoded = decode_engine_output(qnet, acc, image_size, opts.thresh)
         dets = [d for d in decoded if np.any(d.probs > 0)]
         classes = qnet.layers[-1].layer.classes
         files.append(opts.outdir / "cosim-detections.png")

@@ -1,9 +1,10 @@
 """The whole network on the RTL (sequencer + engine, cocotb + Verilator) from one start.
 
 Every layer's output region of DDR is compared with the golden model bit for bit as the sequencer
-reports it done (the program reuses buffers); the detections decoded on the host from the final
-int32 map are compared with an independent model's -- the real darknet's on the reference
-network, the float reference's on tiny-YOLOv2-VOC -- within the quantization error; and the
+reports it done (the program reuses buffers); the detections decoded on the host from the int32
+heads are compared with an independent model's -- the real darknet's on the reference network,
+the float reference's on tiny-YOLOv2-VOC -- within the quantization error, and on the two-head
+YOLOv3 networks with the golden model's, exactly; and the
 analytic performance model must predict every layer's cycle counter within 5 % (it checks a
 model, not the RTL).
 """
@@ -12,11 +13,15 @@ import re
 
 import numpy as np
 import pytest
+from test_yolov3_tiny import require_weights
 
+from firmware.compiler import compile_network
+from firmware.executor import descriptors
 from firmware.perf import PerfConfig, sequencer_overhead
 from hdl.descriptor import EngineConfig
 from model.darknet import parse_cfg
-from model.pipeline import infer_float, prepare_input
+from model.golden import quantize_input
+from model.pipeline import infer_float, infer_int8, prepare_input
 from model.quant import QuantizationError
 from model.zoo import (
     DEFAULT_IMAGE,
@@ -40,6 +45,20 @@ def _check_run(report):
     assert match, report.summary()
     assert match.group(1) == match.group(2) == str(len(report.rows))
     assert int(match.group(3)) == report.cycles
+
+
+def _check_golden_detections(report, opts):
+    """The detections decoded from the RTL's heads equal the golden model's, field for field
+    (:func:`model.pipeline.infer_int8` on the same quantized network, image and threshold)."""
+    qnet, x, size, _ = load_model(opts)
+    want = [d for d in infer_int8(qnet, x, size, opts.thresh).detections if np.any(d.probs > 0)]
+    assert want, "the golden model detects nothing: the comparison would be empty"
+    assert len(report.detections) == len(want), (report.detections, want)
+    for got, exp in zip(report.detections, want, strict=True):
+        assert (got.x, got.y, got.w, got.h, got.objectness) == (exp.x, exp.y, exp.w, exp.h,
+                                                                  exp.objectness), (got, exp)
+        assert np.array_equal(got.probs, exp.probs), (got, exp)
+    return qnet, x
 
 
 def _check_perf_model(report):
@@ -111,6 +130,35 @@ def test_qmodel_that_does_not_match_cfg_is_refused(tmp_path):
         load_model(CosimOptions(qmodel=DEFAULT_QMODEL, cfg=REFERENCE_CFG))
     qnet, x, size, image = load_model(CosimOptions(qmodel=DEFAULT_QMODEL, cfg=DEFAULT_CFG))
     assert x.shape == qnet.input_shape and image == DEFAULT_IMAGE
+
+
+def test_yolo3_network_bit_exact_through_sequencer(tmp_path):
+    """The zoo's YOLOv3-tiny-style detector (64x64: route, upsample on the write, two int32
+    heads) on the RTL: every layer bit-exact, both heads decoded to the golden model's
+    detections, and the performance model within 5 % per layer."""
+    opts = CosimOptions(model="owlet-yolo3", outdir=tmp_path, run_name="test-yolo3")
+    report = run_cosim(opts, log=lambda _: None)
+    _check_run(report)
+    qnet, x = _check_golden_detections(report, opts)
+    _check_perf_model(report)
+    # The program exercises what the test is about: an upsampling layer, two heads.
+    program = compile_network(qnet, EngineConfig(), x_q=quantize_input(x))
+    assert sum(d["upsample"] for d in descriptors(program)) == 1
+    assert len(program.outputs) == 2
+
+
+@pytest.mark.slow
+def test_yolov3_tiny_416_bit_exact_through_sequencer(tmp_path):
+    """The real YOLOv3-tiny (COCO weights, 416x416, about 23 M cycles) on dog.png: also
+    ``make sim``. Every layer bit-exact, the detections the golden model's, the annotated image
+    written."""
+    require_weights()
+    opts = CosimOptions(model="yolov3-tiny", outdir=tmp_path, run_name="test-yolov3-tiny")
+    report = run_cosim(opts, log=lambda _: None)
+    _check_run(report)
+    _check_golden_detections(report, opts)
+    _check_perf_model(report)
+    assert (tmp_path / "cosim-detections.png").stat().st_size > 0
 
 
 @pytest.mark.slow

@@ -333,16 +333,6 @@ def test_real_yolov3_tiny_bit_exact_and_detections(real):
             assert np.array_equal(a.probs, b.probs)
 
 
-def test_cosim_refuses_upsample_until_the_rtl_has_it(small, reference_quantized):
-    from sim.cosim import check_rtl_support
-
-    qnet, _, _, x_q, _ = small
-    with pytest.raises(ValueError, match=r"the engine RTL does not implement upsample yet "
-                                         r"\(darknet layers 13\+14\)"):
-        check_rtl_support(compile_network(qnet, CFG, x_q=x_q))
-    check_rtl_support(compile_network(reference_quantized[0], CFG))
-
-
 def test_cli_perf_prints_yolov3_tiny_per_layer(capsys):
     from owlet.cli import main
 
