@@ -31,6 +31,7 @@ setup: $(STAMP)
 weights: $(STAMP)
 	$(BIN)/python -m model.zoo.fetch
 
+# The main demonstration: the real YOLOv3-tiny on dog.png, every layer on the RTL (4-5 minutes).
 sim: $(STAMP) weights
 	$(BIN)/owlet sim
 

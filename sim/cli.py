@@ -6,7 +6,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-__all__ = ["cmd_perf", "cmd_sim", "register_cli"]
+__all__ = ["DEFAULT_SIM_MODEL", "cmd_perf", "cmd_sim", "register_cli"]
+
+#: What ``owlet sim`` (``make sim``) runs when no network is named (``--model``, ``--cfg``,
+#: ``--qmodel``, ``--full``): the real YOLOv3-tiny on dog.png, about 23 M cycles (4.5 minutes
+#: on two shared cores, docs/performance.md).
+DEFAULT_SIM_MODEL = "yolov3-tiny"
 
 
 def _fraction(text: str) -> float:
@@ -52,16 +57,16 @@ def register_cli(subparsers) -> None:
                     "on the host and print per-layer performance (docs/sequencer.md).")
     sim.add_argument("--cfg", type=Path,
                      help="darknet .cfg, quantized on the image (random weights without "
-                          "--weights; with --qmodel, checked against it; default: the zoo's "
-                          "quantized detector)")
+                          "--weights; with --qmodel, checked against it)")
     sim.add_argument("--weights", type=Path, help="darknet .weights for --cfg")
     sim.add_argument("--qmodel", type=Path, metavar="MODEL.npz",
-                     help="a quantized model file (default: the zoo's, model/zoo/owlet-tiny.npz)")
+                     help="a quantized model file (e.g. the zoo's model/zoo/owlet-tiny.npz)")
     sim.add_argument("--model", choices=MODELS,
-                     help="a zoo network by name, quantized on its image (yolov3-tiny needs "
-                          "`make weights`)")
+                     help="a zoo network by name, quantized on its image (default, when no "
+                          f"other network is given: {DEFAULT_SIM_MODEL}, which needs "
+                          "`make weights`; the small one: owlet-tiny)")
     sim.add_argument("--image", type=Path,
-                     help="input image (default: the zoo's shapes.png, dog.png with --full)")
+                     help="input image (default: the model's own, dog.png with --full)")
     sim.add_argument("--sim", choices=("verilator", "icarus"), default="verilator",
                      help="HDL simulator (icarus is about 100x slower)")
     _add_engine_arguments(sim)
@@ -96,9 +101,11 @@ def cmd_sim(args) -> int:
     from hdl.descriptor import EngineConfig
     from sim.cosim import CosimOptions, format_table, run_cosim
 
+    named = args.model or args.cfg or args.qmodel or args.full
     opts = CosimOptions(
         cfg=args.cfg, weights=args.weights, qmodel=args.qmodel, image=args.image,
-        full=args.full, model=args.model, p_oc=args.p_oc, sim=args.sim, waves=args.waves,
+        full=args.full, model=args.model if named else DEFAULT_SIM_MODEL, p_oc=args.p_oc,
+        sim=args.sim, waves=args.waves,
         ddr_latency=args.ddr_latency, ddr_bytes_per_cycle=args.ddr_bandwidth,
         backpressure=args.backpressure, seed=args.seed, reuse=not args.no_reuse,
         thresh=args.thresh,

@@ -108,3 +108,10 @@ def test_sim_cli_options_reach_the_cosimulation(monkeypatch):
         outdir=Path("build/sim"), run_name="cosim-full")
     with pytest.raises(SystemExit):
         parser.parse_args(["sim", "--ddr-bandwidth", "16"])  # wider than one beat per cycle
+    # No network named: the real YOLOv3-tiny (make sim); any named one replaces it.
+    for argv, model in ((["sim"], "yolov3-tiny"), (["sim", "--model", "owlet-tiny"], "owlet-tiny"),
+                        (["sim", "--qmodel", "m.npz"], None), (["sim", "--cfg", "c.cfg"], None)):
+        args = parser.parse_args(argv)
+        with pytest.raises(Captured) as got:
+            args.func(args)
+        assert got.value.args[0].model == model, argv
