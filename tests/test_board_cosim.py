@@ -11,11 +11,12 @@ import re
 
 import pytest
 
-from sim.board_cosim import STALE, check_outputs, run_board_cosim
+from firmware.driver import STALE, check_outputs
+from sim.board_cosim import run_board_cosim
 
 
 def _check(result, count):
-    run = result.run
+    run = result.frame
     assert run.csrs["status"] & 0b110 == 0b010, f"sequencer STATUS {run.csrs['status']:#x}"
     assert run.csrs["error"] == 0 and run.csrs["layer"] == count, run.csrs
     assert not result.messages, "\n".join(result.messages)
@@ -30,7 +31,7 @@ def test_board_cosim_first_layer_through_the_bridge():
     result = run_board_cosim(count=1, run_name="board-l0", timeout_s=600)
     _check(result, 1)
     # A wrong byte in DRAM is reported with its layer, frame, position and DRAM address.
-    mem = bytearray(result.run.mem)
+    mem = bytearray(result.frame.mem)
     seg = result.program.segments[result.program.layers[0].output_segment]
     mem[seg.addr + 8] ^= 0x40  # channel 0 of pixel (0, 1): [C/p_ic][H][W][p_ic], p_ic = 8
     messages = check_outputs(result.program, result.expected, mem, 1, frame=3)
