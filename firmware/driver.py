@@ -296,7 +296,7 @@ class BoardDriver:
         self.link.write(self.mailbox, 0)  # from here on the board holds no complete program
         t, done, sent = time.perf_counter(), 0, self.counter.sent
         bar = _bar(total, "program upload", self.progress)
-        seg, where = None, "the mailbox"
+        where = "the first segment"
         try:
             for seg in segments:
                 where = f"segment '{seg.name}' (DRAM 0x{DRAM + seg.addr:08x}, {seg.size} bytes)"
