@@ -32,10 +32,13 @@ from hdl.requant import REQUANT_LATENCY
 from hdl.sequencer import RECORD_WORDS
 
 __all__ = [
+    "BOARD_MEMORY",
     "DEFAULT_CLOCK_MHZ",
+    "BoardMemory",
     "LayerPerf",
     "PerfConfig",
     "layer_macs",
+    "minimum_traffic",
     "predict_network",
     "predict_program",
     "program_cycles",
@@ -65,6 +68,40 @@ class PerfConfig:
     ddr_bytes_per_cycle: float = 8.0
     ddr_latency: int = 30
     write_latency: int = 4
+
+
+@dataclass(frozen=True)
+class BoardMemory:
+    """What a board's memory sustains for the engine (``owlet perf --board``).
+
+    name : the ``--board`` name
+    description : the memory and its controller
+    mb_per_s : sustained bandwidth in MB/s for the engine's access pattern; None: the engine's
+        AXI port itself is the limit (one 64-bit beat per engine cycle)
+    source : where the figure comes from (measured, or why it is assumed)
+    """
+
+    name: str
+    description: str
+    mb_per_s: float | None
+    source: str
+
+    def bytes_per_cycle(self, clock_mhz: float) -> float:
+        """Sustained bytes per engine cycle at ``clock_mhz``, capped by the 64-bit port."""
+        if self.mb_per_s is None:
+            return float(_BEAT)
+        return min(float(_BEAT), self.mb_per_s / clock_mhz)
+
+
+#: The memories of the boards Owlet targets (docs/board.md, docs/performance.md).
+BOARD_MEMORY = {m.name: m for m in (
+    BoardMemory("ideal", "a 64-bit memory that serves one beat per engine cycle", None,
+                "the engine's AXI port width (the simulation's DDR model)"),
+    BoardMemory("ulx3s", "ULX3S-85F: 32 MB SDR SDRAM, 16 bit, LiteDRAM GENSDRPHY at 50 MHz", 72.3,
+                "measured: the board cosimulation with LiteDRAM's generated core (docs/board.md)"),
+    BoardMemory("ecpix5", "ECPIX-5 85F: 512 MB DDR3L, 16 bit, LiteDRAM ECP5DDRPHY at 75 MHz",
+                1200.0, "peak of the 128-bit native port at 75 MHz; not measured yet"),
+)}
 
 
 @dataclass
@@ -372,6 +409,21 @@ def _simulate(d: dict, cfg: EngineConfig, perf: PerfConfig) -> tuple[int, int, i
         k.spawn(proc)
     k.run()
     return done["cycles"], done["mac_cycles"], read["bytes"], done["written"]
+
+
+def minimum_traffic(layer: ProgramLayer) -> tuple[int, int]:
+    """The least DDR traffic a layer can have: (bytes read, bytes written).
+
+    Its weights and requantization table (16 bytes per output channel) and its input map read
+    once, its output map written once, all with real channel counts (no padding to the lane
+    widths). A frame's minimum is the sum over its layers.
+    """
+    c, h, w = layer.in_shape
+    o = layer.out_shape[0]
+    itemsize = 4 if layer.out_int32 else 1
+    read = o * c * layer.kernel * layer.kernel + 16 * o + c * h * w
+    written = itemsize * layer.out_shape[0] * layer.out_shape[1] * layer.out_shape[2]
+    return read, written
 
 
 def predict_program(program: Program, perf: PerfConfig | None = None) -> list[LayerPerf]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["main"]
+__all__ = ["detection_lines", "detections_doc", "main"]
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,6 +84,25 @@ def _time_forward(run, repeat: int) -> float:
     return (time.perf_counter() - start) / repeat * 1e3
 
 
+def detection_lines(detections, names) -> list[str]:
+    """One line per detected class of each box, as ``owlet infer`` (and ``owlet run``) print."""
+    return [f"{names[c]}: {det.probs[c] * 100:.0f}%  box x={det.x:.3f} y={det.y:.3f} "
+            f"w={det.w:.3f} h={det.h:.3f}"
+            for det in detections for c in np.flatnonzero(det.probs > 0)]
+
+
+def detections_doc(image_size, detections) -> dict:
+    """The JSON document of ``owlet infer --json`` (and ``owlet run --json``)."""
+    return {
+        "image": list(image_size),
+        "detections": [
+            {"box": [float(d.x), float(d.y), float(d.w), float(d.h)],
+             "objectness": float(d.objectness), "probs": [float(p) for p in d.probs]}
+            for d in detections if np.any(d.probs > 0)
+        ],
+    }
+
+
 def cmd_infer(args) -> int:
     from model.image import draw_detections
     from model.pipeline import class_names, infer_float, infer_int8, prepare_input
@@ -108,10 +127,8 @@ def cmd_infer(args) -> int:
         print(f"ms/frame: {_time_forward(run, args.repeat):.1f}")
     classes = net.heads[-1][1].classes if net.heads else 0
     names = class_names(classes, args.cfg, args.names)
-    for det in result.detections:
-        for c in np.flatnonzero(det.probs > 0):
-            print(f"{names[c]}: {det.probs[c] * 100:.0f}%  box x={det.x:.3f} y={det.y:.3f} "
-                  f"w={det.w:.3f} h={det.h:.3f}")
+    for line in detection_lines(result.detections, names):
+        print(line)
     if args.dump:
         args.dump.mkdir(parents=True, exist_ok=True)
         np.save(args.dump / "input.npy", result.input.astype(np.float32))
@@ -119,14 +136,7 @@ def cmd_infer(args) -> int:
             np.save(args.dump / f"layer{index:02d}.npy", out)
         print(f"owlet: wrote input.npy and {len(result.outputs)} layer dumps to {args.dump}")
     if args.json:
-        doc = {
-            "image": list(image_size),
-            "detections": [
-                {"box": [float(d.x), float(d.y), float(d.w), float(d.h)],
-                 "objectness": float(d.objectness), "probs": [float(p) for p in d.probs]}
-                for d in result.detections if np.any(d.probs > 0)
-            ],
-        }
+        doc = detections_doc(image_size, result.detections)
         args.json.write_text(json.dumps(doc, indent=1))
         print(f"owlet: wrote {args.json}")
     if args.out:
@@ -268,11 +278,13 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(func=cmd_report)
 
     from firmware.cli import register_cli as register_firmware_cli
+    from firmware.driver_cli import register_cli as register_run_cli
     from model.train.cli import register_cli as register_train_cli
     from sim.cli import register_cli as register_sim_cli
 
     register_train_cli(sub)
     register_firmware_cli(sub)
+    register_run_cli(sub)
     register_sim_cli(sub)
     return parser
 

@@ -69,6 +69,12 @@ class BoardSimTop(wiring.Component):
         Answer bytes; always taken (one per cycle with ``valid``).
     init_done, init_error, irq : Out(1)
         LiteDRAM's two control bits and the sequencer's done (the board's LEDs).
+    hold_en : In(1), hold_layer : In(16)
+        Fault injection (no counterpart on the board): while ``hold_en`` is high and the
+        sequencer's ``progress`` equals ``hold_layer``, its AXI read address channel is held
+        (ARVALID kept from the interconnect, ARREADY from the sequencer), so layer
+        ``hold_layer`` never finishes, like a hung memory; the bridge's own DRAM path is not
+        held. Dropping ``hold_en`` lets the layer go on.
     """
 
     def __init__(self, cfg, engine_mhz, core):
@@ -78,6 +84,7 @@ class BoardSimTop(wiring.Component):
             "host_rx_data": In(8), "host_rx_valid": In(1), "host_rx_rdy": Out(1),
             "host_tx_data": Out(8), "host_tx_valid": Out(1),
             "init_done": Out(1), "init_error": Out(1), "irq": Out(1),
+            "hold_en": In(1), "hold_layer": In(16),
         })
 
     def elaborate(self, platform):
@@ -106,7 +113,13 @@ class BoardSimTop(wiring.Component):
 
         m.submodules.sequencer = seq = DomainRenamer("eng")(Sequencer(self.cfg))
         wiring.connect(m, glue.seq_csr, seq.csr)
-        wiring.connect(m, seq.axi, glue.seq_axi)
+        hold = self.hold_en & (seq.progress == self.hold_layer)
+        for name, member in seq.axi.signature.members.items():
+            src, dst = getattr(seq.axi, name), getattr(glue.seq_axi, name)
+            if member.flow == wiring.Flow.Out:
+                m.d.comb += dst.eq(src & ~hold if name == "arvalid" else src)
+            else:
+                m.d.comb += src.eq(dst & ~hold if name == "arready" else dst)
         m.d.comb += [
             core.ctrl.cyc.eq(glue.dram_ctrl.cyc), core.ctrl.stb.eq(glue.dram_ctrl.stb),
             core.ctrl.we.eq(glue.dram_ctrl.we), core.ctrl.adr.eq(glue.dram_ctrl.adr),

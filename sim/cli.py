@@ -28,24 +28,38 @@ def _bandwidth(text: str) -> float:
     return value
 
 
-def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+def engine_clock_mhz(requested: float | None) -> tuple[float, str]:
+    """The clock an fps figure is projected at, and where it comes from: ``requested``, else the
+    Fmax of the last ``make timing`` run, else :data:`firmware.perf.DEFAULT_CLOCK_MHZ`."""
     from firmware.perf import DEFAULT_CLOCK_MHZ
+    from hdl.timing import TIMING_DIR, last_measured_fmax
 
+    if requested is not None:
+        return requested, "--clock-mhz"
+    fmax = last_measured_fmax()
+    if fmax is not None:
+        return fmax, f"the Fmax of the last make timing, {TIMING_DIR / 'timing.json'}"
+    return DEFAULT_CLOCK_MHZ, "assumed: no make timing run yet"
+
+
+def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--full", action="store_true",
                         help="tiny-YOLOv2-VOC 416x416 with seeded random weights")
     parser.add_argument("--p-oc", type=int, default=16,
                         help="engine output channels per cycle (default: %(default)s)")
-    parser.add_argument("--clock-mhz", type=float, default=DEFAULT_CLOCK_MHZ,
-                        help="clock for the fps projection (default: %(default)s)")
+    parser.add_argument("--clock-mhz", type=float,
+                        help="clock for the fps projection (default: the Fmax of the last "
+                             "`make timing`, else 50)")
     parser.add_argument("--ddr-latency", type=int, default=30, metavar="CYCLES",
                         help="DDR read latency (default: %(default)s)")
-    parser.add_argument("--ddr-bandwidth", type=_bandwidth, default=8.0, metavar="BYTES",
-                        help="DDR read bytes per cycle, at most one 64-bit beat "
-                             "(default: %(default)s)")
+    parser.add_argument("--ddr-bandwidth", type=_bandwidth, metavar="BYTES",
+                        help="DDR read bytes per cycle, at most one 64-bit beat (default: 8, or "
+                             "the --board memory's at the clock)")
 
 
 def register_cli(subparsers) -> None:
     """Add the ``sim`` and ``perf`` commands to the ``owlet`` sub-command parsers."""
+    from firmware.perf import BOARD_MEMORY
     from model.zoo import MODELS
     from sim.cosim import DETECTION_THRESH
 
@@ -92,6 +106,10 @@ def register_cli(subparsers) -> None:
     perf.add_argument("--qmodel", type=Path, metavar="MODEL.npz",
                       help="a quantized model file (default: the zoo's)")
     _add_engine_arguments(perf)
+    perf.add_argument("--board", choices=BOARD_MEMORY, default="ideal",
+                      help="memory the engine streams from: " + "; ".join(
+                          f"{m.name}: {m.description}" for m in BOARD_MEMORY.values())
+                      + " (default: %(default)s)")
     perf.set_defaults(func=cmd_perf)
 
 
@@ -106,10 +124,10 @@ def cmd_sim(args) -> int:
         cfg=args.cfg, weights=args.weights, qmodel=args.qmodel, image=args.image,
         full=args.full, model=args.model if named else DEFAULT_SIM_MODEL, p_oc=args.p_oc,
         sim=args.sim, waves=args.waves,
-        ddr_latency=args.ddr_latency, ddr_bytes_per_cycle=args.ddr_bandwidth,
+        ddr_latency=args.ddr_latency, ddr_bytes_per_cycle=args.ddr_bandwidth or 8.0,
         backpressure=args.backpressure, seed=args.seed, reuse=not args.no_reuse,
         thresh=args.thresh,
-        clock_mhz=args.clock_mhz, outdir=args.outdir,
+        clock_mhz=engine_clock_mhz(args.clock_mhz)[0], outdir=args.outdir,
         run_name="cosim-full" if args.full else "cosim")
     report = run_cosim(opts)
     print(format_table(report.rows, report.peak_macs_per_cycle))
@@ -128,9 +146,16 @@ def cmd_sim(args) -> int:
 
 
 def cmd_perf(args) -> int:
-    """Print the model's per-layer table, the roofline gap and the projected fps."""
+    """Print the model's per-layer table with the DDR traffic beside its minimum, the roofline gap
+    and the projected fps (compute-bound, memory-bound, modelled) on the chosen board."""
     from firmware.compiler import compile_network
-    from firmware.perf import PerfConfig, predict_program, program_cycles
+    from firmware.perf import (
+        BOARD_MEMORY,
+        PerfConfig,
+        minimum_traffic,
+        predict_program,
+        program_cycles,
+    )
     from hdl.descriptor import EngineConfig
     from model.zoo import find_model
     from sim.cosim import CosimOptions, load_model
@@ -139,28 +164,44 @@ def cmd_perf(args) -> int:
     cfg_path = find_model(args.model).cfg if args.model else args.cfg
     qnet = load_model(CosimOptions(cfg=cfg_path, qmodel=args.qmodel, full=args.full))[0]
     cfg = EngineConfig(p_oc=args.p_oc)
-    perf = PerfConfig(clock_mhz=args.clock_mhz, ddr_bytes_per_cycle=args.ddr_bandwidth,
+    clock, clock_source = engine_clock_mhz(args.clock_mhz)
+    board = BOARD_MEMORY[args.board]
+    bandwidth = args.ddr_bandwidth or board.bytes_per_cycle(clock)
+    perf = PerfConfig(clock_mhz=clock, ddr_bytes_per_cycle=bandwidth,
                       ddr_latency=args.ddr_latency)
-    layers = predict_program(compile_network(qnet, cfg), perf)
+    program = compile_network(qnet, cfg)
+    layers = predict_program(program, perf)
     peak = cfg.p_ic * cfg.p_oc
-    print(f"engine P_ic={cfg.p_ic} x P_oc={cfg.p_oc} ({peak} MAC/cycle) at {perf.clock_mhz:g} MHz, "
-          f"DDR {perf.ddr_bytes_per_cycle:g} B/cycle, latency {perf.ddr_latency} cycles")
-    head = (f"{'layer':<7} {'MACs':>12} {'cycles':>10} {'util':>6} {'rd bytes':>10} "
-            f"{'wr bytes':>9} {'compute':>10} {'memory':>10} {'bound':>7}")
+    print(f"engine P_ic={cfg.p_ic} x P_oc={cfg.p_oc} ({peak} MAC/cycle) at {clock:g} MHz "
+          f"({clock_source})")
+    print(f"memory: {board.description}, {bandwidth:.2f} B/cycle [{board.source}]; read latency "
+          f"{perf.ddr_latency} cycles")
+    head = (f"{'layer':<9} {'MACs':>12} {'cycles':>10} {'util':>6} {'rd bytes':>10} "
+            f"{'wr bytes':>9} {'min rd+wr':>10} {'traffic':>7} {'compute':>10} {'memory':>10} "
+            f"{'bound':>7}")
     print(head)
     print("-" * len(head))
-    for p in layers:
+    minimum = 0
+    for p, layer in zip(layers, program.layers, strict=True):
+        least = sum(minimum_traffic(layer))
+        minimum += least
         bound = "memory" if p.memory_bound > p.compute_bound else "compute"
-        print(f"{p.name:<7} {p.macs:>12} {p.cycles:>10} {p.macs / (peak * p.cycles):>6.1%} "
-              f"{p.bytes_read:>10} {p.bytes_written:>9} {p.compute_bound:>10.0f} "
+        print(f"{p.name:<9} {p.macs:>12} {p.cycles:>10} {p.macs / (peak * p.cycles):>6.1%} "
+              f"{p.bytes_read:>10} {p.bytes_written:>9} {least:>10} "
+              f"{(p.bytes_read + p.bytes_written) / least:>6.2f}x {p.compute_bound:>10.0f} "
               f"{p.memory_bound:>10.0f} {bound:>7}")
     cycles = program_cycles(layers, cfg, perf)
     overhead = cycles - sum(p.cycles for p in layers)
-    roofline = sum(p.roofline for p in layers)
     macs = sum(p.macs for p in layers)
-    fps = perf.clock_mhz * 1e6 / cycles
+    moved = sum(p.bytes_read + p.bytes_written for p in layers)
+    compute = sum(p.compute_bound for p in layers)
+    memory = sum(p.memory_bound for p in layers)
+    roofline = sum(p.roofline for p in layers)
+    hz = clock * 1e6
     print(f"total: {macs} MACs, {cycles} cycles (sequencer {overhead}), MAC utilization "
-          f"{macs / (peak * cycles):.1%}; roofline {roofline:.0f} cycles "
-          f"({perf.clock_mhz * 1e6 / roofline:.2f} fps): {cycles / roofline - 1:+.1%} above it")
-    print(f"perf: projected {fps:.2f} fps at {perf.clock_mhz:g} MHz")
+          f"{macs / (peak * cycles):.1%}; DDR {moved} bytes a frame, {moved / minimum:.2f}x the "
+          f"minimum {minimum}")
+    print(f"fps: compute-bound {hz / compute:.2f}, memory-bound {hz / memory:.2f}, roofline "
+          f"{hz / roofline:.2f}; the model is {cycles / roofline - 1:+.1%} above the roofline")
+    print(f"perf: projected {hz / cycles:.2f} fps at {clock:g} MHz on {board.name}")
     return 0

@@ -1,0 +1,103 @@
+"""``owlet run`` (firmware/driver_cli.py, firmware/driver.py): end to end on the simulated board,
+and its refusals without one.
+
+The end-to-end test runs the command as a user would (a subprocess; ``--sim`` starts the board
+cosimulation, everything crosses the bridge) and holds it against the golden model: the JSON
+detections equal :func:`model.pipeline.infer_int8`'s on the same quantized model and image,
+every layer's output is bit-exact (``--check``), and the ``--bench`` split is printed (about
+35 s, plus the Verilator build once per RTL change).
+"""
+
+import json
+import re
+import socket
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from firmware.driver import BoardDriver, DriverError
+from firmware.link import ID_MAGIC, Cmd, Link, TcpTransport, encode_answer
+from model.pipeline import infer_int8, prepare_input
+from model.quant import QuantizedNetwork
+from model.zoo import DEFAULT_IMAGE, DEFAULT_QMODEL
+from owlet.cli import detections_doc, main
+
+
+def _owlet(*args, timeout=900):
+    return subprocess.run([sys.executable, "-m", "owlet.cli", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_owlet_run_sim_end_to_end(tmp_path):
+    proc = _owlet("run", "--sim", "--check", "--bench", "2", "--json", "--out", str(tmp_path),
+                  str(DEFAULT_IMAGE))
+    err = proc.stderr
+    assert proc.returncode == 0, err[-4000:]
+    qnet = QuantizedNetwork.load(DEFAULT_QMODEL)
+    x, size = prepare_input(DEFAULT_IMAGE, qnet.input_shape)
+    golden = json.loads(json.dumps(detections_doc(size, infer_int8(qnet, x, size).detections)))
+    docs = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert docs == [golden], (proc.stdout, golden)  # stdout holds the JSON and nothing else
+    assert golden["detections"], "the golden model finds nothing: a vacuous comparison"
+    assert json.loads((tmp_path / "shapes.json").read_text()) == golden
+    assert (tmp_path / "shapes.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for k in range(2):
+        assert f"frame {k} (shapes.png): 6/6 layers bit-exact against the golden model" in err
+    assert "program uploaded" in err and "DRAM initialised through the bridge" in err
+    bench = err[err.index("bench: 2 frames"):]
+    print(bench)
+    for phase in ("upload", "compute", "download", "decode"):
+        assert re.search(rf"^  {phase} +\d+\.\d+s +[\d,]+ +[\d,]+$", bench, re.M), phase
+    cycles = re.search(r"engine \(CYCLES CSR\): ([\d,]+) cycles = ([\d.]+) ms a frame at 100 MHz",
+                       bench)
+    assert cycles and abs(int(cycles[1].replace(",", "")) / 1e5 - float(cycles[2])) < 1e-3
+    assert re.search(r"frames/s on this link", bench)
+    assert len(re.findall(r"^ +\d +\d+(\+\d+)? +[\d,]+ +\d+\.\d{3} +\d+\.\d +\d+%$", bench,
+                          re.M)) == 6, bench
+
+
+def test_run_refuses_a_board_it_cannot_be(capsys):
+    assert main(["run", "--sim", "--board", "ecpix5"]) == 2
+    assert "--sim: the board cosimulation is a ULX3S, not ecpix5" in capsys.readouterr().err
+    with socket.socket() as s:  # a port nobody listens on: no board at all
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert main(["run", "--sim-port", str(port)]) == 1
+    assert re.search(rf"owlet run: error: cannot connect to the simulated board at "
+                     rf"127\.0\.0\.1:{port}", capsys.readouterr().err)
+
+
+class _Bridge:
+    """A bridge on 127.0.0.1 that answers ID with ``board_word`` and nothing else."""
+
+    def __init__(self, board_word):
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port, self.board_word = self.server.getsockname()[1], board_word
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        conn, _ = self.server.accept()
+        with conn:
+            conn.settimeout(10.0)
+            while frame := conn.recv(64):
+                cmd, seq = frame[1], frame[2]
+                if cmd != Cmd.ID:  # the driver must check the board before anything else
+                    return
+                words = [ID_MAGIC, 1 | 256 << 16, self.board_word]
+                conn.sendall(encode_answer(cmd, seq, 0, 3, words))
+
+
+@pytest.mark.parametrize("board_word, message", [
+    (0x0264_0810, r"wrong board on tcp 127\.0\.0\.1:\d+: its board word 0x02640810 says "
+                  r"ecpix5, expected ulx3s \(id 1\)"),
+    (0x0164_0803, r"board word 0x01640803 on tcp 127\.0\.0\.1:\d+: P_ic 8, P_oc 3: p_oc must "
+                  r"be a power of two"),
+])
+def test_driver_names_a_wrong_board(board_word, message):
+    bridge = _Bridge(board_word)
+    with Link(TcpTransport(bridge.port), timeout=2.0) as link:
+        driver = BoardDriver(link, "ulx3s", say=lambda _: None)
+        with pytest.raises(DriverError, match=message):
+            driver.connect()
