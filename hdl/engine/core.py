@@ -137,7 +137,7 @@ class EngineCore(wiring.Component):
                          loader.r.valid.eq(r_fire & (axi.rid == rid)),
                          loader.r.p.data.eq(axi.rdata), loader.r.p.last.eq(axi.rlast)]
         param_beats = 2 * p_oc
-        params = Signal(data.ArrayLayout(cfg.data_width, 2 * param_beats))
+        params = Signal(data.ArrayLayout(cfg.data_width, 2 * param_beats), reset_less=True)
         with top.If(lw.params.valid):  # data registers: not reset
             top.d.sync += params.as_value().word_select(Cat(lw.params.p.index, lw.params.p.slot),
                                                        cfg.data_width).eq(lw.params.p.data)

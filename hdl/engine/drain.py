@@ -153,7 +153,7 @@ class Drain(wiring.Component):
         tags = Signal(3)
         m.d.comb += tags.eq(Cat(e1.pos, e1.first, e1.last))
         for _ in range(REQUANT_LATENCY):
-            wide_q, tags_q = Signal.like(wide), Signal.like(tags)
+            wide_q, tags_q = Signal.like(wide, reset_less=True), Signal.like(tags)
             m.d.sync += [wide_q.eq(wide), tags_q.eq(tags)]
             wide, tags = wide_q, tags_q
         m.submodules.pool_max = pm = PoolMax(p_ic)
