@@ -5,7 +5,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hdl.descriptor import Descriptor, Pool
-from hdl.engine.accum import ACC_READ_LEAD, AccBeat
+from hdl.engine.accum import ACC_READ_LEAD, AccBeat, ReadAhead
 from hdl.engine.loader import min_of
 from hdl.engine.mac import MacArray, mac_latency
 from hdl.window import WindowGen
@@ -48,7 +48,7 @@ class Compute(wiring.Component):
     bank_claim : Out(2)
         Bit ``b`` pulses when the first pass of a group into bank ``b`` starts.
     acc : Out(stream.Signature(AccBeat, always_ready=True))
-    read : Out(stream.Signature(StructLayout(pix, bank), always_ready=True))
+    read : Out(stream.Signature(ReadAhead, always_ready=True))
     issuing, running, more, input_ready, weights_ready : Out(1)
         A real pixel enters the array; a pass runs; passes remain; the next pass's input slot
         is full; its weights are in the shadow register (for the performance counters).
@@ -65,8 +65,7 @@ class Compute(wiring.Component):
             "bank_free": In(2), "bank_claim": Out(2),
             "acc": Out(stream.Signature(AccBeat(cfg.p_oc, self.sum_width, cfg.acc_depth),
                                         always_ready=True)),
-            "read": Out(stream.Signature(data.StructLayout({"pix": range(cfg.acc_depth),
-                                                            "bank": 1}), always_ready=True)),
+            "read": Out(stream.Signature(ReadAhead(cfg.acc_depth), always_ready=True)),
             "issuing": Out(1), "running": Out(1), "more": Out(1), "input_ready": Out(1),
             "weights_ready": Out(1),
         })
@@ -152,7 +151,7 @@ class Compute(wiring.Component):
         read, out = tags[-1 - ACC_READ_LEAD], tags[-1]
         m.d.comb += [
             self.read.valid.eq(read.valid), self.read.p.pix.eq(read.pix),
-            self.read.p.bank.eq(read.bank),
+            self.read.p.bank.eq(read.bank), self.read.p.first.eq(read.first),
             self.acc.valid.eq(out.valid), self.acc.p.sums.eq(mac.sums),
             self.acc.p.pix.eq(out.pix), self.acc.p.bank.eq(out.bank),
             self.acc.p.first.eq(out.first), self.acc.p.last.eq(out.last),
