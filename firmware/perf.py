@@ -7,7 +7,7 @@ output group, 512-beat FIFO credits, two parameter slots), the round-robin AR ar
 every two cycles), a DDR that serves bursts in AR order after a fixed latency at a given number of
 bytes per cycle, the compute unit (a pass of ``max(pixels, min_pass)`` cycles needs its input slot
 full, its 16-beat weight set in the shadow register and, on the first pass of an output group, a
-free accumulator bank), the drain (one window per cycle, a flush of the requant latency + 4) and
+free accumulator bank), the drain (one window per cycle, a flush of the requant latency + 5) and
 the writer (a burst leaves when all its beats wait in the output FIFO). Every latency in it is the
 RTL's, so the prediction matches the RTL's ``cycles`` counter within a few percent (validated in
 ``tests/test_cosim.py``); ``docs/performance.md`` explains the model and the numbers.
@@ -49,8 +49,9 @@ __all__ = [
 DEFAULT_CLOCK_MHZ = 50.0
 _BEAT = 8  # bytes per AXI beat at the default data width
 _FIFO_LATENCY = 2  # SyncFIFOBuffered: a beat written in cycle c can be read in c + 2
-_DRAIN_TO_FIFO = 2 + REQUANT_LATENCY  # drain issue -> address -> bank read -> requant -> FIFO
-_FLUSH = REQUANT_LATENCY + 4  # drain flush cycles
+# drain issue -> address -> bank word -> drained bank's word -> requant -> output FIFO
+_DRAIN_TO_FIFO = 3 + REQUANT_LATENCY
+_FLUSH = REQUANT_LATENCY + 5  # drain flush cycles
 _START = 2  # first cycle a unit acts: the cycle after launch resets the datapath
 
 
@@ -145,14 +146,14 @@ def sequencer_overhead(cfg: EngineConfig, perf: PerfConfig) -> int:
     """Sequencer cycles per layer beyond the engine's own ``cycles`` (``hdl/sequencer.py``).
 
     The descriptor fetch (read latency, then its beats), the descriptor and start writes and the
-    error, status and counter reads on the engine's Wishbone port (two cycles per access: the
-    engine's ACK is registered), the record burst and its write response, two state
-    transitions and the registered start (measured: 97 cycles per layer at the default latencies,
+    error, status and counter reads on the engine's Wishbone port (three cycles per access: the
+    engine registers the request, then its ACK), the record burst and its write response, two
+    state transitions and the registered start (120 cycles per layer at the default latencies,
     plus one per run).
     """
     beats = cfg.data_width // 32
     desc_beats = -(-DESCRIPTOR_WORDS // beats)
-    wishbone = 2 * (DESCRIPTOR_WORDS + 1) + 2 * (len(COUNTERS) + 2)
+    wishbone = 3 * (DESCRIPTOR_WORDS + 1) + 3 * (len(COUNTERS) + 2)
     return (perf.ddr_latency + desc_beats + wishbone + RECORD_WORDS // beats
             + perf.write_latency + 3)
 

@@ -65,8 +65,9 @@ class Multiplier(wiring.Component):
                 i_SIGNEDA=Const(1, 1), i_SIGNEDB=Const(1, 1),
                 i_SOURCEA=Const(0, 1), i_SOURCEB=Const(0, 1), **ports)
         else:
-            a_q, b_q = Signal.like(self.a), Signal.like(self.b)
-            pipe = Signal.like(self.p)
+            a_q = Signal.like(self.a, reset_less=True)
+            b_q = Signal.like(self.b, reset_less=True)
+            pipe = Signal.like(self.p, reset_less=True)
             m.d.sync += [a_q.eq(self.a), b_q.eq(self.b),  # input registers
                          pipe.eq(a_q * b_q),  # pipeline register
                          self.p.eq(pipe)]  # output register

@@ -76,10 +76,10 @@ class RequantUnit(wiring.Component):
     def _lane(self, m, i):
         lane = self.lane[i]
         # stage 1: split the accumulator, choose the slope by its sign
-        lo = Signal(unsigned(16), name=f"lo{i}")
-        hi = Signal(signed(16), name=f"hi{i}")
-        mult = Signal(unsigned(16), name=f"mult{i}")
-        shift = Signal(6, name=f"shift{i}_s1")
+        lo = Signal(unsigned(16), name=f"lo{i}", reset_less=True)
+        hi = Signal(signed(16), name=f"hi{i}", reset_less=True)
+        mult = Signal(unsigned(16), name=f"mult{i}", reset_less=True)
+        shift = Signal(6, name=f"shift{i}_s1", reset_less=True)
         m.d.sync += [lo.eq(lane.acc[:16]), hi.eq(lane.acc[16:]),
                      mult.eq(Mux(lane.acc < 0, lane.m_neg, lane.m_pos)), shift.eq(lane.shift)]
         # stage 2: partial products; operands widened by a zero bit are non-negative
@@ -88,26 +88,26 @@ class RequantUnit(wiring.Component):
         m.d.comb += [mul_lo.a.eq(Cat(lo, Const(0, 1))), mul_lo.b.eq(Cat(mult, Const(0, 1))),
                      mul_hi.a.eq(hi), mul_hi.b.eq(Cat(mult, Const(0, 1)))]
         for stage in range(MULT_LATENCY):
-            shift_q = Signal(6, name=f"shift{i}_m{stage}")
+            shift_q = Signal(6, name=f"shift{i}_m{stage}", reset_less=True)
             m.d.sync += shift_q.eq(shift)
             shift = shift_q
         # stage 3: the 48-bit product; 2**(shift-1) < 2**47 and |p| < 2**47, so p + half fits
         # 49 bits signed (contract §4)
-        product = Signal(signed(49), name=f"product{i}")
-        half = Signal(unsigned(47), name=f"half{i}")
-        shift3 = Signal(6, name=f"shift{i}_s3")
+        product = Signal(signed(49), name=f"product{i}", reset_less=True)
+        half = Signal(unsigned(47), name=f"half{i}", reset_less=True)
+        shift3 = Signal(6, name=f"shift{i}_s3", reset_less=True)
         m.d.sync += [product.eq((mul_hi.p << 16) + mul_lo.p),
                      half.eq(Const(1, 47) << (shift - 1)[:6]), shift3.eq(shift)]
         # stage 4: round half up
-        rounded = Signal(signed(49), name=f"rounded{i}")
-        shift4 = Signal(6, name=f"shift{i}_s4")
+        rounded = Signal(signed(49), name=f"rounded{i}", reset_less=True)
+        shift4 = Signal(6, name=f"shift{i}_s4", reset_less=True)
         m.d.sync += [rounded.eq(product + half), shift4.eq(shift3)]
         # stages 5 and 6: the arithmetic shift, whole bytes first
-        coarse = Signal(signed(49), name=f"coarse{i}")
-        fine_shift = Signal(3, name=f"shift{i}_s5")
+        coarse = Signal(signed(49), name=f"coarse{i}", reset_less=True)
+        fine_shift = Signal(3, name=f"shift{i}_s5", reset_less=True)
         m.d.sync += [coarse.eq(rounded >> Cat(Const(0, 3), shift4[3:])),
                      fine_shift.eq(shift4[:3])]
-        shifted = Signal(signed(49), name=f"shifted{i}")
+        shifted = Signal(signed(49), name=f"shifted{i}", reset_less=True)
         m.d.sync += shifted.eq(coarse >> fine_shift)
         # stage 7: saturate
         m.d.sync += self.y[i].eq(Mux(shifted > 127, 127, Mux(shifted < -128, -128, shifted)))

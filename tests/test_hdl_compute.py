@@ -82,11 +82,11 @@ def test_pass_sums_add_up_to_the_convolution(shape, out_ch, kernel, rows):
                     assert not bank_busy[b], f"bank {b} claimed while busy"
                     bank_busy[b] = True
             leads.append((ctx.get(dut.read.valid), ctx.get(dut.read.p.pix),
-                          ctx.get(dut.read.p.bank)))
+                          ctx.get(dut.read.p.bank), ctx.get(dut.read.p.first)))
             if ctx.get(dut.acc.valid):
                 p = ctx.get(dut.acc.payload)
                 lead = leads[-1 - ACC_READ_LEAD]
-                assert lead == (1, p.pix, p.bank), f"read {lead} does not lead beat {p}"
+                assert lead == (1, p.pix, p.bank, p.first), f"read {lead} does not lead {p}"
                 key = (p.bank, p.pix)
                 row = [int(v) for v in p.sums]
                 sums[key] = row if p.first else [a + b for a, b in zip(sums[key], row,

@@ -6,6 +6,7 @@ from amaranth.back import rtlil
 from amaranth.sim import Simulator
 
 from hdl.dsp import MULT_LATENCY, Multiplier
+from hdl.ecp5 import ECP5Target
 from hdl.engine.mac import MacArray, mac_latency
 
 
@@ -60,12 +61,8 @@ def test_multiplier_model_is_a_signed_product_with_three_registers():
         assert got[k] == int(u) * int(v), f"cycle {k}: {u} * {v}: got {got[k]}"
 
 
-class _ECP5:
-    family = "ecp5"
-
-
 def test_multiplier_on_ecp5_is_one_fully_registered_mult18x18d():
-    text = rtlil.convert(Multiplier(8, 8), platform=_ECP5())
+    text = rtlil.convert(Multiplier(8, 8), platform=ECP5Target())
     assert text.count("cell \\MULT18X18D") == 1
     for reg in ("INPUTA", "INPUTB", "PIPELINE", "OUTPUT"):
         assert f'parameter \\REG_{reg}_CLK "CLK0"' in text, reg

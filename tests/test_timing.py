@@ -7,7 +7,8 @@ import pytest
 from amaranth.back import rtlil
 
 from hdl.descriptor import EngineConfig
-from hdl.timing import TIMING_DIR, TimingHarness, parse_report, place_and_route, yosys_safe_names
+from hdl.ecp5 import yosys_safe_names
+from hdl.timing import TIMING_DIR, TimingHarness, parse_report, place_and_route
 
 # A report in nextpnr's --report format (Ref: nextpnr docs/report.md), cut to two paths.
 REPORT = {

@@ -4,7 +4,7 @@ from amaranth import Array, Module, Mux, ResetInserter, Signal, signed
 from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["ACC_READ_LEAD", "AccBeat", "AccumulatorBanks", "BankState"]
+__all__ = ["ACC_READ_LEAD", "AccBeat", "AccumulatorBanks", "BankState", "ReadAhead"]
 
 #: Cycles between a pixel's ``read`` and its ``i`` beat: the bank is read, then registered.
 ACC_READ_LEAD = 2
@@ -14,6 +14,12 @@ class BankState(enum.Enum, shape=2):
     FREE = 0  #: the compute unit may claim it
     COMPUTE = 1  #: an output-channel group is accumulating into it
     FULL = 2  #: complete; the drain reads it and frees it
+
+
+def ReadAhead(acc_depth):
+    """Layout of a pixel's bank read, :data:`ACC_READ_LEAD` cycles before its beat: its bank
+    and whether its pass is the group's first (then the bias replaces the bank word)."""
+    return data.StructLayout({"pix": range(acc_depth), "bank": 1, "first": 1})
 
 
 def AccBeat(p_oc, sum_width, acc_depth):
@@ -48,7 +54,7 @@ class AccumulatorBanks(wiring.Component):
     Attributes
     ----------
     i : In(stream.Signature(AccBeat, always_ready=True))
-    read : In(stream.Signature(StructLayout(pix, bank), always_ready=True))
+    read : In(stream.Signature(ReadAhead, always_ready=True))
         The pixel of the ``i`` beat :data:`ACC_READ_LEAD` cycles later.
     bias : In(ArrayLayout(ArrayLayout(signed(32), p_oc), 2))
         The biases of the output-channel group in each bank.
@@ -68,8 +74,7 @@ class AccumulatorBanks(wiring.Component):
         words = data.ArrayLayout(data.ArrayLayout(signed(32), p_oc), 2)
         super().__init__({
             "i": In(stream.Signature(AccBeat(p_oc, sum_width, acc_depth), always_ready=True)),
-            "read": In(stream.Signature(data.StructLayout({"pix": range(acc_depth), "bank": 1}),
-                                        always_ready=True)),
+            "read": In(stream.Signature(ReadAhead(acc_depth), always_ready=True)),
             "bias": In(words), "claim": In(2), "drained": In(2), "clear": In(1),
             "free": Out(2), "full": Out(2),
             "drain_addr": In(range(acc_depth)), "drain_data": Out(words),
@@ -81,10 +86,14 @@ class AccumulatorBanks(wiring.Component):
         m.submodules.ctrl = ResetInserter(self.clear)(ctrl)
         acc_layout = data.ArrayLayout(signed(32), self.p_oc)
         state = Array(Signal(BankState, name=f"state{b}") for b in range(2))
-        rdata_bank = Signal()  # the bank whose word arrives this cycle
-        rdata = Signal(acc_layout)  # registered bank word of the `i` beat
-        new = Signal(acc_layout)
-        w_pix, w_bank, w_en = Signal.like(self.i.p.pix), Signal(), Signal()
+        # the bank and pass of the word arriving this cycle
+        rdata_bank, rdata_first = Signal(reset_less=True), Signal(reset_less=True)
+        # the `i` beat's addend (bank word, or bias on the first pass), the new sum, its
+        # address: data, no reset
+        rdata = Signal(acc_layout, reset_less=True)
+        new = Signal(acc_layout, reset_less=True)
+        w_pix = Signal.like(self.i.p.pix, reset_less=True)
+        w_bank, w_en = Signal(reset_less=True), Signal()
         ports = []
         for b in range(2):
             m.submodules[f"bank{b}"] = bank = memory.Memory(shape=acc_layout,
@@ -103,12 +112,15 @@ class AccumulatorBanks(wiring.Component):
                 ctrl.d.sync += state[b].eq(BankState.COMPUTE)
             with ctrl.If(self.drained[b]):
                 ctrl.d.sync += state[b].eq(BankState.FREE)
-        m.d.sync += [rdata_bank.eq(self.read.p.bank),
-                     rdata.eq(Mux(rdata_bank, ports[1].data.as_value(), ports[0].data.as_value()))]
+        # The addend is chosen when the word arrives, a cycle before the add: the selects fan
+        # out to every bit of p_oc words, so they drive a mux into a register, not an adder.
+        m.d.sync += [rdata_bank.eq(self.read.p.bank), rdata_first.eq(self.read.p.first)]
+        word = Mux(rdata_bank, ports[1].data.as_value(), ports[0].data.as_value())
+        bias = Mux(rdata_bank, self.bias[1].as_value(), self.bias[0].as_value())
+        m.d.sync += rdata.eq(Mux(rdata_first, bias, word))
         beat = self.i.p
         for o in range(self.p_oc):
-            acc_in = Mux(beat.first, Mux(beat.bank, self.bias[1][o], self.bias[0][o]), rdata[o])
-            m.d.sync += new[o].eq(acc_in + beat.sums[o])
+            m.d.sync += new[o].eq(rdata[o] + beat.sums[o])
         # the write, from registers; the bank is FULL once the last pixel is written
         w_last = Signal()
         m.d.sync += [w_pix.eq(beat.pix), w_bank.eq(beat.bank)]

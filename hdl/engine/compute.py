@@ -5,7 +5,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hdl.descriptor import Descriptor, Pool
-from hdl.engine.accum import ACC_READ_LEAD, AccBeat
+from hdl.engine.accum import ACC_READ_LEAD, AccBeat, ReadAhead
 from hdl.engine.loader import min_of
 from hdl.engine.mac import MacArray, mac_latency
 from hdl.window import WindowGen
@@ -48,7 +48,7 @@ class Compute(wiring.Component):
     bank_claim : Out(2)
         Bit ``b`` pulses when the first pass of a group into bank ``b`` starts.
     acc : Out(stream.Signature(AccBeat, always_ready=True))
-    read : Out(stream.Signature(StructLayout(pix, bank), always_ready=True))
+    read : Out(stream.Signature(ReadAhead, always_ready=True))
     issuing, running, more, input_ready, weights_ready : Out(1)
         A real pixel enters the array; a pass runs; passes remain; the next pass's input slot
         is full; its weights are in the shadow register (for the performance counters).
@@ -65,8 +65,7 @@ class Compute(wiring.Component):
             "bank_free": In(2), "bank_claim": Out(2),
             "acc": Out(stream.Signature(AccBeat(cfg.p_oc, self.sum_width, cfg.acc_depth),
                                         always_ready=True)),
-            "read": Out(stream.Signature(data.StructLayout({"pix": range(cfg.acc_depth),
-                                                            "bank": 1}), always_ready=True)),
+            "read": Out(stream.Signature(ReadAhead(cfg.acc_depth), always_ready=True)),
             "issuing": Out(1), "running": Out(1), "more": Out(1), "input_ready": Out(1),
             "weights_ready": Out(1),
         })
@@ -140,7 +139,7 @@ class Compute(wiring.Component):
                         b_pad.eq(wg.pad)]
         # X: the operands, registered in front of the multipliers (Ref: TN1267: the slice's
         # input registers follow, so only routing lies between these and the multiplier).
-        x_vec = Signal(data.ArrayLayout(signed(8), p_ic))
+        x_vec = Signal(data.ArrayLayout(signed(8), p_ic), reset_less=True)
         m.d.sync += x_vec.eq(Mux(b_pad, Cat(*[d.pad_value] * p_ic), self.buf_data))
         m.submodules.mac = mac = MacArray(p_ic, p_oc)
         m.d.comb += [mac.x.eq(x_vec), mac.w.eq(self._active_x)]
@@ -152,7 +151,7 @@ class Compute(wiring.Component):
         read, out = tags[-1 - ACC_READ_LEAD], tags[-1]
         m.d.comb += [
             self.read.valid.eq(read.valid), self.read.p.pix.eq(read.pix),
-            self.read.p.bank.eq(read.bank),
+            self.read.p.bank.eq(read.bank), self.read.p.first.eq(read.first),
             self.acc.valid.eq(out.valid), self.acc.p.sums.eq(mac.sums),
             self.acc.p.pix.eq(out.pix), self.acc.p.bank.eq(out.bank),
             self.acc.p.first.eq(out.first), self.acc.p.last.eq(out.last),
@@ -164,7 +163,7 @@ class Compute(wiring.Component):
         pass starts, and by ``active_x`` (at X with the pass's first pixel) the next."""
         p_ic, p_oc = self.cfg.p_ic, self.cfg.p_oc
         w_layout = data.ArrayLayout(data.ArrayLayout(signed(8), p_ic), p_oc)
-        shadow, active, self._active_x = (Signal(w_layout, name=n)
+        shadow, active, self._active_x = (Signal(w_layout, name=n, reset_less=True)
                                           for n in ("shadow", "active", "active_x"))
         fill = Signal(range(p_oc))
         swap = Signal()

@@ -137,7 +137,7 @@ class EngineCore(wiring.Component):
                          loader.r.valid.eq(r_fire & (axi.rid == rid)),
                          loader.r.p.data.eq(axi.rdata), loader.r.p.last.eq(axi.rlast)]
         param_beats = 2 * p_oc
-        params = Signal(data.ArrayLayout(cfg.data_width, 2 * param_beats))
+        params = Signal(data.ArrayLayout(cfg.data_width, 2 * param_beats), reset_less=True)
         with top.If(lw.params.valid):  # data registers: not reset
             top.d.sync += params.as_value().word_select(Cat(lw.params.p.index, lw.params.p.slot),
                                                        cfg.data_width).eq(lw.params.p.data)
@@ -259,19 +259,27 @@ class Engine(wiring.Component):
         with m.If(core.start):
             m.d.sync += done.eq(0)
         bus = self.csr
-        # CTRL.start is registered: the launch fans out to the whole descriptor and the reset,
-        # so it starts from a flip-flop, not from the bus decode (one cycle later).
-        m.d.sync += [bus.ack.eq(0), core.start.eq(0)]
-        with m.If(bus.cyc & bus.stb & ~bus.ack):
+        # The request is registered before it is decoded (two wait states, Ref: Wishbone B4
+        # 3.2.3): the master's address logic and this decode and read mux were one path (the
+        # worst of the routed 64-MAC design). CTRL.start is registered too: the launch fans out
+        # to the whole descriptor and the reset.
+        pending = Signal()
+        adr = Signal.like(bus.adr)
+        we = Signal()
+        dat_w = Signal.like(bus.dat_w)
+        m.d.sync += [bus.ack.eq(0), core.start.eq(0), pending.eq(0)]
+        with m.If(bus.cyc & bus.stb & ~bus.ack & ~pending):
+            m.d.sync += [pending.eq(1), adr.eq(bus.adr), we.eq(bus.we), dat_w.eq(bus.dat_w)]
+        with m.If(pending):
             m.d.sync += bus.ack.eq(1)
-            with m.If(bus.we):
-                with m.If(bus.adr == CSR.CTRL):
-                    m.d.sync += core.start.eq(bus.dat_w[0])
+            with m.If(we):
+                with m.If(adr == CSR.CTRL):
+                    m.d.sync += core.start.eq(dat_w[0])
                 for i in range(DESCRIPTOR_WORDS):
-                    with m.If(bus.adr == CSR.DESC + i):
-                        m.d.sync += desc_words[i].eq(bus.dat_w)
+                    with m.If(adr == CSR.DESC + i):
+                        m.d.sync += desc_words[i].eq(dat_w)
             with m.Else():
-                with m.Switch(bus.adr):
+                with m.Switch(adr):
                     with m.Case(CSR.STATUS):
                         m.d.sync += bus.dat_r.eq(Cat(core.busy, done, core.error != 0))
                     with m.Case(CSR.ERROR):

@@ -23,7 +23,7 @@ class Drain(wiring.Component):
     Banks alternate (``og`` counted over the layer, bank and parameter slot ``og % 2``). A read
     is issued only while the output FIFO has room for every position in flight, so nothing
     downstream ever stalls. After the walk the drain waits for the pipeline to empty (FLUSH,
-    ``REQUANT_LATENCY + 4`` cycles) before freeing the bank.
+    ``REQUANT_LATENCY + 5`` cycles) before freeing the bank.
 
     Full/free flags towards the compute unit rather than a stream: the drain reads a bank in
     pooling order, not in the order it was written, so what it needs is "this bank is complete".
@@ -80,7 +80,7 @@ class Drain(wiring.Component):
         c0 = Signal(16)
         og = Signal(8)
         slot = Signal()
-        flush = Signal(range(REQUANT_LATENCY + 4))
+        flush = Signal(range(REQUANT_LATENCY + 5))
         # Output rows of this tile, registered: p0 changes at the end of FLUSH and the walk
         # starts from WAIT, one cycle later at the earliest.
         rows = Signal(16)
@@ -114,7 +114,7 @@ class Drain(wiring.Component):
             with m.State("FLUSH"):
                 m.d.comb += self.draining.eq(1)
                 m.d.sync += flush.eq(flush + 1)
-                with m.If(flush == REQUANT_LATENCY + 3):
+                with m.If(flush == REQUANT_LATENCY + 4):
                     m.d.comb += self.free.eq(Mux(slot, 0b10, 0b01))
                     m.d.sync += [slot.eq(~slot), og.eq(og + 1)]
                     with m.If(og == d.og_passes - 1):
@@ -126,24 +126,27 @@ class Drain(wiring.Component):
 
     def _datapath(self, m, pw, slot, ofifo):
         cfg, d, n_sub, p_ic = self.cfg, self.desc, self.n_sub, self.cfg.p_ic
-        # E0 → E1: the bank word; select the p_ic channels of the walker's sub-group and their
-        # parameters (a mux over the sub-groups and the two slots, not over all 4·p_oc words);
-        # the requant unit registers them on entry.
-        e0, e1 = (Signal(data.StructLayout({"valid": 1, "pos": 1, "first": 1, "last": 1,
-                                            "slot": 1, "sub": range(n_sub), "j": 2}), name=n)
-                  for n in ("e0", "e1"))
+        # E0 → E1: the bank words arrive; the drained bank's is registered (E2). Then select
+        # the p_ic channels of the walker's sub-group and their parameters (a mux over the
+        # sub-groups and the two slots, not over all 4·p_oc words); the requant unit registers
+        # them on entry.
+        e0, e1, e2 = (Signal(data.StructLayout({"valid": 1, "pos": 1, "first": 1, "last": 1,
+                                                "slot": 1, "sub": range(n_sub), "j": 2}), name=n)
+                      for n in ("e0", "e1", "e2"))
         m.d.sync += [e0.eq(Cat(pw.step, pw.pos, pw.first, pw.last, slot, pw.sub, pw.j)),
-                     e1.eq(e0)]
-        word = Mux(e1.slot, self.bank_data[1].as_value(), self.bank_data[0].as_value())
-        lanes = word.word_select(e1.sub, 32 * p_ic)
+                     e1.eq(e0), e2.eq(e1)]
+        word = Signal(32 * cfg.p_oc, reset_less=True)
+        m.d.sync += word.eq(Mux(e1.slot, self.bank_data[1].as_value(),
+                                self.bank_data[0].as_value()))
+        lanes = word.word_select(e2.sub, 32 * p_ic)
         m.submodules.requant = rq = RequantUnit(p_ic)
-        m.d.comb += rq.valid_i.eq(e1.valid)
+        m.d.comb += rq.valid_i.eq(e2.valid)
         param_beats = 2 * cfg.p_oc
         for i in range(p_ic):
             def param(word, i=i):  # word `word` of channel sub·p_ic + i in the current slot
-                return Mux(e1.slot, *(
+                return Mux(e2.slot, *(
                     Array(self.params[s * param_beats + 2 * (sub * p_ic + i) + word]
-                          for sub in range(n_sub))[e1.sub] for s in (1, 0)))
+                          for sub in range(n_sub))[e2.sub] for s in (1, 0)))
             m.d.comb += [
                 rq.lane[i].acc.eq(lanes[32 * i:32 * i + 32]),
                 rq.lane[i].shift.eq(param(0)[32:38]),
@@ -152,11 +155,11 @@ class Drain(wiring.Component):
             ]
         # int32 output: beat j carries channels 2j, 2j+1; delayed to line up with requant.
         wide = Signal(cfg.data_width)
-        m.d.comb += wide.eq(lanes.word_select(e1.j, cfg.data_width))
+        m.d.comb += wide.eq(lanes.word_select(e2.j, cfg.data_width))
         tags = Signal(3)
-        m.d.comb += tags.eq(Cat(e1.pos, e1.first, e1.last))
+        m.d.comb += tags.eq(Cat(e2.pos, e2.first, e2.last))
         for _ in range(REQUANT_LATENCY):
-            wide_q, tags_q = Signal.like(wide), Signal.like(tags)
+            wide_q, tags_q = Signal.like(wide, reset_less=True), Signal.like(tags)
             m.d.sync += [wide_q.eq(wide), tags_q.eq(tags)]
             wide, tags = wide_q, tags_q
         m.submodules.pool_max = pm = PoolMax(p_ic)

@@ -66,7 +66,8 @@ class MacArray(wiring.Component):
                 nxt = []
                 for j in range(0, len(terms), 2):
                     s = (self.sums[o] if level == self.levels - 1 else
-                         Signal(signed(17 + level), name=f"sum_{o}_l{level}_{j // 2}"))
+                         Signal(signed(17 + level), name=f"sum_{o}_l{level}_{j // 2}",
+                                reset_less=True))
                     pair = terms[j] + terms[j + 1] if j + 1 < len(terms) else terms[j]
                     m.d.sync += s.eq(pair)
                     nxt.append(s)
