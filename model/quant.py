@@ -138,12 +138,11 @@ class QuantMaxpool:
 
 
 @dataclass
-class QuantRegion:
-    """The region layer, run on the host in float after dequantization."""
+class _HostLayer:
+    """A detection layer the engine does not run: the host runs its cfg ``layer`` in float on its
+    producer's dequantized output; shapes are the cfg layer's."""
 
-    layer: RegionLayer
-
-    kind = "region"
+    layer: RegionLayer | YoloLayer
 
     @property
     def in_shape(self) -> Shape:
@@ -152,6 +151,15 @@ class QuantRegion:
     @property
     def out_shape(self) -> Shape:
         return self.layer.out_shape
+
+
+@dataclass
+class QuantRegion(_HostLayer):
+    """The region layer, run on the host in float after dequantization."""
+
+    layer: RegionLayer
+
+    kind = "region"
 
 
 @dataclass
@@ -180,20 +188,12 @@ class QuantUpsample:
 
 
 @dataclass
-class QuantYolo:
+class QuantYolo(_HostLayer):
     """A yolo layer, run on the host in float on its producer's dequantized int32 output."""
 
     layer: YoloLayer
 
     kind = "yolo"
-
-    @property
-    def in_shape(self) -> Shape:
-        return self.layer.in_shape
-
-    @property
-    def out_shape(self) -> Shape:
-        return self.layer.out_shape
 
 
 QuantLayer = QuantConv | QuantMaxpool | QuantRegion | QuantRoute | QuantUpsample | QuantYolo
