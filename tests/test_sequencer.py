@@ -1,16 +1,18 @@
 """The sequencer's control and error paths on the RTL (cocotb + Verilator, one instance).
 
-The reference network's program runs repeatedly on one sequencer: with bus errors injected into
-the engine's reads and writes, a descriptor fetch and a performance-record write, with a
-misaligned program address and with a shorter layer count. Each run must stop cleanly at the
-right layer with the right flags, every layer completed before it must be bit-exact, and a
-full run under random DDR latency and gaps on all five AXI channels must be bit-exact again
-(recovery), also after a run that hung (a cycle budget too small: a failure with a message, then
-a reset). The same random timing run twice on the burst bridge takes the same cycles (its gaps
-restart from the run's seed). The last runs check the two memory paths of ``hdl.top.SimTop``
-against each other: the burst bridge (the default) and the cocotb DDR model give the same cycle
-counts, and the DDR model's own random gaps give a bit-exact run too. The random timings come
-from the session's seed (``fuzz_seed``), named in failure messages as ``OWLET_SEED=<n>``.
+The reference network's program runs repeatedly on one sequencer: with bus errors injected into the
+engine's reads and writes, a descriptor fetch and a performance-record write, with a misaligned
+program address and with a shorter layer count. Each run must stop cleanly at the right layer with
+the right flags, every layer completed before it must be bit-exact, and a full run under random DDR
+latency and gaps on all five AXI channels must be bit-exact again (recovery), also after a run that
+hung (a cycle budget too small: a failure with a message, then a reset), and after a layer whose
+memory stopped answering for longer than the watchdog (the watchdog stops it: SEQ_ERR.WATCHDOG, the
+layer named, the bus idle). The same random timing run twice on the burst bridge takes the same
+cycles (its gaps restart from the run's seed). The last runs check the two memory paths of
+``hdl.top.SimTop`` against each other: the burst bridge (the default) and the cocotb DDR model give
+the same cycle counts, and the DDR model's own random gaps give a bit-exact run too. The random
+timings come from the session's seed (``fuzz_seed``), named in failure messages as
+``OWLET_SEED=<n>``.
 """
 
 import numpy as np
