@@ -17,10 +17,12 @@ in order:
    the last, so an interrupted upload leaves the board marked "no program" (and says so), and
    the next run uploads again;
 4. :meth:`~BoardDriver.run`: per frame, the input segment, the performance records invalidated,
-   the sequencer's CSRs, the start (not idempotent: a lost answer is resolved by reading STATUS
-   and the records), STATUS polled until done with a timeout whose message names the layer in
-   progress (the sequencer's LAYER CSR) and the time waited, then the records (checked: every
-   layer ran without error) and the outputs read back.
+   the sequencer's CSRs (its WATCHDOG from ``watchdog_ms``), the start (not idempotent: a lost
+   answer is resolved by reading STATUS and the records), STATUS polled until done with a timeout
+   whose message names the layer in progress (the sequencer's LAYER CSR) and the time waited,
+   then the records (checked: every layer ran without error) and the outputs read back. A layer
+   that the sequencer's watchdog stopped (``SEQ_ERR.WATCHDOG``, set as it fires) is a
+   :class:`SequencerWatchdog` naming the layer and the cycles without progress.
 
 The program is compiled to stay below :data:`DRIVER_AREA` (``memory_size``); the performance
 records live in that area too. :class:`Frame` carries the time split and the byte counts that
@@ -57,6 +59,8 @@ __all__ = [
     "Frame",
     "ProgramUploadError",
     "SequencerTimeout",
+    "SequencerWatchdog",
+    "WATCHDOG_MS",
     "check_outputs",
     "expected_outputs",
     "program_digest",
@@ -96,6 +100,21 @@ class SequencerTimeout(DriverError):
     def __init__(self, message: str, layer: int):
         super().__init__(message)
         self.layer = layer
+
+
+class SequencerWatchdog(DriverError):
+    """The sequencer's watchdog stopped layer ``layer`` after ``cycles`` cycles without
+    progress; ``ended``: the run has ended (else the engine still waits for the memory to
+    complete its bus transfers, and the next run waits for it)."""
+
+    def __init__(self, message: str, layer: int, cycles: int, ended: bool):
+        super().__init__(message)
+        self.layer, self.cycles, self.ended = layer, cycles, ended
+
+
+#: ``owlet run``'s default watchdog: a layer that moves nothing on the bus for this long is
+#: stopped (a layer's longest quiet stretch is one row tile's passes: well under 1 ms).
+WATCHDOG_MS = 100.0
 
 
 class CountingTransport:
@@ -193,6 +212,10 @@ class BoardDriver:
         The board is the cosimulation: LiteDRAM's simulation core has its own init sequence.
     timeout_s : float
         Wall seconds a run (or an earlier host's run) may take before :class:`SequencerTimeout`.
+    watchdog_ms : float
+        The sequencer's WATCHDOG CSR, in milliseconds of the engine clock (the board word's
+        MHz): a layer without progress that long is stopped (:class:`SequencerWatchdog`);
+        0 turns it off.
     say : callable
         Progress messages (one line each); ``progress``: tqdm bars for uploads.
 
@@ -204,13 +227,14 @@ class BoardDriver:
     """
 
     def __init__(self, link: Link, board: str = "ulx3s", *, sim_core: bool = False,
-                 timeout_s: float = 10.0, say: Callable[[str], None] = print,
-                 progress: bool = False):
+                 timeout_s: float = 10.0, watchdog_ms: float = WATCHDOG_MS,
+                 say: Callable[[str], None] = print, progress: bool = False):
         if board not in BOARDS:
             raise ValueError(f"unknown board '{board}' (known: {', '.join(BOARDS)})")
         self.link, self.board = link, BOARDS[board]
         self.counter = link.transport = CountingTransport(link.transport)
         self.sim_core, self.timeout_s, self.say, self.progress = sim_core, timeout_s, say, progress
+        self.watchdog_ms = watchdog_ms
         self.info = self.engine_mhz = self.cfg = None
         self.dram_initialised_now = False
         top = DRAM + self.board.dram_size - DRIVER_AREA
@@ -227,6 +251,13 @@ class BoardDriver:
 
     def _set_csr(self, name: str, value: int) -> None:
         self.link.write(SEQ + 4 * getattr(SEQ_CSR, name), value)
+
+    @property
+    def watchdog_cycles(self) -> int:
+        """``watchdog_ms`` in engine cycles (after :meth:`connect`), at least 1 unless off."""
+        if self.watchdog_ms <= 0:
+            return 0
+        return min(max(1, round(self.watchdog_ms * 1e3 * self.engine_mhz)), (1 << 32) - 1)
 
     # -- session ------------------------------------------------------------------------------
     def connect(self):
@@ -343,6 +374,7 @@ class BoardDriver:
             self._set_csr("PROG_ADDR", program.descriptor_addr)
             self._set_csr("COUNT", count)
             self._set_csr("PERF_ADDR", self.records_addr - DRAM)
+            self._set_csr("WATCHDOG", self.watchdog_cycles)
         if read_all:
             with self._phase(frame, "fill"):
                 for seg in regions:
@@ -353,6 +385,8 @@ class BoardDriver:
             self._wait_done(f"this run of {count} layers", program)
         frame.csrs = {name.lower(): self._csr(name)
                       for name in ("STATUS", "ERROR", "LAYER", "CYCLES")}
+        if frame.csrs["error"] & SEQ_ERR.WATCHDOG:
+            raise self._watchdog(f"this run of {count} layers", program, frame.csrs["status"])
         if frame.csrs["status"] & _ERROR:
             raise DriverError(self._error_message(program, frame.csrs))
 
@@ -397,6 +431,12 @@ class BoardDriver:
         interval = 1e-3
         while (status := self._csr("STATUS")) & _BUSY:
             waited = time.monotonic() - t0
+            if status & _ERROR and program is not None and self._csr("ERROR") & SEQ_ERR.WATCHDOG:
+                # Stopped while running: give the engine's outstanding transfers a moment.
+                grace = time.monotonic() + min(1.0, self.timeout_s)
+                while (status := self._csr("STATUS")) & _BUSY and time.monotonic() < grace:
+                    time.sleep(0.01)
+                raise self._watchdog(what, program, status)
             if waited > self.timeout_s:
                 layer, cycles = self._csr("LAYER"), self._csr("CYCLES")
                 name = ""
@@ -412,6 +452,20 @@ class BoardDriver:
         if not status & _DONE:
             raise DriverError(f"board: {what}: the sequencer is neither busy nor done "
                               f"(STATUS 0x{status:x}): the start did not reach it")
+
+    def _watchdog(self, what, program, status):
+        """The :class:`SequencerWatchdog` of a run whose ERROR has ``SEQ_ERR.WATCHDOG``."""
+        layer, cycles = self._csr("LAYER"), self._csr("WATCHDOG")
+        name = f" (darknet {program.layers[layer].covers})" if layer < len(program.layers) else ""
+        ended = not status & _BUSY
+        after = (f"STATUS 0x{status:x}: the run ended, the next run starts afresh" if ended else
+                 f"STATUS 0x{status:x}: busy, the engine still waits for the memory to complete"
+                 " its outstanding bus transfers; the next run waits for it, reload the "
+                 "bitstream if it never ends")
+        return SequencerWatchdog(
+            f"board: {what}: watchdog stopped layer {layer}{name} after {cycles} cycles without "
+            f"progress ({cycles / (1e3 * self.engine_mhz):.3g} ms at {self.engine_mhz} MHz; "
+            f"{after})", layer, cycles, ended)
 
     def _error_message(self, program, csrs):
         layer, error = csrs["layer"], csrs["error"]

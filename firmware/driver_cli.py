@@ -23,6 +23,7 @@ SIM_FRAME_TIMEOUT = 60.0
 
 def register_cli(subparsers) -> None:
     """Add the ``run`` command to the ``owlet`` sub-command parsers."""
+    from firmware.driver import WATCHDOG_MS
     from hdl.board.boards import BOARDS
     from model.zoo import MODELS
 
@@ -62,6 +63,10 @@ def register_cli(subparsers) -> None:
                              "compare it bit for bit with the golden model")
     parser.add_argument("--timeout", type=float, metavar="S",
                         help="wall seconds the sequencer may take (default 10, --sim 600)")
+    parser.add_argument("--watchdog-ms", type=float, default=WATCHDOG_MS, metavar="MS",
+                        help="stop a layer that makes no progress on the memory bus for this "
+                             f"long, in engine-clock milliseconds (default {WATCHDOG_MS:g}; 0: "
+                             "off)")
     parser.add_argument("--thresh", type=float, default=0.5, help="detection threshold")
     parser.add_argument("--nms", type=float, default=0.45, help="NMS IoU threshold")
     parser.set_defaults(func=cmd_run)
@@ -168,8 +173,8 @@ def _run(args, link, qnet, names, images, sim, say, out):
     from owlet.cli import detection_lines, detections_doc
 
     timeout = args.timeout or (600.0 if sim else 10.0)
-    driver = BoardDriver(link, args.board, sim_core=sim, timeout_s=timeout, say=say,
-                         progress=sys.stderr.isatty())
+    driver = BoardDriver(link, args.board, sim_core=sim, timeout_s=timeout,
+                         watchdog_ms=args.watchdog_ms, say=say, progress=sys.stderr.isatty())
     driver.connect()
     program = compile_network(qnet, driver.cfg, reuse=not args.check,
                               memory_size=driver.memory_size)

@@ -11,7 +11,9 @@ sequencer's CSRs and starts it once. Per layer the sequencer then
    over Wishbone,
 4. writes a 64-byte performance record for the layer to DDR (:data:`RECORD_WORDS`),
 
-and goes on with the next layer, or stops at the first layer that reports an AXI error.
+and goes on with the next layer, or stops at the first layer that reports an AXI error or that
+its watchdog (:class:`hdl.watchdog.Watchdog`) stops: no progress (no handshake on the AXI4 master,
+no Wishbone acknowledge of the engine port) for ``WATCHDOG`` cycles.
 ``docs/sequencer.md`` documents the CSR map, the record layout and the bus sharing.
 
 Bus sharing: the engine and the sequencer share one AXI4 master through an *owner mux*. The
@@ -30,8 +32,12 @@ from amaranth.lib.wiring import Flow, In, Out
 from hdl.axi import AXI4Signature, WishboneSignature, burst_beats
 from hdl.descriptor import DESCRIPTOR_WORDS, EngineConfig
 from hdl.engine import COUNTERS, CSR, Engine
+from hdl.watchdog import Watchdog
 
-__all__ = ["RECORD", "RECORD_WORDS", "SEQ_CSR", "SEQ_ERR", "Sequencer"]
+__all__ = ["RECORD", "RECORD_WORDS", "SEQ_CSR", "SEQ_ERR", "Sequencer", "WATCHDOG_RESET"]
+
+#: Reset value of the WATCHDOG CSR: 2**24 cycles (168 ms at 100 MHz) without progress.
+WATCHDOG_RESET = 1 << 24
 
 #: 32-bit words per performance record (one 64-byte, 8-beat burst per layer).
 RECORD_WORDS = 16
@@ -58,6 +64,7 @@ class SEQ_CSR:
     PERF_ADDR = 0x06  #: byte address of the performance records (64-byte aligned)
     CONFIG = 0x07  #: P_ic [7:0], P_oc [15:8], DESCRIPTOR_WORDS [23:16], RECORD_WORDS [31:24]
     CYCLES = 0x08  #: cycles of the last run, start to done
+    WATCHDOG = 0x09  #: cycles without progress that stop a layer (0: off; reset 2**24)
 
 
 class SEQ_ERR:
@@ -70,6 +77,7 @@ class SEQ_ERR:
     RECORD_SLVERR = 1 << 6  #: a performance-record write got SLVERR
     RECORD_DECERR = 1 << 7  #: a performance-record write got DECERR
     ALIGN = 1 << 8  #: PROG_ADDR not 8-byte or PERF_ADDR not 64-byte aligned: nothing was run
+    WATCHDOG = 1 << 9  #: the watchdog stopped layer LAYER (set as it fires, also while busy)
 
 
 def _resp_flags(resp, slverr, decerr):
@@ -89,7 +97,9 @@ class _Registers:
         self.count = Signal(16)
         self.busy = Signal()
         self.done = Signal()
-        self.error = Signal(9)
+        self.error = Signal(10)
+        self.watchdog = Signal(32, init=WATCHDOG_RESET)
+        self.stopping = Signal()  # the engine was told to abort this layer
         self.layer = Signal(16)
         self.cycles = Signal(32)
         self.desc_addr = Signal(cfg.addr_width)  # next descriptor beat to fetch
@@ -148,6 +158,13 @@ class Sequencer(wiring.Component):
 
         r = _Registers(cfg)
         m.d.comb += [self.irq.eq(r.done), self.progress.eq(r.layer)]
+        wb = engine.csr
+        m.submodules.watchdog = wd = Watchdog()
+        bus = self.axi
+        m.d.comb += [wd.limit.eq(r.watchdog), wd.run.eq(r.busy), wd.kick.eq(
+            (bus.arvalid & bus.arready) | (bus.rvalid & bus.rready) | (bus.awvalid & bus.awready)
+            | (bus.wvalid & bus.wready) | (bus.bvalid & bus.bready) | wb.ack)]
+        fired = r.error[9]  # SEQ_ERR.WATCHDOG
         with m.If(r.busy):
             m.d.sync += [r.cycles.eq(r.cycles + 1), r.layer_cycles.eq(r.layer_cycles + 1)]
 
@@ -162,7 +179,6 @@ class Sequencer(wiring.Component):
         blen = burst_beats(r.desc_addr, r.remaining, desc_beats, beat_bytes)
 
         # ---- engine Wishbone master ------------------------------------------------------------
-        wb = engine.csr
         wb_go = Signal()  # hold CYC/STB with the payload below until ACK
         m.d.comb += [wb.cyc.eq(wb_go), wb.stb.eq(wb_go)]
 
@@ -185,9 +201,10 @@ class Sequencer(wiring.Component):
                         m.d.sync += [r.desc_addr.eq(r.prog_addr), r.rec_addr.eq(r.perf_addr)]
                         m.next = "FETCH"
             with m.State("FETCH"):  # a new layer: first descriptor beat
-                m.d.sync += [r.remaining.eq(desc_beats), r.received.eq(0), r.layer_cycles.eq(0)]
+                m.d.sync += [r.remaining.eq(desc_beats), r.received.eq(0), r.layer_cycles.eq(0),
+                             r.stopping.eq(0)]
                 m.next = "AR"
-            with m.State("AR"):
+            with m.State("AR"):  # ARVALID stays until ARREADY, watchdog or not (AXI4 A3.2.1)
                 m.d.comb += [own.arvalid.eq(1), own.araddr.eq(r.desc_addr),
                              own.arlen.eq(blen - 1)]
                 with m.If(own.arready):
@@ -205,7 +222,7 @@ class Sequencer(wiring.Component):
                     with m.If(own.rlast):
                         # Finish the burst even after an error (Ref: AXI4 A3.4.4: every beat of
                         # a burst is transferred whatever its response), then decide.
-                        with m.If(r.error.any() | own.rresp[1]):
+                        with m.If(r.error.any() | own.rresp[1] | fired):
                             m.next = "FINISH"
                         with m.Elif(r.remaining == 0):
                             m.d.sync += r.idx.eq(0)
@@ -231,10 +248,19 @@ class Sequencer(wiring.Component):
                 with m.If(engine.irq):  # done: all the engine's transactions have completed
                     m.d.sync += [engine_owns.eq(0), r.idx.eq(0)]
                     m.next = "READBACK"
+                with m.Elif(fired & ~r.stopping):
+                    m.next = "ABORT"
+            with m.State("ABORT"):  # CTRL.abort: the engine's bus-error stop, bursts completed
+                m.d.comb += [wb_go.eq(1), wb.we.eq(1), wb.adr.eq(CSR.CTRL), wb.dat_w.eq(0b10)]
+                with m.If(wb.ack):
+                    m.d.sync += r.stopping.eq(1)
+                    m.next = "RUN"  # its done follows once its bursts have completed
             self._record_states(m, r, own, engine.csr, wb_go)
             with m.State("FINISH"):
                 m.d.sync += [r.busy.eq(0), r.done.eq(1)]
                 m.next = "IDLE"
+        with m.If(wd.expired):  # after the FSM: wins over its updates of the ERROR register
+            m.d.sync += fired.eq(1)
         return m
 
     def _owner_mux(self, m, own, eng_axi, engine_owns):
@@ -265,6 +291,8 @@ class Sequencer(wiring.Component):
                         m.d.sync += r.count.eq(bus.dat_w)
                     with m.Case(SEQ_CSR.PERF_ADDR):
                         m.d.sync += r.perf_addr.eq(bus.dat_w)
+                    with m.Case(SEQ_CSR.WATCHDOG):  # takes effect at the watchdog's next reload
+                        m.d.sync += r.watchdog.eq(bus.dat_w)
             with m.Else():
                 with m.Switch(bus.adr):
                     with m.Case(SEQ_CSR.STATUS):
@@ -285,6 +313,8 @@ class Sequencer(wiring.Component):
                                                      Const(RECORD_WORDS, 8)))
                     with m.Case(SEQ_CSR.CYCLES):
                         m.d.sync += bus.dat_r.eq(r.cycles)
+                    with m.Case(SEQ_CSR.WATCHDOG):
+                        m.d.sync += bus.dat_r.eq(r.watchdog)
                     with m.Default():
                         m.d.sync += bus.dat_r.eq(0)
 
@@ -330,7 +360,7 @@ class Sequencer(wiring.Component):
                 flags = r.error | _resp_flags(own.bresp, SEQ_ERR.RECORD_SLVERR,
                                             SEQ_ERR.RECORD_DECERR)
                 m.d.sync += [r.error.eq(flags), r.rec_addr.eq(r.rec_addr + RECORD_WORDS * 4)]
-                with m.If(flags.any()):
+                with m.If(flags.any()):  # SEQ_ERR.WATCHDOG is among them
                     m.next = "FINISH"  # LAYER keeps naming the failed layer
                 with m.Else():
                     m.d.sync += r.layer.eq(r.layer + 1)

@@ -26,11 +26,11 @@ from pathlib import Path
 
 import cocotb
 import numpy as np
-from cocotb.triggers import FallingEdge, RisingEdge, ValueChange
+from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge, ValueChange
 
 from hdl.descriptor import EngineConfig
 from hdl.engine import COUNTERS
-from hdl.sequencer import RECORD, RECORD_WORDS, SEQ_CSR
+from hdl.sequencer import RECORD, RECORD_WORDS, SEQ_CSR, WATCHDOG_RESET
 from hdl.top import AxiBurstBridge, SimTop
 from sim.ddr import OKAY, DdrTiming
 from sim.engine_cocotb import TB, Hang, compare
@@ -139,9 +139,39 @@ class SequencerTB(TB):
             dut.mem_wc_resp.value = resp
             dut.mem_wc_valid.value = 1
 
-    async def run_program(self, prog_addr, count, perf_addr, timeout_cycles):
+    async def stall_reads(self, layer, after, cycles):
+        """Stop answering reads for ``cycles`` cycles, ``after`` cycles into layer ``layer``
+        (``progress`` = ``layer``): ARREADY low and no R beat presented, on both memory paths
+        (the DDR model's probabilities, the bridge's thresholds); a VALID already presented stays
+        (Ref: AMBA AXI4 spec A3.2.1)."""
+        dut, ddr = self.dut, self.ddr
+        while int(dut.progress.value) != layer:
+            await ValueChange(dut.progress)
+        await ClockCycles(dut.clk, after)
+        timing = ddr.timing
+        ddr.timing = replace(timing, arready_prob=0.0, rvalid_prob=0.0)
+        saved = [int(getattr(dut, f"mem_{n}_threshold").value) for n in ("arready", "rvalid")]
+        for n in ("arready", "rvalid"):
+            getattr(dut, f"mem_{n}_threshold").value = 0
+        await ClockCycles(dut.clk, cycles)
+        ddr.timing = timing
+        for n, value in zip(("arready", "rvalid"), saved, strict=True):
+            getattr(dut, f"mem_{n}_threshold").value = value
+
+    def bus_activity(self):
+        """What is still going on on the cocotb DDR model's AXI4 pins: master VALIDs high and
+        transfers the model holds (empty: the bus is idle)."""
+        dut, ddr = self.dut, self.ddr
+        busy = [name for name in ("arvalid", "awvalid", "wvalid")
+                if int(getattr(dut, f"axi__{name}").value)]
+        return busy + [name for name in ("reads", "aws", "wbeats", "wbursts", "bresps")
+                       if len(getattr(ddr, name))]
+
+    async def run_program(self, prog_addr, count, perf_addr, timeout_cycles,
+                          watchdog=WATCHDOG_RESET):
         """Start the program, wait for the done interrupt (:class:`sim.engine_cocotb.Hang` after
         ``timeout_cycles``); return the sequencer's CSRs (:meth:`status`)."""
+        await self.csr_write(SEQ_CSR.WATCHDOG, watchdog)
         await self.csr_write(SEQ_CSR.PROG_ADDR, prog_addr)
         await self.csr_write(SEQ_CSR.COUNT, count)
         await self.csr_write(SEQ_CSR.PERF_ADDR, perf_addr)
@@ -189,14 +219,19 @@ async def _run_one(tb, payload, run, index):
     perf_addr = run["perf_addr"]
     checked = {}
     watcher = cocotb.start_soon(_check_layers(tb, program, expected, checked))
+    stall = cocotb.start_soon(tb.stall_reads(**run["stall"])) if run.get("stall") else None
     failure = None
     try:
         csrs = await tb.run_program(run.get("prog_addr", program.descriptor_addr), count,
-                                    perf_addr, run["timeout"])
+                                    perf_addr, run["timeout"],
+                                    run.get("watchdog", WATCHDOG_RESET))
     except Hang as exc:
         failure = f"run {run.get('name', index)}: {exc}"
         csrs = await tb.status()  # as the stuck sequencer reports them
     watcher.cancel()
+    if stall is not None:
+        stall.cancel()
+    csrs["bus"] = [] if run.get("bridge", True) else tb.bus_activity()
     # Records of the layers run: all of them, or up to the one that failed (written if its
     # engine ran; stale memory if its descriptor fetch failed).
     result = {

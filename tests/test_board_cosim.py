@@ -6,9 +6,10 @@ Default suite: one simulator serves five host connections in turn, as a board se
 ``owlet run`` after another: an upload interrupted by lost answers (the driver says the board
 holds no program), the recovery with a corrupted request, a corrupted answer and a lost answer
 to the sequencer's start (every layer bit-exact against the golden model), the upload-once skip
-(bytes counted) with a layer that never finishes (the timeout names it), and the run after it
-(about a minute, plus the Verilator build once per RTL change). ``slow``: the whole model
-through :func:`sim.board_cosim.run_board_cosim`, the bandwidth table printed.
+(bytes counted) with a layer whose reads are held (the sequencer's watchdog stops it and the
+driver names it), and the run after it (about a minute, plus the Verilator build once per RTL
+change). ``slow``: the whole model through :func:`sim.board_cosim.run_board_cosim`, the
+bandwidth table printed.
 """
 
 import logging
@@ -21,9 +22,10 @@ from firmware.compiler import compile_network
 from firmware.driver import (
     DRIVER_AREA,
     STALE,
+    WATCHDOG_MS,
     BoardDriver,
     ProgramUploadError,
-    SequencerTimeout,
+    SequencerWatchdog,
     check_outputs,
     expected_outputs,
 )
@@ -46,11 +48,11 @@ STATUS, CTRL = 0x4, 0x0  # sequencer CSR byte addresses (docs/board.md, SEQ_CSR 
 class Session:
     """One host connection: a :class:`BoardDriver` whose messages are kept in ``said``."""
 
-    def __init__(self, board, *, retries=3, run_timeout=600.0):
+    def __init__(self, board, *, retries=3, run_timeout=600.0, watchdog_ms=WATCHDOG_MS):
         self.link = board.link(timeout=FRAME_TIMEOUT, retries=retries)
         self.said = []
         self.driver = BoardDriver(self.link, "ulx3s", sim_core=True, timeout_s=run_timeout,
-                                  say=self.said.append)
+                                  watchdog_ms=watchdog_ms, say=self.said.append)
 
     def __enter__(self):
         self.driver.connect()
@@ -139,20 +141,23 @@ def test_faults_and_recovery_through_the_socket(caplog):
             out = program.segments[program.layers[i].output_segment]
             assert set(frame.mem[out.addr:out.end]) != {STALE}, f"layer {i}: never written"
 
-        # 3. A new connection with the same program: no upload (bytes counted). Layer 2 never
-        #    finishes: the timeout names it and the time waited.
+        # 3. A new connection with the same program: no upload (bytes counted). Layer 2's reads
+        #    are held: the sequencer's watchdog (0.2 ms: 20000 cycles at 100 MHz), not the
+        #    host's timeout, stops it; the message names the layer and the cycles. The engine's
+        #    read address stays pending (AXI4 A3.2.1) until the hold ends.
         board.hold(2)
-        with Session(board, run_timeout=3.0) as s:
+        with Session(board, run_timeout=300.0, watchdog_ms=0.2) as s:
             uploaded, skip_sent = s.load(program)
-            with pytest.raises(SequencerTimeout) as info:
+            with pytest.raises(SequencerWatchdog) as info:
                 s.driver.run(program, x_q)
         assert not uploaded and skip_sent < 64, skip_sent
         assert any("upload skipped" in m for m in s.said), s.said
-        assert info.value.layer == 2
-        assert re.search(r"this run of 6 layers: layer 2 \(darknet 4\+5\) did not finish within "
-                         r"3\.\d s \(STATUS 0x1: busy", str(info.value)), str(info.value)
+        assert (info.value.layer, info.value.cycles, info.value.ended) == (2, 20000, False)
+        assert re.search(r"this run of 6 layers: watchdog stopped layer 2 \(darknet 4\+5\) after "
+                         r"20000 cycles without progress \(0\.2 ms at 100 MHz; STATUS 0x5: busy, "
+                         r"the engine still waits for the memory", str(info.value)), str(info.value)
 
-        # 4. Released, the held run ends; the next host waits for it, then runs bit-exact.
+        # 4. Released, the stopped run ends; the next host waits for it, then runs bit-exact.
         board.release()
         with Session(board) as s:
             uploaded, _ = s.load(program)

@@ -1,16 +1,18 @@
 """The sequencer's control and error paths on the RTL (cocotb + Verilator, one instance).
 
-The reference network's program runs repeatedly on one sequencer: with bus errors injected into
-the engine's reads and writes, a descriptor fetch and a performance-record write, with a
-misaligned program address and with a shorter layer count. Each run must stop cleanly at the
-right layer with the right flags, every layer completed before it must be bit-exact, and a
-full run under random DDR latency and gaps on all five AXI channels must be bit-exact again
-(recovery), also after a run that hung (a cycle budget too small: a failure with a message, then
-a reset). The same random timing run twice on the burst bridge takes the same cycles (its gaps
-restart from the run's seed). The last runs check the two memory paths of ``hdl.top.SimTop``
-against each other: the burst bridge (the default) and the cocotb DDR model give the same cycle
-counts, and the DDR model's own random gaps give a bit-exact run too. The random timings come
-from the session's seed (``fuzz_seed``), named in failure messages as ``OWLET_SEED=<n>``.
+The reference network's program runs repeatedly on one sequencer: with bus errors injected into the
+engine's reads and writes, a descriptor fetch and a performance-record write, with a misaligned
+program address and with a shorter layer count. Each run must stop cleanly at the right layer with
+the right flags, every layer completed before it must be bit-exact, and a full run under random DDR
+latency and gaps on all five AXI channels must be bit-exact again (recovery), also after a run that
+hung (a cycle budget too small: a failure with a message, then a reset), and after a layer whose
+memory stopped answering for longer than the watchdog (the watchdog stops it: SEQ_ERR.WATCHDOG, the
+layer named, the bus idle). The same random timing run twice on the burst bridge takes the same
+cycles (its gaps restart from the run's seed). The last runs check the two memory paths of
+``hdl.top.SimTop`` against each other: the burst bridge (the default) and the cocotb DDR model give
+the same cycle counts, and the DDR model's own random gaps give a bit-exact run too. The random
+timings come from the session's seed (``fuzz_seed``), named in failure messages as
+``OWLET_SEED=<n>``.
 """
 
 import numpy as np
@@ -27,6 +29,7 @@ from sim.cosim import CosimOptions, load_model, perf_address, simulate_program
 from sim.ddr import DECERR, SLVERR, DdrTiming
 
 DONE, DONE_ERROR = 0b010, 0b110
+WATCHDOG, STALL = 20_000, 50_000  # cycles: the watchdog's limit, the memory's silence
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +66,11 @@ def program_runs(fuzz_seed):
         "hang": ([], {"timeout": 100}),
         "recovery": ([], {"timing": recovery}),
         "recovery again": ([], {"timing": recovery}),
+        # The memory stops answering reads 1000 cycles into layer 1, for longer than the
+        # watchdog (layer 0 computes for more than 2000 cycles between two handshakes): the
+        # watchdog stops the layer; the run after it ("bridge") is bit-exact.
+        "watchdog": ([], {"bridge": False, "watchdog": WATCHDOG,
+                          "stall": {"layer": 1, "after": 1000, "cycles": STALL}}),
         # The same program on both memory paths, no backpressure: identical timing.
         "bridge": ([], {}),
         "ddr model": ([], {"bridge": False}),
@@ -196,3 +204,23 @@ def test_a_wrong_value_is_reported_with_its_position(program_runs):
     assert len(msgs) == 1 and "channel 5, row 1, column 2: expected " in msgs[0], (where, msgs)
     expected, actual = (int(v) for v in msgs[0].rsplit("expected ", 1)[1].split(", actual "))
     assert expected == (actual + 1 + 128) % 256 - 128, where  # the int8 golden value, plus one
+
+
+def test_watchdog_stops_a_layer_whose_memory_stops_answering(program_runs):
+    """ARREADY and R VALID held low during layer 1 for longer than the watchdog: the watchdog
+    aborts the engine, whose outstanding reads complete when the memory answers again (AXI4
+    A3.4.4); the run ends done | error with SEQ_ERR.WATCHDOG naming layer 1, the bus idle, the
+    layer's record written with the engine's (error-free) status; "bridge" runs next, bit-exact
+    (test_bridge_and_ddr_model_agree)."""
+    _, results, _, where = program_runs
+    r = results["watchdog"]
+    _flags(r, (DONE_ERROR, SEQ_ERR.WATCHDOG, 1), where)
+    assert r["bus"] == [], f"{where}: after the watchdog stop the bus is busy: {r['bus']}"
+    _exact_upto(r, 1, where)
+    _record_ok(r["records"][0], 0, where)
+    stopped, full = r["records"][1], results["recovery"]["records"][1]
+    assert stopped[RECORD.LAYER] == 1 and stopped[RECORD.STATUS] == DONE, (where, stopped)
+    # The engine stopped early (less written than the whole layer) and only after the stall.
+    written = RECORD.COUNTERS + COUNTERS.index("bytes_written")
+    assert stopped[written] < full[written], (where, stopped, full)
+    assert stopped[RECORD.SEQ_CYCLES] > 1000 + STALL, (where, stopped)

@@ -50,7 +50,7 @@ class ERR:
 class CSR:
     """Word addresses of the CSRs on the Wishbone port (``docs/engine.md``, CSR map)."""
 
-    CTRL = 0x00  #: write bit 0 = 1: start the layer in the descriptor registers
+    CTRL = 0x00  #: write bit 0 = 1: start the layer in the descriptor registers; bit 1: abort it
     STATUS = 0x01  #: bit 0 busy, bit 1 done (sticky until next start), bit 2 error
     ERROR = 0x02  #: ERR flags of the last layer (cleared at start)
     CONFIG = 0x03  #: p_ic [7:0], p_oc [15:8]
@@ -67,6 +67,9 @@ class EngineCore(wiring.Component):
         Sampled on ``start``; may change while the layer runs.
     start : In(1)
         One-cycle pulse; ignored while ``busy``.
+    stop : In(1)
+        One-cycle pulse: abort the running layer as on a bus error (its bursts complete, then
+        ``done``); ignored while idle.
     busy, done : Out(1)
         ``done`` pulses for one cycle when the layer finished (or stopped on an error).
     error : Out(4)
@@ -79,7 +82,8 @@ class EngineCore(wiring.Component):
     def __init__(self, cfg=None):
         self.cfg = cfg = cfg or EngineConfig()
         super().__init__({
-            "desc": In(Descriptor), "start": In(1), "busy": Out(1), "done": Out(1),
+            "desc": In(Descriptor), "start": In(1), "stop": In(1), "busy": Out(1),
+            "done": Out(1),
             "error": Out(4), "counters": Out(data.ArrayLayout(32, len(COUNTERS))),
             "axi": Out(AXI4Signature(addr_width=cfg.addr_width, data_width=cfg.data_width)),
         })
@@ -184,6 +188,8 @@ class EngineCore(wiring.Component):
                                                    ERR.WRITE_SLVERR), 0)
         with top.If(self.busy & ((read_err | write_err) != 0)):
             top.d.sync += [self.error.eq(self.error | read_err | write_err), abort.eq(1)]
+        with top.If(self.busy & self.stop):  # the sequencer's watchdog: the same abort
+            top.d.sync += abort.eq(1)
 
         # ---- completion ------------------------------------------------------------------
         quiet = (rd_outstanding == 0) & (wr_outstanding == 0) & ~axi.arvalid
@@ -193,11 +199,11 @@ class EngineCore(wiring.Component):
             top.d.sync += self.busy.eq(0)
             top.d.comb += self.done.eq(1)
 
-        self._counters(top, launch, comp, drain, r_fire)
+        self._counters(top, launch, starting, comp, drain, r_fire)
         top.submodules.datapath = ResetInserter(starting)(m)
         return top
 
-    def _counters(self, top, launch, comp, drain, r_fire):
+    def _counters(self, top, launch, starting, comp, drain, r_fire):
         """Performance counters: each busy cycle in at most one of the six after ``cycles``
         (``docs/engine.md`` defines the attribution)."""
         cnt, axi, beat_bytes = self.counters, self.axi, self.cfg.data_width // 8
@@ -205,7 +211,9 @@ class EngineCore(wiring.Component):
             top.d.sync += cnt.eq(0)
         with top.Elif(self.busy):
             top.d.sync += cnt[0].eq(cnt[0] + 1)
-            with top.If(comp.issuing):
+            with top.If(starting):
+                pass  # the units are being cleared: their flags may be an aborted layer's
+            with top.Elif(comp.issuing):
                 top.d.sync += cnt[1].eq(cnt[1] + 1)
             with top.Elif(~comp.running & comp.more):
                 with top.If(~comp.input_ready):
@@ -261,20 +269,20 @@ class Engine(wiring.Component):
         bus = self.csr
         # The request is registered before it is decoded (two wait states, Ref: Wishbone B4
         # 3.2.3): the master's address logic and this decode and read mux were one path (the
-        # worst of the routed 64-MAC design). CTRL.start is registered too: the launch fans out
-        # to the whole descriptor and the reset.
+        # worst of the routed 64-MAC design). CTRL.start and CTRL.stop are registered too: the
+        # launch fans out to the whole descriptor and the reset.
         pending = Signal()
         adr = Signal.like(bus.adr)
         we = Signal()
         dat_w = Signal.like(bus.dat_w)
-        m.d.sync += [bus.ack.eq(0), core.start.eq(0), pending.eq(0)]
+        m.d.sync += [bus.ack.eq(0), core.start.eq(0), core.stop.eq(0), pending.eq(0)]
         with m.If(bus.cyc & bus.stb & ~bus.ack & ~pending):
             m.d.sync += [pending.eq(1), adr.eq(bus.adr), we.eq(bus.we), dat_w.eq(bus.dat_w)]
         with m.If(pending):
             m.d.sync += bus.ack.eq(1)
             with m.If(we):
                 with m.If(adr == CSR.CTRL):
-                    m.d.sync += core.start.eq(dat_w[0])
+                    m.d.sync += [core.start.eq(dat_w[0]), core.stop.eq(dat_w[1])]
                 for i in range(DESCRIPTOR_WORDS):
                     with m.If(adr == CSR.DESC + i):
                         m.d.sync += desc_words[i].eq(dat_w)
