@@ -106,14 +106,14 @@ def sequencer_overhead(cfg: EngineConfig, perf: PerfConfig) -> int:
     """Sequencer cycles per layer beyond the engine's own ``cycles`` (``hdl/sequencer.py``).
 
     The descriptor fetch (read latency, then its beats), the descriptor and start writes and the
-    error, status and counter reads on the engine's Wishbone port (three cycles per access: the
-    engine registers the request, then its ACK), the record burst and its write response, two
-    state transitions and the registered start (120 cycles per layer at the default latencies,
-    plus one per run).
+    error, status and counter reads on the engine's Wishbone port (three cycles per write, four
+    per read: the engine registers the request, a read's group and the ACK), the record burst
+    and its write response, two state transitions and the registered start (130 cycles per layer
+    at the default latencies, plus one per run).
     """
     beats = cfg.data_width // 32
     desc_beats = -(-DESCRIPTOR_WORDS // beats)
-    wishbone = 3 * (DESCRIPTOR_WORDS + 1) + 3 * (len(COUNTERS) + 2)
+    wishbone = 3 * (DESCRIPTOR_WORDS + 1) + 4 * (len(COUNTERS) + 2)
     return (perf.ddr_latency + desc_beats + wishbone + RECORD_WORDS // beats
             + perf.write_latency + 3)
 
