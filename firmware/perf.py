@@ -46,6 +46,7 @@ __all__ = [
 DEFAULT_CLOCK_MHZ = 50.0
 _BEAT = 8  # bytes per AXI beat at the default data width
 _FIFO_LATENCY = 2  # SyncFIFOBuffered: a beat written in cycle c can be read in c + 2
+_R_REGISTER = 1  # read data is registered before it reaches the loaders
 # drain issue -> address -> bank word -> drained bank's word -> requant -> output FIFO
 _DRAIN_TO_FIFO = 3 + REQUANT_LATENCY
 _FLUSH = REQUANT_LATENCY + 5  # drain flush cycles
@@ -235,7 +236,7 @@ def _simulate(d: dict, cfg: EngineConfig, perf: PerfConfig) -> tuple[int, int, i
             read["next"] = times[-1] + 1
             read["bytes"] += n * _BEAT
             if kind == "weights":
-                wbeat_ready.extend(t + _FIFO_LATENCY for t in times)
+                wbeat_ready.extend(t + _R_REGISTER + _FIFO_LATENCY for t in times)
             grants[client] = (hs, times[-1])
             last, free = client, t0 + 2
 
@@ -251,7 +252,7 @@ def _simulate(d: dict, cfg: EngineConfig, perf: PerfConfig) -> tuple[int, int, i
                 hs, last_beat = yield from grant_wait(0, t, n, "input")
                 t = hs + 2  # CALC -> BURST
             t -= 1  # the last burst returns to SLOT directly
-            slot_full.append(last_beat + 1)
+            slot_full.append(last_beat + 1 + _R_REGISTER)
 
     def w_loader():
         t, taken, credits = _START, 0, cfg.weight_fifo_depth

@@ -132,10 +132,16 @@ class EngineCore(wiring.Component):
         m.submodules.w_loader = lw = WeightLoader(cfg)
         connect(m, li.req, arb.req0)
         connect(m, lw.req, arb.req1)
+        # Read data is registered before it is routed (RREADY is tied high, so a register stage
+        # needs no skid buffer): the bus's RVALID through the owner mux, the routing by RID and
+        # the requant-table write decode were the worst path of the routed 64-MAC design.
+        r_beat = Signal(data.StructLayout({"valid": 1, "id": 1, "data": cfg.data_width,
+                                           "last": 1}))
+        m.d.sync += r_beat.eq(Cat(r_fire, axi.rid, axi.rdata, axi.rlast))
         for loader, rid in ((li, 0), (lw, 1)):
             m.d.comb += [loader.desc.eq(d), loader.run.eq(run),
-                         loader.r.valid.eq(r_fire & (axi.rid == rid)),
-                         loader.r.p.data.eq(axi.rdata), loader.r.p.last.eq(axi.rlast)]
+                         loader.r.valid.eq(r_beat.valid & (r_beat.id == rid)),
+                         loader.r.p.data.eq(r_beat.data), loader.r.p.last.eq(r_beat.last)]
         param_beats = 2 * p_oc
         params = Signal(data.ArrayLayout(cfg.data_width, 2 * param_beats), reset_less=True)
         with top.If(lw.params.valid):  # data registers: not reset
