@@ -49,6 +49,7 @@ __all__ = [
 DEFAULT_CLOCK_MHZ = 50.0
 _BEAT = 8  # bytes per AXI beat at the default data width
 _FIFO_LATENCY = 2  # SyncFIFOBuffered: a beat written in cycle c can be read in c + 2
+_R_REGISTER = 1  # read data is registered before it reaches the loaders
 # drain issue -> address -> bank word -> drained bank's word -> requant -> output FIFO
 _DRAIN_TO_FIFO = 3 + REQUANT_LATENCY
 _FLUSH = REQUANT_LATENCY + 5  # drain flush cycles
@@ -146,14 +147,14 @@ def sequencer_overhead(cfg: EngineConfig, perf: PerfConfig) -> int:
     """Sequencer cycles per layer beyond the engine's own ``cycles`` (``hdl/sequencer.py``).
 
     The descriptor fetch (read latency, then its beats), the descriptor and start writes and the
-    error, status and counter reads on the engine's Wishbone port (three cycles per access: the
-    engine registers the request, then its ACK), the record burst and its write response, two
-    state transitions and the registered start (120 cycles per layer at the default latencies,
-    plus one per run).
+    error, status and counter reads on the engine's Wishbone port (three cycles per write, four
+    per read: the engine registers the request, a read's group and the ACK), the record burst
+    and its write response, two state transitions and the registered start (130 cycles per layer
+    at the default latencies, plus one per run).
     """
     beats = cfg.data_width // 32
     desc_beats = -(-DESCRIPTOR_WORDS // beats)
-    wishbone = 3 * (DESCRIPTOR_WORDS + 1) + 3 * (len(COUNTERS) + 2)
+    wishbone = 3 * (DESCRIPTOR_WORDS + 1) + 4 * (len(COUNTERS) + 2)
     return (perf.ddr_latency + desc_beats + wishbone + RECORD_WORDS // beats
             + perf.write_latency + 3)
 
@@ -275,7 +276,7 @@ def _simulate(d: dict, cfg: EngineConfig, perf: PerfConfig) -> tuple[int, int, i
             read["next"] = times[-1] + 1
             read["bytes"] += n * _BEAT
             if kind == "weights":
-                wbeat_ready.extend(t + _FIFO_LATENCY for t in times)
+                wbeat_ready.extend(t + _R_REGISTER + _FIFO_LATENCY for t in times)
             grants[client] = (hs, times[-1])
             last, free = client, t0 + 2
 
@@ -291,7 +292,7 @@ def _simulate(d: dict, cfg: EngineConfig, perf: PerfConfig) -> tuple[int, int, i
                 hs, last_beat = yield from grant_wait(0, t, n, "input")
                 t = hs + 2  # CALC -> BURST
             t -= 1  # the last burst returns to SLOT directly
-            slot_full.append(last_beat + 1)
+            slot_full.append(last_beat + 1 + _R_REGISTER)
 
     def w_loader():
         t, taken, credits = _START, 0, cfg.weight_fifo_depth

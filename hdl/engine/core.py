@@ -136,10 +136,16 @@ class EngineCore(wiring.Component):
         m.submodules.w_loader = lw = WeightLoader(cfg)
         connect(m, li.req, arb.req0)
         connect(m, lw.req, arb.req1)
+        # Read data is registered before it is routed (RREADY is tied high, so a register stage
+        # needs no skid buffer): the bus's RVALID through the owner mux, the routing by RID and
+        # the requant-table write decode were the worst path of the routed 64-MAC design.
+        r_beat = Signal(data.StructLayout({"valid": 1, "id": 1, "data": cfg.data_width,
+                                           "last": 1}))
+        m.d.sync += r_beat.eq(Cat(r_fire, axi.rid, axi.rdata, axi.rlast))
         for loader, rid in ((li, 0), (lw, 1)):
             m.d.comb += [loader.desc.eq(d), loader.run.eq(run),
-                         loader.r.valid.eq(r_fire & (axi.rid == rid)),
-                         loader.r.p.data.eq(axi.rdata), loader.r.p.last.eq(axi.rlast)]
+                         loader.r.valid.eq(r_beat.valid & (r_beat.id == rid)),
+                         loader.r.p.data.eq(r_beat.data), loader.r.p.last.eq(r_beat.last)]
         param_beats = 2 * p_oc
         params = Signal(data.ArrayLayout(cfg.data_width, 2 * param_beats), reset_less=True)
         with top.If(lw.params.valid):  # data registers: not reset
@@ -267,40 +273,54 @@ class Engine(wiring.Component):
         with m.If(core.start):
             m.d.sync += done.eq(0)
         bus = self.csr
-        # The request is registered before it is decoded (two wait states, Ref: Wishbone B4
-        # 3.2.3): the master's address logic and this decode and read mux were one path (the
-        # worst of the routed 64-MAC design). CTRL.start and CTRL.stop are registered too: the
-        # launch fans out to the whole descriptor and the reset.
-        pending = Signal()
+        # The request is registered before it is decoded (Ref: Wishbone B4 3.2.3: wait states):
+        # the master's address logic and this decode and read mux were one path (the worst of
+        # the routed 64-MAC design); a read then takes a second cycle (`_read`). CTRL.start and
+        # CTRL.stop are registered too: the launch fans out to the whole descriptor and the reset.
+        pending, reading = Signal(), Signal()
         adr = Signal.like(bus.adr)
         we = Signal()
         dat_w = Signal.like(bus.dat_w)
-        m.d.sync += [bus.ack.eq(0), core.start.eq(0), core.stop.eq(0), pending.eq(0)]
-        with m.If(bus.cyc & bus.stb & ~bus.ack & ~pending):
+        m.d.sync += [bus.ack.eq(0), core.start.eq(0), core.stop.eq(0), pending.eq(0),
+                     reading.eq(0)]
+        with m.If(bus.cyc & bus.stb & ~bus.ack & ~pending & ~reading):
             m.d.sync += [pending.eq(1), adr.eq(bus.adr), we.eq(bus.we), dat_w.eq(bus.dat_w)]
         with m.If(pending):
-            m.d.sync += bus.ack.eq(1)
             with m.If(we):
+                m.d.sync += bus.ack.eq(1)
                 with m.If(adr == CSR.CTRL):
                     m.d.sync += [core.start.eq(dat_w[0]), core.stop.eq(dat_w[1])]
                 for i in range(DESCRIPTOR_WORDS):
                     with m.If(adr == CSR.DESC + i):
                         m.d.sync += desc_words[i].eq(dat_w)
             with m.Else():
-                with m.Switch(adr):
-                    with m.Case(CSR.STATUS):
-                        m.d.sync += bus.dat_r.eq(Cat(core.busy, done, core.error != 0))
-                    with m.Case(CSR.ERROR):
-                        m.d.sync += bus.dat_r.eq(core.error)
-                    with m.Case(CSR.CONFIG):
-                        m.d.sync += bus.dat_r.eq(Cat(Const(self.cfg.p_ic, 8),
-                                                     Const(self.cfg.p_oc, 8)))
-                    for i in range(DESCRIPTOR_WORDS):
-                        with m.Case(CSR.DESC + i):
-                            m.d.sync += bus.dat_r.eq(desc_words[i])
-                    for i in range(len(COUNTERS)):
-                        with m.Case(CSR.COUNTERS + i):
-                            m.d.sync += bus.dat_r.eq(core.counters[i])
-                    with m.Default():
-                        m.d.sync += bus.dat_r.eq(0)
+                m.d.sync += reading.eq(1)  # a read is acknowledged with its data, a cycle later
+        self._read(m, pending & ~we, reading, adr, desc_words, core, done)
         return m
+
+    def _read(self, m, select, reading, adr, desc_words, core, done):
+        """CSR read in two registered steps (the read mux spans registers all over the chip):
+        on ``select`` within each group (descriptor words, counters, the rest), on ``reading``
+        between groups; ACK comes with the data."""
+        bus = self.csr
+        group = Signal(2)  # 0: none (reads 0), 1: descriptor, 2: counter, 3: status etc.
+        desc_word, counter, misc = Signal(32), Signal(32), Signal(32)
+        with m.If(select):
+            m.d.sync += [desc_word.eq(desc_words[(adr - CSR.DESC)[:4]]),
+                         counter.eq(core.counters[adr[:3]]), group.eq(0)]
+            with m.Switch(adr):
+                with m.Case(CSR.STATUS):
+                    m.d.sync += [misc.eq(Cat(core.busy, done, core.error != 0)), group.eq(3)]
+                with m.Case(CSR.ERROR):
+                    m.d.sync += [misc.eq(core.error), group.eq(3)]
+                with m.Case(CSR.CONFIG):
+                    m.d.sync += [misc.eq(Cat(Const(self.cfg.p_ic, 8), Const(self.cfg.p_oc, 8))),
+                                 group.eq(3)]
+                for i in range(DESCRIPTOR_WORDS):
+                    with m.Case(CSR.DESC + i):
+                        m.d.sync += group.eq(1)
+                for i in range(len(COUNTERS)):
+                    with m.Case(CSR.COUNTERS + i):
+                        m.d.sync += group.eq(2)
+        with m.If(reading):
+            m.d.sync += [bus.ack.eq(1), bus.dat_r.eq(Array([0, desc_word, counter, misc])[group])]
