@@ -51,10 +51,19 @@ class Multiplier(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         if getattr(platform, "family", None) == "ecp5":
-            a18, b18, p36 = Signal(signed(18)), Signal(signed(18)), Signal(signed(36))
-            m.d.comb += [a18.eq(self.a), b18.eq(self.b), self.p.eq(p36)]
-            ports = {f"i_A{i}": a18[i] for i in range(18)}
-            ports.update({f"i_B{i}": b18[i] for i in range(18)})
+            # The operands sit in the top bits of the 18-bit ports, zeros below: the slice's
+            # sign bit (A17, B17) is then the operand's own sign bit, no routed sign extension
+            # is needed, and the zero bits are tied inside the DSP tile (nextpnr-ecp5 ties the
+            # constant A/B/C data inputs there; each sign-extension bit would be a routed pin:
+            # 2 × 10 per int8 × int8 slice, 2,880 pins over the 144 slices of the MAC array).
+            # The product, scaled by 2**(shift_a + shift_b), is then the top of P.
+            shift_a, shift_b = 18 - len(self.a), 18 - len(self.b)
+            p36 = Signal(signed(36))
+            m.d.comb += self.p.eq(p36[shift_a + shift_b:])
+            ports = {f"i_A{i}": self.a[i - shift_a] if i >= shift_a else Const(0, 1)
+                     for i in range(18)}
+            ports.update({f"i_B{i}": self.b[i - shift_b] if i >= shift_b else Const(0, 1)
+                          for i in range(18)})
             ports.update({f"i_C{i}": Const(0, 1) for i in range(18)})
             ports.update({f"o_P{i}": p36[i] for i in range(36)})
             clocked = {f"p_REG_{reg}_CLK": "CLK0"

@@ -2,7 +2,9 @@
 
 import numpy as np
 import pytest
+from amaranth import Cat, Module, Signal, signed
 from amaranth.back import rtlil
+from amaranth.hdl import Fragment
 from amaranth.sim import Simulator
 
 from hdl.dsp import MULT_LATENCY, Multiplier
@@ -67,6 +69,46 @@ def test_multiplier_on_ecp5_is_one_fully_registered_mult18x18d():
     for reg in ("INPUTA", "INPUTB", "PIPELINE", "OUTPUT"):
         assert f'parameter \\REG_{reg}_CLK "CLK0"' in text, reg
     assert "$mul" not in text
+
+
+def _with_slice_model(mult):
+    """``mult`` elaborated for the ECP5 with its MULT18X18D replaced by the slice's documented
+    function (Ref: Lattice TN1267, "MULT18X18D": SIGNEDA/SIGNEDB high make A and B 18-bit two's
+    complement, P = A × B, 36 bits; with REG_INPUT*, REG_PIPELINE and REG_OUTPUT clocked it is
+    three registers deep), wired to the very expressions the RTL connects to the slice's pins."""
+    frag = Fragment.get(mult, ECP5Target())
+    [(inst, _name, _loc)] = frag.subfragments
+    pins = {name: value for name, (value, _dir) in inst.ports.items()}
+    assert inst.type == "MULT18X18D"
+    assert {pin: pins[pin].value for pin in ("SIGNEDA", "SIGNEDB", "CE0", "RST0", "SOURCEA",
+                                             "SOURCEB")} == {
+        "SIGNEDA": 1, "SIGNEDB": 1, "CE0": 1, "RST0": 0, "SOURCEA": 0, "SOURCEB": 0}
+    m = Module()
+    a_q, b_q = Signal(signed(18)), Signal(signed(18))
+    pipe, out = Signal(signed(36)), Signal(signed(36))
+    m.d.sync += [a_q.eq(Cat(*(pins[f"A{i}"] for i in range(18)))),
+                 b_q.eq(Cat(*(pins[f"B{i}"] for i in range(18)))),
+                 pipe.eq(a_q * b_q), out.eq(pipe)]
+    m.d.comb += Cat(*(pins[f"P{i}"] for i in range(36))).eq(out)
+    frag.subfragments.clear()
+    frag.add_subfragment(Fragment.get(m, None), "slice_model")
+    return frag
+
+
+@pytest.mark.parametrize("a_width, b_width", [(8, 8), (17, 16), (18, 18), (3, 5)])
+def test_multiplier_pins_on_ecp5_compute_the_signed_product(a_width, b_width):
+    """The operand and product bits as wired to the slice (top-aligned operands, the product
+    read from the top of P) give ``a · b`` after :data:`MULT_LATENCY` cycles, extremes included."""
+    rng = np.random.default_rng(a_width * 100 + b_width)
+    dut = Multiplier(a_width, b_width)
+    lo_a, lo_b = -(1 << (a_width - 1)), -(1 << (b_width - 1))
+    a = [lo_a, lo_a, -lo_a - 1, 0, -1, *rng.integers(lo_a, -lo_a, size=40)]
+    b = [lo_b, -lo_b - 1, lo_b, 7 % -lo_b, -1, *rng.integers(lo_b, -lo_b, size=40)]
+    got = _stream(_with_slice_model(dut),
+                  [[(dut.a, int(u)), (dut.b, int(v))] for u, v in zip(a, b, strict=True)],
+                  MULT_LATENCY, lambda ctx: int(ctx.get(dut.p)))
+    for k, (u, v) in enumerate(zip(a, b, strict=True)):
+        assert got[k] == int(u) * int(v), f"cycle {k}: {u} * {v}: got {got[k]}"
 
 
 def test_multiplier_refuses_operands_wider_than_a_slice():
