@@ -1,7 +1,7 @@
 """Maxpool after requantization (docs/fixed-point.md §5): the accumulator-bank walk in output
 order, and the running max over a window."""
 
-from amaranth import Module, Mux, Signal, signed
+from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -25,8 +25,14 @@ class PoolWalker(wiring.Component):
     for positions past the bottom or right edge (they must never win). The bank holds conv rows
     from ``c0`` on, ``width`` pixels each: ``addr = (cy - c0)·width + cx``.
 
-    ``start`` rewinds to the first position; ``done`` is ``step`` at the last one. Inputs must be
-    stable between ``start`` and ``done``.
+    ``start`` rewinds to the first position and takes the inputs: they are read at ``start``
+    only. ``done`` is ``step`` at the last position.
+
+    Every decision is a registered flag or a compare of two bits, and every address one adder
+    from registers (the 125 MHz budget, ``docs/engine.md``): the loops count down to registered
+    "last" flags, whose next values are computed one step ahead; the rows and columns a window
+    reaches are tracked with their in-map flags (``cy < height`` for ``dy`` = 0 and 1, likewise
+    ``cx``) instead of being compared after the additions.
     """
 
     def __init__(self, *, n_sub):
@@ -40,45 +46,77 @@ class PoolWalker(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        py, px = Signal(16), Signal(16)  # output row within the tile, output column
-        rowbase = Signal(24)  # (py·s)·width
-        col = Signal(16)  # px·s
+        # The layer's walk, latched at start.
+        pooled, step2, up = Signal(), Signal(), Signal()
+        j_last, width, height, c0 = Signal(2), Signal(16), Signal(16), Signal(16)
+        cols_m1, rows_m1 = Signal(16), Signal(16)
+        is_pool = self.pool != Pool.NONE
+        with m.If(self.start):
+            m.d.sync += [
+                pooled.eq(is_pool), step2.eq(self.pool == Pool.P2S2), up.eq(self.upsample),
+                j_last.eq(Mux(is_pool | self.out_int32, 3, Mux(self.upsample, 1, 0))),
+                width.eq(self.width), height.eq(self.height), c0.eq(self.c0),
+                cols_m1.eq(self.out_width - 1), rows_m1.eq(self.rows - 1),
+            ]
+        stride = Mux(step2, 2, 1)
+        # Counters: columns and rows left (counting down to the "last" flags), the conv column
+        # and row a window starts at (cx, cy) with their in-map flags (bit d: cx + d < width,
+        # cy + d < height), cx + 1, and the bank addresses of conv rows cy and cy + 1.
+        cols_left, rows_left = Signal(16), Signal(16)
+        col_last, row_last = Signal(), Signal()
+        cx, cx1, cy = Signal(16), Signal(16), Signal(16)
+        cx_in, cy_in = Signal(2), Signal(2)
+        row_addr, next_row_addr = Signal(24), Signal(24)
         rep = Signal()  # upsample: the second walk of output row py
-        pooled = self.pool != Pool.NONE
-        step2 = self.pool == Pool.P2S2
-        up = self.upsample
-        j_last = Mux(pooled | self.out_int32, 3, Mux(up, 1, 0))
-        dy = Mux(pooled, self.j[1], 0)
-        dx = Mux(pooled, self.j[0], 0)
-        cy = self.c0 + Mux(step2, py << 1, py) + dy
-        cx = col + dx
+        dy = pooled & self.j[1]
+        dx = pooled & self.j[0]
         pix_end = self.j == j_last
-        row_end = px == self.out_width - 1
-        row_done = row_end & (rep | ~up)
-        tile_end = row_done & (py == self.rows - 1)
+        row_done = col_last & (rep | ~up)
+        tile_end = row_done & row_last
         m.d.comb += [
-            self.addr.eq(rowbase + Mux(dy, self.width, 0) + cx),
-            self.pos.eq((cy < self.height) & (cx < self.width)),
+            self.addr.eq(Mux(dy, next_row_addr, row_addr) + Mux(dx, cx1, cx)),
+            self.pos.eq(cy_in.bit_select(dy, 1) & cx_in.bit_select(dx, 1)),
             self.first.eq((self.j == 0) | up),
             self.last.eq(pix_end | up),
             self.done.eq(self.step & pix_end & tile_end & (self.sub == self.n_sub - 1)),
         ]
+
+        def first_column(cols_m1, width):
+            return [cols_left.eq(cols_m1), col_last.eq(cols_m1 == 0), cx.eq(0), cx1.eq(1),
+                    cx_in.eq(Cat(width > 0, width > 1))]
+
+        def first_row(rows_m1, c0, width, height):
+            return [rows_left.eq(rows_m1), row_last.eq(rows_m1 == 0), cy.eq(c0),
+                    cy_in.eq(Cat(c0 < height, c0 + 1 < height)),
+                    row_addr.eq(0), next_row_addr.eq(width)]
+
         with m.If(self.start):
-            m.d.sync += [self.sub.eq(0), py.eq(0), px.eq(0), self.j.eq(0), rowbase.eq(0),
-                         col.eq(0), rep.eq(0)]
+            m.d.sync += [self.sub.eq(0), self.j.eq(0), rep.eq(0),
+                         *first_column(self.out_width - 1, self.width),
+                         *first_row(self.rows - 1, self.c0, self.width, self.height)]
         with m.Elif(self.step):
             m.d.sync += self.j.eq(self.j + 1)
             with m.If(pix_end):
-                m.d.sync += [self.j.eq(0), px.eq(px + 1), col.eq(col + Mux(step2, 2, 1))]
-                with m.If(row_end):
-                    m.d.sync += [px.eq(0), col.eq(0)]
+                m.d.sync += [self.j.eq(0), cols_left.eq(cols_left - 1),
+                             col_last.eq(cols_left == 1), cx.eq(cx + stride),
+                             cx1.eq(cx1 + stride),
+                             cx_in.eq(Cat(cx + stride < width, cx1 + stride < width))]
+                with m.If(col_last):
+                    m.d.sync += first_column(cols_m1, width)
                     with m.If(row_done):
-                        m.d.sync += [rep.eq(0), py.eq(py + 1),
-                                     rowbase.eq(rowbase + Mux(step2, self.width << 1, self.width))]
+                        row_step = Mux(step2, width << 1, width)
+                        m.d.sync += [
+                            rep.eq(0), rows_left.eq(rows_left - 1), row_last.eq(rows_left == 1),
+                            cy.eq(cy + stride),
+                            cy_in.eq(Cat(cy + stride < height, cy + stride + 1 < height)),
+                            row_addr.eq(row_addr + row_step),
+                            next_row_addr.eq(next_row_addr + row_step),
+                        ]
                     with m.Else():  # upsample: the same output row again, for row 2·py + 1
                         m.d.sync += rep.eq(1)
                     with m.If(tile_end):
-                        m.d.sync += [py.eq(0), rowbase.eq(0), self.sub.eq(self.sub + 1)]
+                        m.d.sync += [*first_row(rows_m1, c0, width, height),
+                                     self.sub.eq(self.sub + 1)]
         return m
 
 

@@ -81,8 +81,8 @@ class Drain(wiring.Component):
         og = Signal(8)
         slot = Signal()
         flush = Signal(range(REQUANT_LATENCY + 5))
-        # Output rows of this tile, registered: p0 changes at the end of FLUSH and the walk
-        # starts from WAIT, one cycle later at the earliest.
+        # Output rows of this tile, registered: p0 changes at the end of FLUSH and the walker
+        # takes `rows` in START, two cycles later at the earliest.
         rows = Signal(16)
         m.d.sync += rows.eq(min_of(d.tile_rows, d.out_height - p0))
         m.d.comb += [
@@ -97,8 +97,10 @@ class Drain(wiring.Component):
         with m.FSM():
             with m.State("WAIT"):
                 with m.If(self.run & (p0 < d.out_height) & self.full.bit_select(slot, 1)):
-                    m.d.comb += pw.start.eq(1)
-                    m.next = "RUN"
+                    m.next = "START"
+            with m.State("START"):  # `rows` has seen this tile's p0 and the descriptor
+                m.d.comb += pw.start.eq(1)
+                m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += self.draining.eq(1)
                 with m.If((og * n_sub + pw.sub) >= d.out_groups):  # padding sub-group
