@@ -325,7 +325,9 @@ def _simulate(d: dict, cfg: EngineConfig, perf: PerfConfig) -> tuple[int, int, i
             start = _START
             if p:
                 yield _known(pass_start, p - 1)
-                start = pass_start[p - 1] + 1
+                # the shadow refills from the cycle the MAC array takes the previous pass's
+                # weights: its first pixel at X, three cycles after its start
+                start = pass_start[p - 1] + 3
             prev = start - 1
             for b in range(p * cfg.p_oc, (p + 1) * cfg.p_oc):
                 yield _known(wbeat_ready, b)

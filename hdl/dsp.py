@@ -26,25 +26,35 @@ class Multiplier(wiring.Component):
     registers is elaborated, so simulation is cycle-exact with the hardware. The registers are
     never reset: a multiplier holds data, and its users tag validity alongside.
 
+    With ``b_hold``, the B input register takes ``b`` only in cycles with ``b_en`` high and
+    holds it otherwise (the slice's ``REG_INPUTB_CE`` on its own clock enable, ``CE1``): an
+    operand that stays for many products (a weight) then needs no fabric register of its own.
+
     Parameters
     ----------
     a_width, b_width : int
         Signed operand widths, 1 to 18 each (one 18 × 18 slice).
+    b_hold : bool
 
     Attributes
     ----------
     a : In(signed(a_width))
     b : In(signed(b_width))
+    b_en : In(1)
+        Only with ``b_hold``: the B input register takes ``b`` at the end of this cycle.
     p : Out(signed(a_width + b_width))
-        The product of ``a`` and ``b`` presented :data:`MULT_LATENCY` cycles earlier.
+        ``a`` presented :data:`MULT_LATENCY` cycles earlier times ``b`` presented as many cycles
+        earlier (with ``b_hold``: the last ``b`` taken by then).
     """
 
-    def __init__(self, a_width, b_width):
+    def __init__(self, a_width, b_width, *, b_hold=False):
         for name, width in (("a_width", a_width), ("b_width", b_width)):
             if not isinstance(width, int) or not 1 <= width <= 18:
                 raise ValueError(f"{name} must be an integer from 1 to 18, not {width!r}")
+        self.b_hold = b_hold
         super().__init__({
             "a": In(signed(a_width)), "b": In(signed(b_width)),
+            **({"b_en": In(1)} if b_hold else {}),
             "p": Out(signed(a_width + b_width)),
         })
 
@@ -68,6 +78,8 @@ class Multiplier(wiring.Component):
             ports.update({f"o_P{i}": p36[i] for i in range(36)})
             clocked = {f"p_REG_{reg}_CLK": "CLK0"
                        for reg in ("INPUTA", "INPUTB", "PIPELINE", "OUTPUT")}
+            if self.b_hold:
+                clocked.update(p_REG_INPUTB_CE="CE1", i_CE1=self.b_en)
             m.submodules.mult = Instance(
                 "MULT18X18D", **clocked, p_GSR="DISABLED",
                 i_CLK0=ClockSignal(), i_CE0=Const(1, 1), i_RST0=Const(0, 1),
@@ -77,7 +89,9 @@ class Multiplier(wiring.Component):
             a_q = Signal.like(self.a, reset_less=True)
             b_q = Signal.like(self.b, reset_less=True)
             pipe = Signal.like(self.p, reset_less=True)
-            m.d.sync += [a_q.eq(self.a), b_q.eq(self.b),  # input registers
+            m.d.sync += [a_q.eq(self.a),  # input registers
                          pipe.eq(a_q * b_q),  # pipeline register
                          self.p.eq(pipe)]  # output register
+            with m.If(self.b_en if self.b_hold else 1):
+                m.d.sync += b_q.eq(self.b)
         return m

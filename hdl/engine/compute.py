@@ -23,9 +23,10 @@ class Compute(wiring.Component):
     its bank is ``bank_free``. Pipeline: A (window generator → buffer address) → B (buffer read)
     → X (operands registered: the pad value or the buffer word, and the weights) → the MAC array
     (:func:`mac_latency`) → the ``acc`` beat; ``read`` names the same pixel
-    :data:`~hdl.engine.accum.ACC_READ_LEAD` cycles earlier. The weights of a pass go shadow →
-    ``active`` (the cycle after the pass starts) → ``active_x`` (the next), meeting its first
-    pixel at X; the shadow refills from the stream meanwhile.
+    :data:`~hdl.engine.accum.ACC_READ_LEAD` cycles earlier. The weights of a pass wait in the
+    shadow register until its first pixel is at X, three cycles after the start; the MAC array
+    then takes them into the multipliers' own registers (``w_load``) and the shadow refills
+    from the stream.
 
     The data registers are never reset; ``clear`` (a layer start) resets the sequencing.
 
@@ -94,17 +95,22 @@ class Compute(wiring.Component):
         # later); true at a layer start, since every layer has a pixel.
         more = Signal(init=1)
         ctrl.d.sync += more.eq(c0w < d.in_plane)
+        m.submodules.mac = mac = MacArray(p_ic, p_oc)
+        start = Signal()
+        # The shadow holds the next pass's weights once it is valid and no start is still
+        # waiting to hand it to the array.
+        handing_over = self._weights(m, ctrl, start, shadow_valid, mac)
         m.d.comb += [self.more.eq(more),
                      self.input_ready.eq(self.slot_full.bit_select(islot, 1)),
-                     self.weights_ready.eq(shadow_valid)]
-        can_start = (self.more & self.input_ready & shadow_valid
+                     self.weights_ready.eq(shadow_valid & ~handing_over)]
+        can_start = (self.more & self.input_ready & shadow_valid & ~handing_over
                      & (~first | self.bank_free.bit_select(bslot, 1)))
         # the running pass: the window generator walks the pixels; these tag it
         m.submodules.window = wg = ResetInserter(self.clear)(WindowGen(min_pass=cfg.min_pass))
         r_first, r_lastk, r_lastog, r_islot, r_bslot = (Signal(name=f"r_{n}") for n in
                                                         ("first", "lastk", "lastog", "islot",
                                                          "bslot"))
-        start = (~wg.running | wg.end) & self.run & can_start
+        m.d.comb += start.eq((~wg.running | wg.end) & self.run & can_start)
         m.d.comb += [
             wg.start.eq(start), wg.k3.eq(k3), wg.ky.eq(ky), wg.kx.eq(kx), wg.width.eq(d.width),
             wg.height.eq(d.height), wg.c0.eq(c0), wg.npix.eq(npix),
@@ -129,7 +135,6 @@ class Compute(wiring.Component):
                         with ctrl.If(og == d.og_passes - 1):
                             ctrl.d.sync += [og.eq(0), c0.eq(c0 + d.tile_conv_rows),
                                             c0w.eq(c0w + d.tile_pix)]
-        self._weights(m, ctrl, start, shadow_valid)
         # A → B: the buffer read; the pixel's tag travels beside the data from here on
         m.d.comb += self.buf_addr.eq(Cat(wg.addr[:len(self.buf_addr) - 1], r_islot))
         tag = Signal(data.StructLayout({"valid": 1, "first": 1, "last": 1, "bank": 1,
@@ -141,8 +146,7 @@ class Compute(wiring.Component):
         # input registers follow, so only routing lies between these and the multiplier).
         x_vec = Signal(data.ArrayLayout(signed(8), p_ic), reset_less=True)
         m.d.sync += x_vec.eq(Mux(b_pad, Cat(*[d.pad_value] * p_ic), self.buf_data))
-        m.submodules.mac = mac = MacArray(p_ic, p_oc)
-        m.d.comb += [mac.x.eq(x_vec), mac.w.eq(self._active_x)]
+        m.d.comb += mac.x.eq(x_vec)
         tags = [tag]  # tags[k]: the tag of the pixel whose operands were at X k - 1 cycles ago
         for k in range(mac_latency(p_ic) + 1):
             tag_q = Signal.like(tag, name=f"tag_x{k}")
@@ -158,26 +162,26 @@ class Compute(wiring.Component):
         ]
         return m
 
-    def _weights(self, m, ctrl, start, shadow_valid):
-        """Shadow register: ``p_oc`` beats of the stream; taken by ``active`` the cycle after a
-        pass starts, and by ``active_x`` (at X with the pass's first pixel) the next."""
+    def _weights(self, m, ctrl, start, shadow_valid, mac):
+        """Shadow register: ``p_oc`` beats of the stream, held until the MAC array takes them
+        with the pass's first pixel at X (``load``: the start delayed by three cycles, the
+        A → B → X pipeline); it refills from that cycle on."""
         p_ic, p_oc = self.cfg.p_ic, self.cfg.p_oc
         w_layout = data.ArrayLayout(data.ArrayLayout(signed(8), p_ic), p_oc)
-        shadow, active, self._active_x = (Signal(w_layout, name=n, reset_less=True)
-                                          for n in ("shadow", "active", "active_x"))
+        shadow = Signal(w_layout, reset_less=True)
         fill = Signal(range(p_oc))
-        swap = Signal()
-        m.d.comb += self.weights.ready.eq(~shadow_valid)
+        started = Signal(3)  # the start, delayed by 1, 2 and 3 cycles
+        ctrl.d.sync += started.eq(Cat(start, started[:2]))
+        load = started[2]
+        m.d.comb += [mac.w.eq(shadow), mac.w_load.eq(load),
+                     self.weights.ready.eq(~shadow_valid | load)]
         pop = self.weights.valid & self.weights.ready
         with m.If(pop):
             m.d.sync += shadow.as_value().word_select(fill, p_ic * 8).eq(self.weights.payload)
+        with ctrl.If(load):
+            ctrl.d.sync += shadow_valid.eq(0)
         with ctrl.If(pop):
             ctrl.d.sync += fill.eq(fill + 1)
             with ctrl.If(fill == p_oc - 1):
                 ctrl.d.sync += [fill.eq(0), shadow_valid.eq(1)]
-        ctrl.d.sync += swap.eq(start)
-        with ctrl.If(start):
-            ctrl.d.sync += shadow_valid.eq(0)
-        with m.If(swap):
-            m.d.sync += active.eq(shadow)
-        m.d.sync += self._active_x.eq(active)
+        return started.any()

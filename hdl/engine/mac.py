@@ -19,7 +19,9 @@ class MacArray(wiring.Component):
     """``sums[o] = Σ_i w[o][i] · x[i]`` for ``o < p_oc``, one set per cycle (no backpressure).
 
     Every product has its own :class:`~hdl.dsp.Multiplier` (one MULT18X18D: nextpnr-ecp5 has no
-    MULT9X9D, so two int8 products never share a slice). The ``p_ic`` products of an output
+    MULT9X9D, so two int8 products never share a slice). The weights live in the multipliers'
+    B input registers, taken from ``w`` in cycles with ``w_load`` high: a weight set stays for a
+    whole pass, so it needs no fabric register beside the slices. The ``p_ic`` products of an output
     channel are summed by a binary adder tree with a register after every level: one carry chain
     of at most ``16 + levels`` bits per cycle. Results are exact: the sum width grows one bit per
     level (|product| ≤ 2**14, so ``p_ic`` of them fit ``16 + levels`` bits signed).
@@ -34,8 +36,12 @@ class MacArray(wiring.Component):
         Input lanes.
     w : In(ArrayLayout(ArrayLayout(signed(8), p_ic), p_oc))
         Weights, ``w[o][i]``.
+    w_load : In(1)
+        The array takes ``w`` at the end of this cycle: it multiplies the ``x`` presented in this
+        cycle and after by it.
     sums : Out(ArrayLayout(signed(16 + levels), p_oc))
-        The dot products of the ``x`` and ``w`` presented :func:`mac_latency` cycles earlier.
+        The dot products of the ``x`` presented :func:`mac_latency` cycles earlier and the
+        weights taken before it.
     """
 
     def __init__(self, p_ic, p_oc):
@@ -46,7 +52,7 @@ class MacArray(wiring.Component):
         self.levels = (p_ic - 1).bit_length()
         super().__init__({
             "x": In(data.ArrayLayout(signed(8), p_ic)),
-            "w": In(data.ArrayLayout(data.ArrayLayout(signed(8), p_ic), p_oc)),
+            "w": In(data.ArrayLayout(data.ArrayLayout(signed(8), p_ic), p_oc)), "w_load": In(1),
             "sums": Out(data.ArrayLayout(signed(16 + self.levels), p_oc)),
         })
 
@@ -55,9 +61,10 @@ class MacArray(wiring.Component):
         for o in range(self.p_oc):
             terms = []
             for i in range(self.p_ic):
-                mult = Multiplier(8, 8)
+                mult = Multiplier(8, 8, b_hold=True)
                 m.submodules[f"mult_{o}_{i}"] = mult
-                m.d.comb += [mult.a.eq(self.w[o][i]), mult.b.eq(self.x[i])]
+                m.d.comb += [mult.a.eq(self.x[i]), mult.b.eq(self.w[o][i]),
+                             mult.b_en.eq(self.w_load)]
                 terms.append(mult.p)
             # Adder tree: level k adds pairs into registers one bit wider; an odd term out
             # is delayed by one register so every path has the same latency. The last level's
