@@ -363,7 +363,11 @@ class BoardDriver:
                               f"area ({DRIVER_AREA - _RECORDS_OFFSET} bytes)")
         frame = Frame()
         layers = range(count) if read_all else [i for i in program.outputs if i < count]
-        regions = [program.segments[program.layers[i].output_segment] for i in layers]
+        # Layers that write parts of one segment (a channel-split layer, a route's concatenation
+        # written in place) share it: fill and read it once, not once per layer (YOLOv3-tiny's
+        # read_all would otherwise move 0.9 MB twice more per frame).
+        segments = dict.fromkeys(program.layers[i].output_segment for i in layers)
+        regions = [program.segments[s] for s in segments]
 
         with self._phase(frame, "upload"):
             seg = program.segments[program.layers[0].input_segment]

@@ -15,10 +15,17 @@ import time
 from functools import partial
 from pathlib import Path
 
-__all__ = ["bench_report", "cmd_run", "register_cli"]
+__all__ = ["bench_report", "cmd_run", "register_cli", "sim_run_timeout"]
 
 #: Wall seconds per bridge frame on the simulated board (the simulation is slower than a wire).
 SIM_FRAME_TIMEOUT = 60.0
+#: Wall seconds the sequencer may take on the simulated board unless ``--timeout`` says.
+SIM_RUN_TIMEOUT = 600.0
+#: The slowest the board cosimulation is expected to run, in engine cycles per wall second: a
+#: program predicted to need longer than :data:`SIM_RUN_TIMEOUT` at this speed gets a longer
+#: default timeout. Measured: about 180,000 with the pump idle on two cores shared with other
+#: jobs; this allows a ninefold slowdown before a healthy run is called stuck.
+SIM_ENGINE_CYCLES_PER_S = 20_000
 
 
 def register_cli(subparsers) -> None:
@@ -62,7 +69,8 @@ def register_cli(subparsers) -> None:
                         help="compile without buffer reuse, read back every layer's output and "
                              "compare it bit for bit with the golden model")
     parser.add_argument("--timeout", type=float, metavar="S",
-                        help="wall seconds the sequencer may take (default 10, --sim 600)")
+                        help="wall seconds the sequencer may take (default 10; --sim: 600, "
+                             "more for a program predicted to take longer on the simulator)")
     parser.add_argument("--watchdog-ms", type=float, default=WATCHDOG_MS, metavar="MS",
                         help="stop a layer that makes no progress on the memory bus for this "
                              f"long, in engine-clock milliseconds (default {WATCHDOG_MS:g}; 0: "
@@ -172,12 +180,19 @@ def _run(args, link, qnet, names, images, sim, say, out):
     from model.pipeline import decode_engine_output, prepare_input
     from owlet.cli import detection_lines, detections_doc
 
-    timeout = args.timeout or (600.0 if sim else 10.0)
+    timeout = args.timeout or (SIM_RUN_TIMEOUT if sim else 10.0)
     driver = BoardDriver(link, args.board, sim_core=sim, timeout_s=timeout,
                          watchdog_ms=args.watchdog_ms, say=say, progress=sys.stderr.isatty())
     driver.connect()
     program = compile_network(qnet, driver.cfg, reuse=not args.check,
                               memory_size=driver.memory_size)
+    if sim and not args.timeout:
+        # A fixed wall timeout would stop a large network's healthy run on the simulator (the
+        # real YOLOv3-tiny needs minutes there); a real board runs it in about a second.
+        driver.timeout_s = sim_run_timeout(program, driver.engine_mhz)
+        if driver.timeout_s > SIM_RUN_TIMEOUT:
+            say(f"owlet run: --sim: the sequencer may take up to {driver.timeout_s:.0f} s for "
+                f"this program (--timeout to change it)")
     driver.init_dram()
     t, sent = time.perf_counter(), driver.counter.sent
     uploaded = driver.load(program)
@@ -222,6 +237,30 @@ def _run(args, link, qnet, names, images, sim, say, out):
         for line in bench_report(frames, program, driver, once, sim, args.baud):
             say(line)
     return 1 if failures else 0
+
+
+def sim_run_timeout(program, engine_mhz: float) -> float:
+    """The default ``--timeout`` on the simulated board, in wall seconds.
+
+    Parameters
+    ----------
+    program : firmware.program.Program
+    engine_mhz : float
+        The engine clock of the board word.
+
+    Returns
+    -------
+    float
+        :data:`SIM_RUN_TIMEOUT`, or if longer the wall time of the engine cycles
+        :mod:`firmware.perf` predicts for ``program`` on the ULX3S's SDR memory at
+        :data:`SIM_ENGINE_CYCLES_PER_S` (YOLOv3-tiny: about 54 M cycles, 45 minutes).
+    """
+    from firmware.perf import BOARD_MEMORY, PerfConfig, predict_program, program_cycles
+
+    perf = PerfConfig(clock_mhz=engine_mhz,
+                      ddr_bytes_per_cycle=BOARD_MEMORY["ulx3s"].bytes_per_cycle(engine_mhz))
+    cycles = program_cycles(predict_program(program, perf), program.config, perf)
+    return max(SIM_RUN_TIMEOUT, cycles / SIM_ENGINE_CYCLES_PER_S)
 
 
 def bench_report(frames, program, driver, once, sim, baud) -> list[str]:

@@ -4,8 +4,10 @@ and its refusals without one.
 The end-to-end test runs the command as a user would (a subprocess; ``--sim`` starts the board
 cosimulation, everything crosses the bridge) and holds it against the golden model: the JSON
 detections equal :func:`model.pipeline.infer_int8`'s on the same quantized model and image,
-every layer's output is bit-exact (``--check``), and the ``--bench`` split is printed (about
-35 s, plus the Verilator build once per RTL change).
+every layer's output is bit-exact (``--check``), and the ``--bench`` split is printed. On the
+small default model, two frames (about 60 s, plus the Verilator build once per RTL change);
+``slow``: the real YOLOv3-tiny on dog.png, one frame (8.9 MB of weights uploaded a byte per
+cycle, 29 engine layers; about 40 minutes).
 """
 
 import json
@@ -17,11 +19,14 @@ import threading
 
 import pytest
 
+from firmware.compiler import compile_network
 from firmware.driver import BoardDriver, DriverError
 from firmware.link import ID_MAGIC, Cmd, Link, TcpTransport, encode_answer
+from hdl.descriptor import EngineConfig
+from model.darknet import load_darknet
 from model.pipeline import infer_int8, prepare_input
-from model.quant import QuantizedNetwork
-from model.zoo import DEFAULT_IMAGE, DEFAULT_QMODEL
+from model.quant import QuantizedNetwork, quantize_network
+from model.zoo import MODELS
 from owlet.cli import detections_doc, main
 
 
@@ -30,23 +35,51 @@ def _owlet(*args, timeout=900):
                           text=True, timeout=timeout)
 
 
-def test_owlet_run_sim_end_to_end(tmp_path):
-    proc = _owlet("run", "--sim", "--check", "--bench", "2", "--json", "--out", str(tmp_path),
-                  str(DEFAULT_IMAGE))
+def _golden_network(zoo):
+    """The quantized network ``owlet run --model`` runs, made here without the driver: the
+    zoo's ``<cfg>.npz`` if it has one, else the float network max-calibrated on its image."""
+    npz = zoo.cfg.with_suffix(".npz")
+    if npz.is_file():
+        return QuantizedNetwork.load(npz)
+    missing = [p for p in (zoo.cfg, zoo.weights) if not p.is_file()]
+    if missing:
+        pytest.fail(f"{missing[0]} is missing: run `make weights`", pytrace=False)
+    net = load_darknet(zoo.cfg, zoo.weights)
+    return quantize_network(net, [prepare_input(zoo.image, net.input_shape)[0]], "max")
+
+
+# (model, frames, subprocess timeout in s): two frames of the small model exercise the
+# upload-once path between frames; one of YOLOv3-tiny takes over half an hour already.
+@pytest.mark.parametrize("model, frames, timeout", [
+    pytest.param("owlet-tiny", 2, 900, id="owlet-tiny"),
+    pytest.param("yolov3-tiny", 1, 3 * 3600, id="yolov3-tiny", marks=pytest.mark.slow),
+])
+def test_owlet_run_sim_end_to_end(tmp_path, model, frames, timeout):
+    zoo = MODELS[model]
+    qnet = _golden_network(zoo)
+    proc = _owlet("run", "--sim", "--model", model, "--check", "--bench", str(frames), "--json",
+                  "--out", str(tmp_path), str(zoo.image), timeout=timeout)
     err = proc.stderr
-    assert proc.returncode == 0, err[-4000:]
-    qnet = QuantizedNetwork.load(DEFAULT_QMODEL)
-    x, size = prepare_input(DEFAULT_IMAGE, qnet.input_shape)
+    # A mismatch is reported by the command as "layer L (darknet D) frame F: channel, row,
+    # column at DRAM address: expected E, actual A" lines: show those before the log's tail.
+    mismatches = "\n".join(line for line in err.splitlines() if ": expected " in line
+                           or "values differ" in line)
+    assert proc.returncode == 0, f"{mismatches}\n...\n{err[-4000:]}"
+    x, size = prepare_input(zoo.image, qnet.input_shape)
     golden = json.loads(json.dumps(detections_doc(size, infer_int8(qnet, x, size).detections)))
     docs = [json.loads(line) for line in proc.stdout.splitlines()]
     assert docs == [golden], (proc.stdout, golden)  # stdout holds the JSON and nothing else
     assert golden["detections"], "the golden model finds nothing: a vacuous comparison"
-    assert json.loads((tmp_path / "shapes.json").read_text()) == golden
-    assert (tmp_path / "shapes.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    for k in range(2):
-        assert f"frame {k} (shapes.png): 6/6 layers bit-exact against the golden model" in err
+    stem = zoo.image.stem
+    assert json.loads((tmp_path / f"{stem}.json").read_text()) == golden
+    assert (tmp_path / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The simulated board's engine: P_ic 8 x P_oc 16 (sim.board_cosim.BoardSim's default).
+    layers = len(compile_network(qnet, EngineConfig(), reuse=False).layers)
+    for k in range(frames):
+        assert (f"frame {k} ({zoo.image.name}): {layers}/{layers} layers bit-exact against the "
+                "golden model") in err, mismatches or err[-4000:]
     assert "program uploaded" in err and "DRAM initialised through the bridge" in err
-    bench = err[err.index("bench: 2 frames"):]
+    bench = err[err.index(f"bench: {frames} frames"):]
     print(bench)
     for phase in ("upload", "compute", "download", "decode"):
         assert re.search(rf"^  {phase} +\d+\.\d+s +[\d,]+ +[\d,]+$", bench, re.M), phase
@@ -54,8 +87,9 @@ def test_owlet_run_sim_end_to_end(tmp_path):
                        bench)
     assert cycles and abs(int(cycles[1].replace(",", "")) / 1e5 - float(cycles[2])) < 1e-3
     assert re.search(r"frames/s on this link", bench)
-    assert len(re.findall(r"^ +\d +\d+(\+\d+)? +[\d,]+ +\d+\.\d{3} +\d+\.\d +\d+%$", bench,
-                          re.M)) == 6, bench
+    # One row per engine layer: index, darknet layers covered (0+1, 8, id+9), cycles, ms, MB/s.
+    assert len(re.findall(r"^ +\d+ +\w+(\+\d+)? +[\d,]+ +\d+\.\d{3} +\d+\.\d +\d+%$", bench,
+                          re.M)) == layers, bench
 
 
 def test_run_refuses_a_board_it_cannot_be(capsys):
