@@ -274,7 +274,7 @@ def bench_report(frames, program, driver, once, sim, baud) -> list[str]:
     n, mhz = len(frames), driver.engine_mhz
     uploaded, up_s, up_bytes = once
     where = "the simulated board (wall times are the simulator's)" if sim else driver.board.name
-    lines = [f"bench: {n} frames on {where}, engine {mhz} MHz",
+    lines = [f"bench: {n} frame{'s' * (n != 1)} on {where}, engine {mhz} MHz",
              f"  program upload (once): {up_bytes:,} bytes on the link, {up_s:.2f} s"
              + ("" if uploaded else " (skipped: the board already held it)")]
 
@@ -291,7 +291,7 @@ def bench_report(frames, program, driver, once, sim, baud) -> list[str]:
         lines.append(f"  (--check: stale fill of every output, {mean('seconds', 'fill'):.3f} s "
                      "a frame, not counted)")
     wall = sum(mean("seconds", p) for p in ("upload", "compute", "download", "decode"))
-    lines.append(f"  total {wall:.3f} s a frame: {1 / wall:.2f} frames/s on this link")
+    lines.append(f"  total {wall:.3f} s a frame: {1 / wall:.3g} frames/s on this link")
     lines.append(f"  engine (CYCLES CSR): {np.mean(cycles):,.0f} cycles = {engine_s * 1e3:.3f} ms "
                  f"a frame at {mhz} MHz: {1 / engine_s:.1f} frames/s for the engine alone")
     line_bytes = sum(mean("sent", p) + mean("received", p)
