@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from amaranth import Cat, Module, Signal
+from amaranth import Cat, ClockDomain, ClockSignal, DomainRenamer, Module, ResetSignal, Signal
 from amaranth.back import verilog
 from amaranth.lib import wiring
 from amaranth.lib.wiring import Flow, In, Out
@@ -69,16 +69,23 @@ class TimingHarness(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.sequencer = seq = Sequencer(self.cfg)
+        # The reset pin reaches the design through two registers, as a board's reset does
+        # through its synchroniser: otherwise the pad and its routing to every reset flip-flop
+        # would be timed as one path.
+        m.domains.core = core = ClockDomain("core")
+        rst_q = Signal(2, init=0b11, reset_less=True)
+        m.d.sync += rst_q.eq(Cat(ResetSignal("sync"), rst_q[0]))
+        m.d.comb += [core.clk.eq(ClockSignal("sync")), core.rst.eq(rst_q[1])]
+        m.submodules.sequencer = seq = DomainRenamer("core")(Sequencer(self.cfg))
         inputs, outputs = [], []
         for _path, member, value in seq.signature.flatten(seq):
             (inputs if member.flow == Flow.In else outputs).append(value)
         width_in = sum(len(v) for v in inputs)
-        chain = Signal(width_in + 1)
+        chain = Signal(width_in + 1, reset_less=True)
         m.d.sync += chain.eq(Cat(self.sin, chain[:-1]))
         m.d.comb += Cat(*inputs).eq(chain[1:])
         captured = Cat(*outputs)
-        shift = Signal(len(captured))
+        shift = Signal(len(captured), reset_less=True)
         with m.If(chain[0]):
             m.d.sync += shift.eq(captured)
         with m.Else():

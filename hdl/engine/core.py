@@ -148,9 +148,16 @@ class EngineCore(wiring.Component):
                          loader.r.p.data.eq(r_beat.data), loader.r.p.last.eq(r_beat.last)]
         param_beats = 2 * p_oc
         params = Signal(data.ArrayLayout(cfg.data_width, 2 * param_beats), reset_less=True)
-        with top.If(lw.params.valid):  # data registers: not reset
-            top.d.sync += params.as_value().word_select(Cat(lw.params.p.index, lw.params.p.slot),
-                                                       cfg.data_width).eq(lw.params.p.data)
+        # The tables are 2·param_beats words of flip-flops read across the drain and the banks:
+        # a table beat takes a register of its own on its way there (R beat → table was 19.7 ns
+        # of routing alone in the routed 128-MAC build). Its group's first pass needs the bias
+        # no earlier than its weights, which follow the table in the same burst order.
+        p_beat = Signal.like(lw.params.p, reset_less=True)
+        p_valid = Signal()
+        m.d.sync += [p_beat.eq(lw.params.p), p_valid.eq(lw.params.valid)]
+        with top.If(p_valid):  # data registers: not reset
+            top.d.sync += params.as_value().word_select(Cat(p_beat.index, p_beat.slot),
+                                                       cfg.data_width).eq(p_beat.data)
 
         # ---- compute → accumulator banks → drain ------------------------------------------
         # Compute and the banks hold the wide data registers: they sit outside the reset
