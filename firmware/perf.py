@@ -238,9 +238,19 @@ def _simulate(d: dict, cfg: EngineConfig, perf: PerfConfig) -> tuple[int, int, i
         i1w = min(c1w + (width if k3 else 0), plane)
         tiles.append((c1w - c0w, i0w, i1w - i0w))
         c0w, c0 = c0w + d["tile_pix"], c0 + d["tile_conv_rows"]
-    loads = [(d["in_addr"] + (ig * plane + i0w) * _BEAT, beats)
-             for _, i0w, beats in tiles for _ in range(d["og_passes"])
-             for ig in range(d["in_groups"])]
+    # Input loads ("chunks": one input group of one tile), grouped into units that hold one half
+    # of the buffer (or all of it) until the compute unit releases them: resident, a unit is a
+    # tile's chunks, loaded once; streaming, every (tile, og, ig) is a unit of one chunk.
+    groups, passes = d["in_groups"], d["og_passes"]
+    resident = d["resident"]
+    loads, units = [], []
+    for _, i0w, beats in tiles:
+        for _og in range(1 if resident else passes):
+            for ig in range(groups):
+                if resident and ig == 0 or not resident:
+                    units.append(len(loads))
+                loads.append((d["in_addr"] + (ig * plane + i0w) * _BEAT, beats))
+    unit_gap = 1 if d["single_region"] else 2  # a unit waits for the release of unit u - gap
     ogs = [(t, og) for t in range(len(tiles)) for og in range(d["og_passes"])]
     passes_per_og = d["in_groups"] * kk
 
@@ -273,7 +283,7 @@ def _simulate(d: dict, cfg: EngineConfig, perf: PerfConfig) -> tuple[int, int, i
             hs = t0 + 1
             first = max(hs + perf.ddr_latency, read["next"])
             times = [first + int(i * spacing) for i in range(n)]
-            read["next"] = times[-1] + 1
+            read["next"] = first + int(n * spacing)  # the burst's last beat takes its share too
             read["bytes"] += n * _BEAT
             if kind == "weights":
                 wbeat_ready.extend(t + _R_REGISTER + _FIFO_LATENCY for t in times)
@@ -281,18 +291,21 @@ def _simulate(d: dict, cfg: EngineConfig, perf: PerfConfig) -> tuple[int, int, i
             last, free = client, t0 + 2
 
     def in_loader():
-        t = _START
+        t, u = _START, -1
         for j, (addr, beats) in enumerate(loads):
-            if j >= 2:
-                yield _known(slot_free, j - 2)
-                t = max(t, slot_free[j - 2])
+            if u + 1 < len(units) and units[u + 1] == j:  # a unit's first chunk claims it
+                u += 1
+                if u >= unit_gap:
+                    yield _known(slot_free, u - unit_gap)
+                    t = max(t, slot_free[u - unit_gap])
             yield t
             t += 4  # SLOT (claim), SPAN1, SPAN2, CALC -> BURST
             for n in _bursts(addr, beats, cfg.max_burst):
                 hs, last_beat = yield from grant_wait(0, t, n, "input")
                 t = hs + 2  # CALC -> BURST
             t -= 1  # the last burst returns to SLOT directly
-            slot_full.append(last_beat + 1 + _R_REGISTER)
+            # the chunk count, then the compute unit's registered "input ready" compare
+            slot_full.append(last_beat + 2 + _R_REGISTER)
 
     def w_loader():
         t, taken, credits = _START, 0, cfg.weight_fifo_depth
@@ -325,7 +338,9 @@ def _simulate(d: dict, cfg: EngineConfig, perf: PerfConfig) -> tuple[int, int, i
             start = _START
             if p:
                 yield _known(pass_start, p - 1)
-                start = pass_start[p - 1] + 1
+                # the refill waits for the previous set's swap into the array, at the pass's
+                # first pixel (A, the buffer address register, the buffer read)
+                start = pass_start[p - 1] + 4
             prev = start - 1
             for b in range(p * cfg.p_oc, (p + 1) * cfg.p_oc):
                 yield _known(wbeat_ready, b)
@@ -335,11 +350,11 @@ def _simulate(d: dict, cfg: EngineConfig, perf: PerfConfig) -> tuple[int, int, i
 
     def compute():
         end, mac_cycles, p = _START, 0, 0
-        for q, (tile, _) in enumerate(ogs):
+        for q, (tile, og) in enumerate(ogs):
             npix = tiles[tile][0]
             rlen = max(npix, cfg.min_pass)
-            for ig in range(d["in_groups"]):
-                j = q * d["in_groups"] + ig
+            for ig in range(groups):
+                j = (tile * groups + ig) if resident else q * groups + ig
                 yield _known(slot_full, j)
                 for kpos in range(kk):
                     yield _known(shadow_valid, p)
@@ -352,9 +367,11 @@ def _simulate(d: dict, cfg: EngineConfig, perf: PerfConfig) -> tuple[int, int, i
                     end = t + rlen
                     mac_cycles += rlen
                     p += 1
-                slot_free.append(end + 1)
-            # pipeline A, B, X, the MAC array, S, W: the bank is FULL after the last write
-            bank_full.append(end - rlen + npix + 4 + mac_latency(cfg.p_ic))
+                if not resident or (og == passes - 1 and ig == groups - 1):
+                    slot_free.append(end + 1)  # the unit's last pass released it
+            # pipeline A, the registered buffer address, the buffer read and its registered bank
+            # mux, X, the MAC array, S, W: the bank is FULL after the last write
+            bank_full.append(end - rlen + npix + 6 + mac_latency(cfg.p_ic))
         done["mac_cycles"] = mac_cycles
 
     out_w, out_h = d["out_width"], d["out_height"]
