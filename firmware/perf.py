@@ -251,6 +251,9 @@ def _simulate(d: dict, cfg: EngineConfig, perf: PerfConfig) -> tuple[int, int, i
                     units.append(len(loads))
                 loads.append((d["in_addr"] + (ig * plane + i0w) * _BEAT, beats))
     unit_gap = 1 if d["single_region"] else 2  # a unit waits for the release of unit u - gap
+    replay = d["weights_resident"]
+    # weight beats of a tile, the period of the replayed stream
+    total = passes * d["og_weight_beats"] if replay else 1 << 62
     ogs = [(t, og) for t in range(len(tiles)) for og in range(d["og_passes"])]
     passes_per_og = d["in_groups"] * kk
 
@@ -259,7 +262,7 @@ def _simulate(d: dict, cfg: EngineConfig, perf: PerfConfig) -> tuple[int, int, i
     wbeat_ready = []  # per weight beat: first cycle the shadow register can pop it
     pops = []  # cycle of every weight-FIFO pop
     shadow_valid, pass_start = [], []  # per pass
-    bank_full, og_free, drain_start = [], [], []  # per (tile, og)
+    bank_full, og_free, drain_start, table_ready = [], [], [], []  # per (tile, og)
     requests = {}  # client -> (request cycle, beats, on_grant)
     grants = {}
     read = {"bytes": 0, "next": 0}
@@ -310,7 +313,7 @@ def _simulate(d: dict, cfg: EngineConfig, perf: PerfConfig) -> tuple[int, int, i
     def w_loader():
         t, taken, credits = _START, 0, cfg.weight_fifo_depth
         woff = 0
-        for q, (_, og) in enumerate(ogs):
+        for q, (t_index, og) in enumerate(ogs):
             if og == 0:
                 woff = 0
             if q >= 2:
@@ -320,11 +323,15 @@ def _simulate(d: dict, cfg: EngineConfig, perf: PerfConfig) -> tuple[int, int, i
             t += 2  # SLOT, PCALC
             param_addr = d["param_addr"] + og * 2 * cfg.p_oc * _BEAT
             for n in _bursts(param_addr, 2 * cfg.p_oc, cfg.max_burst):
-                hs, _ = yield from grant_wait(1, t, n, "params")
+                hs, last_beat = yield from grant_wait(1, t, n, "params")
                 t = hs + 2  # PCALC or WCALC
+            table_ready.append(last_beat + 1 + _R_REGISTER)  # the slot's "table whole" flag
+            if replay and t_index:
+                t -= 1  # PARAMS returns to SLOT: the store replays the weights
+                continue
             for n in _bursts(d["w_addr"] + woff * _BEAT, d["og_weight_beats"], cfg.max_burst):
                 need = taken + n - credits  # pops needed before this burst fits the FIFO
-                if need > 0:
+                if need > 0 and not replay:
                     yield _known(pops, need - 1)
                     t = max(t, pops[need - 1] + 1)
                 hs, _ = yield from grant_wait(1, t, n, "weights")
@@ -343,6 +350,7 @@ def _simulate(d: dict, cfg: EngineConfig, perf: PerfConfig) -> tuple[int, int, i
                 start = pass_start[p - 1] + 4
             prev = start - 1
             for b in range(p * cfg.p_oc, (p + 1) * cfg.p_oc):
+                b %= total  # replayed: the first tile's beats, already in the store
                 yield _known(wbeat_ready, b)
                 prev = max(prev + 1, wbeat_ready[b])
                 pops.append(prev)
@@ -359,9 +367,12 @@ def _simulate(d: dict, cfg: EngineConfig, perf: PerfConfig) -> tuple[int, int, i
                 for kpos in range(kk):
                     yield _known(shadow_valid, p)
                     t = max(end, slot_full[j], shadow_valid[p])
-                    if ig == 0 and kpos == 0 and q >= 2:
-                        yield _known(og_free, q - 2)
-                        t = max(t, og_free[q - 2])
+                    if ig == 0 and kpos == 0:  # the bank, and its table for the bias
+                        yield _known(table_ready, q)
+                        t = max(t, table_ready[q])
+                        if q >= 2:
+                            yield _known(og_free, q - 2)
+                            t = max(t, og_free[q - 2])
                     yield t
                     pass_start.append(t)
                     end = t + rlen

@@ -74,6 +74,9 @@ class Descriptor(data.Struct):
     #: 1: the input buffer is one region (a resident tile too large for half of it: tiles are
     #: not double-buffered); 0: two halves, used alternately. Only with ``resident``.
     single_region: unsigned(1)
+    #: 1: the layer's weight stream (og_passes * og_weight_beats beats) is shorter than the
+    #: weight store: read from DDR for the first row tile only, replayed for the others.
+    weights_resident: unsigned(1)
 
 
 DESCRIPTOR_WORDS = (Descriptor.as_shape().size + 31) // 32
@@ -89,11 +92,16 @@ class EngineConfig:
 
     ``p_ic`` input channels (= bytes of one AXI beat) by ``p_oc`` output channels per cycle;
     ``acc_depth`` pixels per accumulator bank (two banks); ``ibuf_depth`` words (pixels of one
-    input-channel group) of the input buffer, a multiple of 2048 (one bank of eight 2K × 9
-    DP16KD); the planner uses it as two halves (double-buffered tiles) or, for a resident tile
-    larger than a half, as one region. The default, 11 banks (88 DP16KD), holds the largest
-    input map of tiny-YOLOv2-VOC and YOLOv3-tiny (13 × 13 × 1024 int8) resident, so that no
-    layer of either re-reads its input per output-channel group (``docs/engine.md``, tiling).
+    input-channel group) of the input buffer, even, and a multiple of 2048 (one bank of eight
+    2K × 9 DP16KD) or less; the planner uses it as two halves (double-buffered tiles) or, for a
+    resident tile larger than a half, as one region. The default, 11 banks (88 DP16KD), holds
+    the largest input map of tiny-YOLOv2-VOC and YOLOv3-tiny (13 × 13 × 1024 int8) resident, so
+    that no layer of either re-reads its input per output-channel group (``docs/engine.md``,
+    tiling).
+    ``weight_store_depth`` beats of the weight store: the replayed weights of a whole layer that
+    fits (``weights_resident``; 2048 holds those of tiny-YOLO's 208 × 208 layer, re-read 52
+    times otherwise), or a FIFO of which the weight loader fills at most ``weight_fifo_depth``
+    beats ahead (deeper, its bursts would crowd out the input loads at the start of a layer).
     ``min_pass`` is the shortest pass the accumulator read-modify-write pipeline allows;
     ``max_burst`` beats per AXI burst.
     """
@@ -103,6 +111,7 @@ class EngineConfig:
     acc_depth: int = 1024
     ibuf_depth: int = 11 * IBUF_BANK
     weight_fifo_depth: int = 512
+    weight_store_depth: int = 2048
     out_fifo_depth: int = 512
     max_burst: int = 128
     min_pass: int = 4
@@ -114,6 +123,8 @@ class EngineConfig:
             raise ValueError("p_ic must equal the bytes of one AXI beat")
         if self.p_oc % self.p_ic or self.p_oc & (self.p_oc - 1):
             raise ValueError("p_oc must be a power of two and a multiple of p_ic")
+        if not 0 < self.weight_fifo_depth <= self.weight_store_depth:
+            raise ValueError("weight_fifo_depth must be positive and at most weight_store_depth")
         bank = min(self.ibuf_depth, IBUF_BANK)
         if self.ibuf_depth < 2 or self.ibuf_depth % 2 or self.ibuf_depth % bank:
             raise ValueError(f"ibuf_depth must be even and at most or a multiple of {IBUF_BANK}")
@@ -268,6 +279,7 @@ def plan_layer(cfg, in_shape, out_channels, kernel, pool, out_int32, *, in_addr,
         out_plane=out_h * out_w * beats_pp, tile_out_beats=rows * out_w * beats_pp,
         og_weight_beats=og_weight_beats, upsample=int(upsample),
         resident=int(mode != Buffering.STREAM), single_region=int(mode == Buffering.SINGLE),
+        weights_resident=int(og_passes * og_weight_beats < cfg.weight_store_depth),
     )
     scale = 2 if upsample else 1
     return LayerPlan(fields, tuple(in_shape), out_channels, (h, w),

@@ -165,7 +165,8 @@ class EngineCore(wiring.Component):
             comp.desc.eq(d), comp.run.eq(run), comp.clear.eq(starting), banks.clear.eq(starting),
             comp.ready.eq(li.ready), li.release.eq(comp.release),
             li.rd_addr.eq(comp.buf_addr), comp.buf_data.eq(li.rd_data),
-            comp.bank_free.eq(banks.free), banks.claim.eq(comp.bank_claim),
+            # a group's first pass needs its bank and, for the bias, its requant table
+            comp.bank_free.eq(banks.free & lw.params_ready), banks.claim.eq(comp.bank_claim),
             drain.desc.eq(d), drain.run.eq(run), drain.params.eq(params),
             drain.full.eq(banks.full), banks.drained.eq(drain.free), lw.release.eq(drain.free),
             banks.drain_addr.eq(drain.bank_addr), drain.bank_data.eq(banks.drain_data),
