@@ -54,6 +54,7 @@ _R_REGISTER = 1  # read data is registered before it reaches the loaders
 _DRAIN_TO_FIFO = 3 + REQUANT_LATENCY
 _FLUSH = REQUANT_LATENCY + 5  # drain flush cycles
 _START = 2  # first cycle a unit acts: the cycle after launch resets the datapath
+_TAGS = 16  # bursts a loader may have outstanding (its tag FIFO)
 
 
 @dataclass(frozen=True)
@@ -268,10 +269,18 @@ def _simulate(d: dict, cfg: EngineConfig, perf: PerfConfig) -> tuple[int, int, i
     read = {"bytes": 0, "next": 0}
     done = {}
 
+    outstanding = {0: [], 1: []}  # per client: the last-beat cycle of every burst granted
+
     def grant_wait(client, t, n, kind):
+        ends = outstanding[client]
+        if len(ends) >= _TAGS:  # the tag FIFO is full until that burst's last beat arrives
+            t = max(t, ends[-_TAGS] + _R_REGISTER + 1)
+            yield t
         requests[client] = (t, n, kind)
         yield lambda: client in grants
-        return grants.pop(client)
+        hs, last_beat = grants.pop(client)
+        ends.append(last_beat)
+        return hs, last_beat
 
     def arbiter():
         last = 0
