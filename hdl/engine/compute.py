@@ -106,9 +106,8 @@ class Compute(wiring.Component):
                      & (~first | self.bank_free.bit_select(bslot, 1)))
         # the running pass: the window generator walks the pixels; these tag it
         m.submodules.window = wg = ResetInserter(self.clear)(WindowGen(min_pass=cfg.min_pass))
-        r_first, r_lastk, r_lastog, r_release, r_islot, r_bslot = (
-            Signal(name=f"r_{n}") for n in ("first", "lastk", "lastog", "release", "islot",
-                                            "bslot"))
+        r_first, r_lastog, r_release, r_islot, r_bslot = (
+            Signal(name=f"r_{n}") for n in ("first", "lastog", "release", "islot", "bslot"))
         m.d.comb += start.eq((~wg.running | wg.end) & self.run & can_start)
         m.d.comb += [
             wg.start.eq(start), wg.k3.eq(k3), wg.ky.eq(ky), wg.kx.eq(kx), wg.width.eq(d.width),
@@ -122,7 +121,7 @@ class Compute(wiring.Component):
         with ctrl.If(start):
             # the unit ends: streaming, with its one chunk; resident, with the tile's last pass
             ctrl.d.sync += [
-                r_first.eq(first), r_lastk.eq(lastk), r_lastog.eq(lastk & last_ig),
+                r_first.eq(first), r_lastog.eq(lastk & last_ig),
                 r_release.eq(lastk & (~d.resident | (last_ig & last_og))),
                 r_islot.eq(islot), r_bslot.eq(bslot), kx.eq(kx + 1),
             ]

@@ -3,7 +3,7 @@
 Dataflow (``docs/engine.md`` has the arithmetic behind these choices)::
 
     AXI R ──► input loader ──► input buffer (2 halves: a row tile's input groups, or one group)
-          └─► weight loader ─► weight FIFO ─► shadow weights ─► MAC array (p_oc × p_ic)
+          └─► weight loader ─► weight store ─► shadow weights ─► MAC array (p_oc × p_ic)
                             └► requant params (2 slots)           │ accumulate over (ic, ky, kx)
     AXI W ◄── writer ◄── output FIFO ◄── drain: requant + maxpool ◄── accumulator banks (2)
 
