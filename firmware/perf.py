@@ -27,6 +27,7 @@ from firmware.executor import descriptors
 from firmware.program import Program, ProgramLayer
 from hdl.descriptor import DESCRIPTOR_WORDS, EngineConfig, Pool
 from hdl.engine import COUNTERS
+from hdl.engine.loader import IBUF_READ_LATENCY
 from hdl.engine.mac import mac_latency
 from hdl.requant import REQUANT_LATENCY
 from hdl.sequencer import RECORD_WORDS
@@ -54,6 +55,7 @@ _R_REGISTER = 1  # read data is registered before it reaches the loaders
 _DRAIN_TO_FIFO = 3 + REQUANT_LATENCY
 _FLUSH = REQUANT_LATENCY + 5  # drain flush cycles
 _START = 2  # first cycle a unit acts: the cycle after launch resets the datapath
+_TAGS = 16  # bursts a loader may have outstanding (its tag FIFO)
 
 
 @dataclass(frozen=True)
@@ -238,9 +240,22 @@ def _simulate(d: dict, cfg: EngineConfig, perf: PerfConfig) -> tuple[int, int, i
         i1w = min(c1w + (width if k3 else 0), plane)
         tiles.append((c1w - c0w, i0w, i1w - i0w))
         c0w, c0 = c0w + d["tile_pix"], c0 + d["tile_conv_rows"]
-    loads = [(d["in_addr"] + (ig * plane + i0w) * _BEAT, beats)
-             for _, i0w, beats in tiles for _ in range(d["og_passes"])
-             for ig in range(d["in_groups"])]
+    # Input loads ("chunks": one input group of one tile), grouped into units that hold one half
+    # of the buffer (or all of it) until the compute unit releases them: resident, a unit is a
+    # tile's chunks, loaded once; streaming, every (tile, og, ig) is a unit of one chunk.
+    groups, passes = d["in_groups"], d["og_passes"]
+    resident = d["resident"]
+    loads, units = [], []
+    for _, i0w, beats in tiles:
+        for _og in range(1 if resident else passes):
+            for ig in range(groups):
+                if resident and ig == 0 or not resident:
+                    units.append(len(loads))
+                loads.append((d["in_addr"] + (ig * plane + i0w) * _BEAT, beats))
+    unit_gap = 1 if d["single_region"] else 2  # a unit waits for the release of unit u - gap
+    replay = d["weights_resident"]
+    # weight beats of a tile, the period of the replayed stream
+    total = passes * d["og_weight_beats"] if replay else 1 << 62
     ogs = [(t, og) for t in range(len(tiles)) for og in range(d["og_passes"])]
     passes_per_og = d["in_groups"] * kk
 
@@ -249,16 +264,24 @@ def _simulate(d: dict, cfg: EngineConfig, perf: PerfConfig) -> tuple[int, int, i
     wbeat_ready = []  # per weight beat: first cycle the shadow register can pop it
     pops = []  # cycle of every weight-FIFO pop
     shadow_valid, pass_start = [], []  # per pass
-    bank_full, og_free, drain_start = [], [], []  # per (tile, og)
+    bank_full, og_free, drain_start, table_ready = [], [], [], []  # per (tile, og)
     requests = {}  # client -> (request cycle, beats, on_grant)
     grants = {}
     read = {"bytes": 0, "next": 0}
     done = {}
 
+    outstanding = {0: [], 1: []}  # per client: the last-beat cycle of every burst granted
+
     def grant_wait(client, t, n, kind):
+        ends = outstanding[client]
+        if len(ends) >= _TAGS:  # the tag FIFO is full until that burst's last beat arrives
+            t = max(t, ends[-_TAGS] + _R_REGISTER + 1)
+            yield t
         requests[client] = (t, n, kind)
         yield lambda: client in grants
-        return grants.pop(client)
+        hs, last_beat = grants.pop(client)
+        ends.append(last_beat)
+        return hs, last_beat
 
     def arbiter():
         last = 0
@@ -273,7 +296,7 @@ def _simulate(d: dict, cfg: EngineConfig, perf: PerfConfig) -> tuple[int, int, i
             hs = t0 + 1
             first = max(hs + perf.ddr_latency, read["next"])
             times = [first + int(i * spacing) for i in range(n)]
-            read["next"] = times[-1] + 1
+            read["next"] = first + int(n * spacing)  # the burst's last beat takes its share too
             read["bytes"] += n * _BEAT
             if kind == "weights":
                 wbeat_ready.extend(t + _R_REGISTER + _FIFO_LATENCY for t in times)
@@ -281,23 +304,26 @@ def _simulate(d: dict, cfg: EngineConfig, perf: PerfConfig) -> tuple[int, int, i
             last, free = client, t0 + 2
 
     def in_loader():
-        t = _START
+        t, u = _START, -1
         for j, (addr, beats) in enumerate(loads):
-            if j >= 2:
-                yield _known(slot_free, j - 2)
-                t = max(t, slot_free[j - 2])
+            if u + 1 < len(units) and units[u + 1] == j:  # a unit's first chunk claims it
+                u += 1
+                if u >= unit_gap:
+                    yield _known(slot_free, u - unit_gap)
+                    t = max(t, slot_free[u - unit_gap])
             yield t
             t += 4  # SLOT (claim), SPAN1, SPAN2, CALC -> BURST
             for n in _bursts(addr, beats, cfg.max_burst):
                 hs, last_beat = yield from grant_wait(0, t, n, "input")
                 t = hs + 2  # CALC -> BURST
             t -= 1  # the last burst returns to SLOT directly
-            slot_full.append(last_beat + 1 + _R_REGISTER)
+            # the chunk count, then the compute unit's registered "input ready" compare
+            slot_full.append(last_beat + 2 + _R_REGISTER)
 
     def w_loader():
         t, taken, credits = _START, 0, cfg.weight_fifo_depth
         woff = 0
-        for q, (_, og) in enumerate(ogs):
+        for q, (t_index, og) in enumerate(ogs):
             if og == 0:
                 woff = 0
             if q >= 2:
@@ -307,11 +333,15 @@ def _simulate(d: dict, cfg: EngineConfig, perf: PerfConfig) -> tuple[int, int, i
             t += 2  # SLOT, PCALC
             param_addr = d["param_addr"] + og * 2 * cfg.p_oc * _BEAT
             for n in _bursts(param_addr, 2 * cfg.p_oc, cfg.max_burst):
-                hs, _ = yield from grant_wait(1, t, n, "params")
+                hs, last_beat = yield from grant_wait(1, t, n, "params")
                 t = hs + 2  # PCALC or WCALC
+            table_ready.append(last_beat + 1 + _R_REGISTER)  # the slot's "table whole" flag
+            if replay and t_index:
+                t -= 1  # PARAMS returns to SLOT: the store replays the weights
+                continue
             for n in _bursts(d["w_addr"] + woff * _BEAT, d["og_weight_beats"], cfg.max_burst):
                 need = taken + n - credits  # pops needed before this burst fits the FIFO
-                if need > 0:
+                if need > 0 and not replay:
                     yield _known(pops, need - 1)
                     t = max(t, pops[need - 1] + 1)
                 hs, _ = yield from grant_wait(1, t, n, "weights")
@@ -326,10 +356,12 @@ def _simulate(d: dict, cfg: EngineConfig, perf: PerfConfig) -> tuple[int, int, i
             if p:
                 yield _known(pass_start, p - 1)
                 # the shadow refills from the cycle the MAC array takes the previous pass's
-                # weights: its first pixel at X, three cycles after its start
-                start = pass_start[p - 1] + 3
+                # weights, with its first pixel at X: A, the buffer address register, the buffer
+                # read, X
+                start = pass_start[p - 1] + 3 + IBUF_READ_LATENCY
             prev = start - 1
             for b in range(p * cfg.p_oc, (p + 1) * cfg.p_oc):
+                b %= total  # replayed: the first tile's beats, already in the store
                 yield _known(wbeat_ready, b)
                 prev = max(prev + 1, wbeat_ready[b])
                 pops.append(prev)
@@ -337,26 +369,31 @@ def _simulate(d: dict, cfg: EngineConfig, perf: PerfConfig) -> tuple[int, int, i
 
     def compute():
         end, mac_cycles, p = _START, 0, 0
-        for q, (tile, _) in enumerate(ogs):
+        for q, (tile, og) in enumerate(ogs):
             npix = tiles[tile][0]
             rlen = max(npix, cfg.min_pass)
-            for ig in range(d["in_groups"]):
-                j = q * d["in_groups"] + ig
+            for ig in range(groups):
+                j = (tile * groups + ig) if resident else q * groups + ig
                 yield _known(slot_full, j)
                 for kpos in range(kk):
                     yield _known(shadow_valid, p)
                     t = max(end, slot_full[j], shadow_valid[p])
-                    if ig == 0 and kpos == 0 and q >= 2:
-                        yield _known(og_free, q - 2)
-                        t = max(t, og_free[q - 2])
+                    if ig == 0 and kpos == 0:  # the bank, and its table for the bias
+                        yield _known(table_ready, q)
+                        t = max(t, table_ready[q])
+                        if q >= 2:
+                            yield _known(og_free, q - 2)
+                            t = max(t, og_free[q - 2])
                     yield t
                     pass_start.append(t)
                     end = t + rlen
                     mac_cycles += rlen
                     p += 1
-                slot_free.append(end + 1)
-            # pipeline A, B, X, the MAC array, S, W: the bank is FULL after the last write
-            bank_full.append(end - rlen + npix + 4 + mac_latency(cfg.p_ic))
+                if not resident or (og == passes - 1 and ig == groups - 1):
+                    slot_free.append(end + 1)  # the unit's last pass released it
+            # pipeline A, the registered buffer address, the buffer read and its registered bank
+            # mux, X, the MAC array, S, W: the bank is FULL after the last write
+            bank_full.append(end - rlen + npix + 6 + mac_latency(cfg.p_ic))
         done["mac_cycles"] = mac_cycles
 
     out_w, out_h = d["out_width"], d["out_height"]

@@ -7,6 +7,7 @@ them with adders. The packed descriptor is :data:`DESCRIPTOR_WORDS` little-endia
 fields.
 """
 
+import enum as py_enum
 from dataclasses import dataclass
 
 from amaranth import signed, unsigned
@@ -16,6 +17,8 @@ __all__ = [
     "DESCRIPTOR_WORDS",
     "Descriptor",
     "EngineConfig",
+    "IBUF_BANK",
+    "Buffering",
     "LayerPlan",
     "Pool",
     "pack_descriptor",
@@ -65,9 +68,22 @@ class Descriptor(data.Struct):
     #: emits every output row twice and every pixel of it twice; ``out_plane`` and
     #: ``tile_out_beats`` count the upsampled map. Only without pool and int32.
     upsample: unsigned(1)
+    #: 1: resident tiles: the loader loads each (tile, input group) once and the compute unit
+    #: reads it for every output-channel group; 0: streaming, one load per (tile, og, ig).
+    resident: unsigned(1)
+    #: 1: the input buffer is one region (a resident tile too large for half of it: tiles are
+    #: not double-buffered); 0: two halves, used alternately. Only with ``resident``.
+    single_region: unsigned(1)
+    #: 1: the layer's weight stream (og_passes * og_weight_beats beats) is shorter than the
+    #: weight store: read from DDR for the first row tile only, replayed for the others.
+    weights_resident: unsigned(1)
 
 
 DESCRIPTOR_WORDS = (Descriptor.as_shape().size + 31) // 32
+
+#: Words of one input-buffer bank: eight DP16KD in their 2K × 9 configuration hold 2048 64-bit
+#: words; the buffer is built from such banks behind a registered read mux.
+IBUF_BANK = 2048
 
 
 @dataclass(frozen=True)
@@ -75,16 +91,27 @@ class EngineConfig:
     """Elaboration parameters of the engine.
 
     ``p_ic`` input channels (= bytes of one AXI beat) by ``p_oc`` output channels per cycle;
-    ``acc_depth`` pixels per accumulator bank (two banks); ``ibuf_depth`` pixels per input-buffer
-    slot (two slots); ``min_pass`` the shortest pass the accumulator read-modify-write pipeline
-    allows; ``max_burst`` beats per AXI burst.
+    ``acc_depth`` pixels per accumulator bank (two banks); ``ibuf_depth`` words (pixels of one
+    input-channel group) of the input buffer, even, and a multiple of 2048 (one bank of eight
+    2K × 9 DP16KD) or less; the planner uses it as two halves (double-buffered tiles) or, for a
+    resident tile larger than a half, as one region. The default, 11 banks (88 DP16KD), holds
+    the largest input map of tiny-YOLOv2-VOC and YOLOv3-tiny (13 × 13 × 1024 int8) resident, so
+    that no layer of either re-reads its input per output-channel group (``docs/engine.md``,
+    tiling).
+    ``weight_store_depth`` beats of the weight store: the replayed weights of a whole layer that
+    fits (``weights_resident``; 2048 holds those of tiny-YOLO's 208 × 208 layer, re-read 52
+    times otherwise), or a FIFO of which the weight loader fills at most ``weight_fifo_depth``
+    beats ahead (deeper, its bursts would crowd out the input loads at the start of a layer).
+    ``min_pass`` is the shortest pass the accumulator read-modify-write pipeline allows;
+    ``max_burst`` beats per AXI burst.
     """
 
     p_ic: int = 8
     p_oc: int = 16
     acc_depth: int = 1024
-    ibuf_depth: int = 2048
+    ibuf_depth: int = 11 * IBUF_BANK
     weight_fifo_depth: int = 512
+    weight_store_depth: int = 2048
     out_fifo_depth: int = 512
     max_burst: int = 128
     min_pass: int = 4
@@ -96,6 +123,23 @@ class EngineConfig:
             raise ValueError("p_ic must equal the bytes of one AXI beat")
         if self.p_oc % self.p_ic or self.p_oc & (self.p_oc - 1):
             raise ValueError("p_oc must be a power of two and a multiple of p_ic")
+        if not 0 < self.weight_fifo_depth <= self.weight_store_depth:
+            raise ValueError("weight_fifo_depth must be positive and at most weight_store_depth")
+        bank = min(self.ibuf_depth, IBUF_BANK)
+        if self.ibuf_depth < 2 or self.ibuf_depth % 2 or self.ibuf_depth % bank:
+            raise ValueError(f"ibuf_depth must be even and at most or a multiple of {IBUF_BANK}")
+
+
+class Buffering(py_enum.Enum):
+    """How a layer uses the input buffer (``docs/engine.md``, tiling)."""
+
+    #: Resident tiles, double-buffered: a tile's input (all channel groups) in one half, loaded
+    #: once, read for every output-channel group; the next tile loads into the other half.
+    SPLIT = "split"
+    #: Resident tiles in the whole buffer: a tile too large for a half; not double-buffered.
+    SINGLE = "single"
+    #: One input-channel group of a tile per half, re-loaded for every output-channel group.
+    STREAM = "stream"
 
 
 @dataclass(frozen=True)
@@ -117,9 +161,51 @@ class LayerPlan:
         return pack_descriptor(self.fields)
 
 
+def _tile_input_rows(h, conv_rows, extra, kernel):
+    """Per row tile of ``conv_rows`` conv rows: the input rows the loader loads (the tile's conv
+    rows, the 2x2/1 overlap row, the 3x3 halo rows above and below, clipped to the map)."""
+    rows = []
+    for c0 in range(0, h, conv_rows):
+        c1 = min(c0 + conv_rows + extra, h)
+        i0 = c0 - 1 if kernel == 3 and c0 else c0
+        rows.append(min(c1 + (1 if kernel == 3 else 0), h) - i0)
+    return rows
+
+
+def _choose_tiling(cfg, h, w, in_groups, og_passes, kernel, step, extra, max_rows, og_bytes,
+                   buffering):
+    """The buffering mode and output rows per tile with the least DDR traffic (input loads plus
+    weights and requant tables, which are read once per tile); ties go to the earlier of
+    SPLIT, SINGLE, STREAM. Returns (Buffering, rows) or None if no mode fits."""
+    half = cfg.ibuf_depth // 2
+    capacity = {Buffering.SPLIT: (half, in_groups), Buffering.SINGLE: (cfg.ibuf_depth, in_groups),
+                Buffering.STREAM: (half, 1)}
+    best = None
+    for mode, (words, groups) in capacity.items():
+        if buffering is not None and mode != buffering:
+            continue
+        for rows in range(max_rows, 0, -1):  # the most rows whose tiles fit
+            loaded = _tile_input_rows(h, rows * step, extra, kernel)
+            if max(loaded) * w * groups <= words:
+                break
+        else:
+            continue
+        loads = og_passes if mode == Buffering.STREAM else 1
+        traffic = (sum(loaded) * w * in_groups * loads * cfg.data_width // 8
+                   + len(loaded) * og_bytes)
+        if best is None or traffic < best[0]:
+            best = (traffic, mode, rows)
+    return None if best is None else best[1:]
+
+
 def plan_layer(cfg, in_shape, out_channels, kernel, pool, out_int32, *, in_addr, out_addr,
-               w_addr, param_addr, pad_value=0, max_tile_rows=None, upsample=False):
+               w_addr, param_addr, pad_value=0, max_tile_rows=None, upsample=False,
+               buffering=None):
     """Plan one layer for the engine: tiling and descriptor fields.
+
+    The tiling (``docs/engine.md``, tiling) takes the most output rows per tile that the
+    accumulator bank and the input buffer hold, for each :class:`Buffering` mode, and keeps the
+    mode whose DDR traffic (input loads, and weights read once per tile) is least.
 
     Parameters
     ----------
@@ -137,6 +223,8 @@ def plan_layer(cfg, in_shape, out_channels, kernel, pool, out_int32, *, in_addr,
     upsample : bool
         Write the output nearest-upsampled x2 (each pixel to its 2x2 block): the map written is
         ``(out_channels, 2 H, 2 W)``. Not with a pool or int32 output.
+    buffering : Buffering, optional
+        Force this buffering mode (tests use it to reach each mode).
 
     Raises
     ------
@@ -151,35 +239,47 @@ def plan_layer(cfg, in_shape, out_channels, kernel, pool, out_int32, *, in_addr,
         raise ValueError("int32 output cannot be pooled")
     if upsample and (out_int32 or pool != Pool.NONE):
         raise ValueError("only an int8 output without pool can be upsampled")
+    if min(c, h, w, out_channels) < 1:
+        raise ValueError(f"empty layer: {in_shape} -> {out_channels} channels")
     if pool == Pool.P2S2:
         out_h, out_w, step, extra = (h + 1) // 2, (w + 1) // 2, 2, 0
     elif pool == Pool.P2S1:
         out_h, out_w, step, extra = h, w, 1, 1
     else:
         out_h, out_w, step, extra = h, w, 1, 0
-    halo = kernel - 1
-    # Output rows per tile: accumulators hold the tile's conv rows (plus the 2x2/1 overlap row);
-    # the input buffer holds them plus the kernel halo.
-    rows = min(out_h, (cfg.acc_depth // w - extra) // step,
-               (cfg.ibuf_depth // w - extra - halo) // step)
+    in_groups = -(-c // cfg.p_ic)
+    og_passes = -(-out_channels // cfg.p_oc)
+    og_weight_beats = in_groups * kernel * kernel * cfg.p_oc
+    # Output rows per tile: the accumulators hold the tile's conv rows (plus the 2x2/1 overlap
+    # row); the input buffer, depending on the mode, the input rows of every channel group.
+    rows = min(out_h, (cfg.acc_depth // w - extra) // step)
     if max_tile_rows is not None:
         rows = min(rows, max_tile_rows)
-    if rows < 1:
-        raise ValueError(f"layer {in_shape} too wide for acc_depth={cfg.acc_depth}, "
+    choice = None
+    if rows >= 1:
+        og_bytes = og_passes * (og_weight_beats + 2 * cfg.p_oc) * cfg.data_width // 8
+        forced = None if buffering is None else Buffering(buffering)
+        choice = _choose_tiling(cfg, h, w, in_groups, og_passes, kernel, step, extra, rows,
+                                og_bytes, forced)
+    if choice is None:
+        mode = "" if buffering is None else f" in {Buffering(buffering).value} mode"
+        raise ValueError(f"layer {in_shape} too wide{mode} for acc_depth={cfg.acc_depth}, "
                          f"ibuf_depth={cfg.ibuf_depth}")
+    mode, rows = choice
     # Beats written per output pixel: an int32 pixel is four beats; an upsampled one, a 2x2 block.
     beats_pp = 4 if out_int32 or upsample else 1
-    in_groups = -(-c // cfg.p_ic)
     out_groups = -(-out_channels // cfg.p_ic)
     fields = dict(
         in_addr=in_addr, out_addr=out_addr, w_addr=w_addr, param_addr=param_addr,
         width=w, height=h, out_width=out_w, out_height=out_h,
         in_groups=in_groups, out_groups=out_groups,
-        og_passes=-(-out_channels // cfg.p_oc), kernel3=int(kernel == 3), pool=pool.value,
+        og_passes=og_passes, kernel3=int(kernel == 3), pool=pool.value,
         out_int32=int(out_int32), pad_value=pad_value & 0xFF,
         tile_rows=rows, tile_conv_rows=rows * step, in_plane=h * w, tile_pix=rows * step * w,
         out_plane=out_h * out_w * beats_pp, tile_out_beats=rows * out_w * beats_pp,
-        og_weight_beats=in_groups * kernel * kernel * cfg.p_oc, upsample=int(upsample),
+        og_weight_beats=og_weight_beats, upsample=int(upsample),
+        resident=int(mode != Buffering.STREAM), single_region=int(mode == Buffering.SINGLE),
+        weights_resident=int(og_passes * og_weight_beats < cfg.weight_store_depth),
     )
     scale = 2 if upsample else 1
     return LayerPlan(fields, tuple(in_shape), out_channels, (h, w),

@@ -17,8 +17,10 @@ class WindowGen(wiring.Component):
     input-buffer address and ``pad`` says it lies outside the map (the engine substitutes the
     pad value). This is ``model.golden.im2col``'s row ``ky * 3 + kx``, one column per cycle.
 
-    ``start`` latches ``ky``, ``kx``, ``c0`` and ``npix`` (the tile's pixels) and begins the pass
-    the next cycle; it may coincide with ``end`` of the previous pass (no bubble). The pass lasts
+    The tile's rows start at buffer address ``base`` (0 unless the buffer holds several runs).
+    ``start`` latches ``ky``, ``kx``, ``c0``, ``base`` and ``npix`` (the tile's pixels) and begins
+    the pass the next cycle; it may coincide with ``end`` of the previous pass (no bubble). The
+    pass lasts
     ``max(npix, min_pass)`` cycles: ``valid`` is low on the padding cycles. ``k3``, ``width`` and
     ``height`` must be stable for the whole layer, from one cycle before the first ``start``.
 
@@ -33,6 +35,7 @@ class WindowGen(wiring.Component):
         super().__init__({
             "start": In(1), "k3": In(1), "ky": In(2), "kx": In(2), "width": In(16),
             "height": In(16), "c0": In(16), "npix": In(pix_width),
+            "base": In(addr_width - 1),
             "running": Out(1), "valid": Out(1), "pix": Out(pix_width),
             "addr": Out(signed(addr_width)), "pad": Out(1), "last_pix": Out(1), "end": Out(1),
         })
@@ -74,7 +77,7 @@ class WindowGen(wiring.Component):
                 last.eq(Mux(self.npix < self.min_pass, self.min_pass - 1, self.npix - 1)),
                 last_pix.eq(self.npix - 1),
                 ky.eq(self.ky), kx.eq(self.kx), self.pix.eq(0), x.eq(0), cr.eq(self.c0),
-                rowaddr.eq(row_base + col),
+                rowaddr.eq(row_base + col + self.base),  # two carry chains
             ]
         with m.Elif(self.running):
             m.d.sync += [self.pix.eq(self.pix + 1), x.eq(x + 1)]

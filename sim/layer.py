@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from firmware.layout import fm_to_ddr, params_to_ddr, weights_to_ddr
-from hdl.descriptor import EngineConfig, LayerPlan, Pool, plan_layer
+from hdl.descriptor import Buffering, EngineConfig, LayerPlan, Pool, plan_layer
 from model.golden import conv2d_int, maxpool_int, requantize
 
 __all__ = [
@@ -50,7 +50,7 @@ class LayerCase:
     ``upsample`` writes the int8, un-pooled output nearest-upsampled x2 (``docs/engine.md``);
     ``max_tile_rows`` caps the planner's tile height (forces multi-tile maps); ``addr_offset``
     (a multiple of 8) moves every region off its 4 KB page start, so that bursts split at 4 KB
-    boundaries in other places.
+    boundaries in other places; ``buffering`` forces the planner's input-buffer mode.
     """
 
     name: str
@@ -65,6 +65,7 @@ class LayerCase:
     max_tile_rows: int | None = None
     addr_offset: int = 0
     upsample: bool = False
+    buffering: Buffering | None = None
 
     @property
     def kernel(self):
@@ -140,7 +141,8 @@ def layer_image(case, cfg):
     (_, in_addr, _), (_, w_addr, _), (_, param_addr, _), _ = segments
     plan = plan_layer(cfg, case.x.shape, case.w.shape[0], case.kernel, case.pool, case.out_int32,
                       in_addr=in_addr, out_addr=out_addr, w_addr=w_addr, param_addr=param_addr,
-                      max_tile_rows=case.max_tile_rows, upsample=case.upsample)
+                      max_tile_rows=case.max_tile_rows, upsample=case.upsample,
+                      buffering=case.buffering)
     oh, ow = plan.out_hw
     out_channels = _ceil(case.w.shape[0], 8) * 8
     out_bytes = out_channels * oh * ow * (4 if case.out_int32 else 1)
@@ -150,7 +152,7 @@ def layer_image(case, cfg):
 
 
 def random_case(rng, name, c, h, w, o, kernel, pool=Pool.NONE, out_int32=False,
-                max_tile_rows=None, extreme=False, addr_offset=0, upsample=False):
+                max_tile_rows=None, extreme=False, addr_offset=0, upsample=False, buffering=None):
     """A random layer: uniform int8 inputs, weights in [-127, 127], multipliers and shifts drawn
     so outputs spread over the int8 range.
 
@@ -178,7 +180,7 @@ def random_case(rng, name, c, h, w, o, kernel, pool=Pool.NONE, out_int32=False,
         m_neg[zero] = np.where(m_pos[zero] == 0, m_neg[zero], 0)
         bias[biased] = np.where(rng.random(biased.sum()) < 0.5, (1 << 24) - 1, -(1 << 24))
     return LayerCase(name, x, wt, bias, m_pos, m_neg, shift, Pool(pool), out_int32,
-                     max_tile_rows, addr_offset, upsample)
+                     max_tile_rows, addr_offset, upsample, buffering)
 
 
 def tile_width_limits(cfg, kernel, pool, rows):
@@ -241,7 +243,10 @@ def fuzz_case(rng, index, cfg=None):
          (2033-2040 input, then output channels, a 1×1 to 2×2 map);
 
     - everywhere: half the layers with extreme requantization (:func:`random_case`), half with
-      every region 8-byte aligned off its page start (bursts cross 4 KB boundaries elsewhere).
+      every region 8-byte aligned off its page start (bursts cross 4 KB boundaries elsewhere);
+    - input-buffer mode (``index // 3 % 4``): the planner's choice (twice), or forced streaming
+      (one load per output-channel group), or forced resident in one region (where it fits),
+      since the planner picks the two-halves resident mode for almost every fuzz shape.
 
     A layer's estimated cycles are capped (map height lowered) to keep runs short.
     """
@@ -279,8 +284,16 @@ def fuzz_case(rng, index, cfg=None):
     passes = _ceil(o, cfg.p_oc) * _ceil(c, cfg.p_ic) * kernel * kernel
     h = max(1, min(h, _FUZZ_CYCLES // (passes * w)))
     offset = 8 * int(rng.integers(1, _PAGE // 8)) if rng.random() < 0.5 else 0
+    buffering = (None, Buffering.STREAM, None, Buffering.SINGLE)[index // 3 % 4]
+    try:
+        plan_layer(cfg, (c, h, w), o, kernel, pool, out_int32, in_addr=0, out_addr=0, w_addr=0,
+                   param_addr=0, max_tile_rows=tile, upsample=upsample, buffering=buffering)
+    except ValueError:
+        buffering = None  # too large to be resident in one region
     output = "int32" if out_int32 else "upsample" if upsample else pool.name
     name = (f"fuzz{index}[{c}x{h}x{w}->{o} k{kernel} {output}"
-            f"{f' tile{tile}' if tile else ''}{f' +{offset:#x}' if offset else ''}]")
+            f"{f' tile{tile}' if tile else ''}{f' +{offset:#x}' if offset else ''}"
+            f"{f' {buffering.value}' if buffering else ''}]")
     return random_case(rng, name, c, h, w, o, kernel, pool, out_int32, tile,
-                       extreme=rng.random() < 0.5, addr_offset=offset, upsample=upsample)
+                       extreme=rng.random() < 0.5, addr_offset=offset, upsample=upsample,
+                       buffering=buffering)

@@ -143,6 +143,11 @@ def _coverage(jobs):
         "width one above a tile-rows step": any(width_at(case, r, 1) for case in cases
                                                 for r in (2, 3)),
         "several row tiles": any(plan.fields["tile_rows"] < plan.out_hw[0] for plan in plans),
+        **{f"{name}, several tiles": any(
+            plan.fields["tile_rows"] < plan.out_hw[0] and (
+                plan.fields["resident"], plan.fields["single_region"]) == key for plan in plans)
+           for name, key in (("resident in two halves", (1, 0)),
+                             ("resident in one region", (1, 1)), ("streaming", (0, 0)))},
         "a region off its page start": any(case.addr_offset for case in cases),
         "m_pos and m_neg 0": all(any((getattr(case, m) == 0).any() for case in cases)
                                  for m in ("m_pos", "m_neg")),
@@ -184,10 +189,10 @@ def test_long_fuzz_bit_exact(part, fuzz_seed):
 
 
 #: The widest map per (kernel, pool) in the default configuration, worked out from the buffer
-#: sizes (acc_depth 1024 pixels, ibuf_depth 2048): 1x1 is bounded by the accumulators, 3x3 by
-#: the input slot holding its row plus two halo rows (2048 // 3 = 682), a pool by two conv rows
-#: (2x2/2) or one plus the overlap row (2x2/1) in the accumulators (1024 // 2 = 512).
-WIDTH_LIMITS = {(1, Pool.NONE): 1024, (3, Pool.NONE): 682, (1, Pool.P2S2): 512,
+#: sizes (acc_depth 1024 pixels, ibuf_depth 22528 words): the accumulators bound every mode,
+#: since half the input buffer holds a 1024-wide row plus two halo rows (3 · 1024 <= 11264):
+#: one conv row (1024), or two (2x2/2) or one plus the overlap row (2x2/1): 1024 // 2 = 512.
+WIDTH_LIMITS = {(1, Pool.NONE): 1024, (3, Pool.NONE): 1024, (1, Pool.P2S2): 512,
                 (3, Pool.P2S2): 512, (1, Pool.P2S1): 512, (3, Pool.P2S1): 512}
 
 

@@ -9,9 +9,10 @@ import pytest
 from amaranth.sim import Simulator
 
 from firmware.layout import fm_to_ddr, weights_to_ddr
-from hdl.descriptor import EngineConfig, Pool, plan_layer
+from hdl.descriptor import Buffering, EngineConfig, Pool, plan_layer
 from hdl.engine.accum import ACC_READ_LEAD
 from hdl.engine.compute import Compute
+from hdl.engine.loader import IBUF_READ_LATENCY
 from model.golden import conv2d_int
 
 
@@ -19,19 +20,23 @@ def _beats(raw):
     return [int.from_bytes(raw[k:k + 8], "little") for k in range(0, len(raw), 8)]
 
 
-@pytest.mark.parametrize("shape, out_ch, kernel, rows", [
-    ((16, 5, 6), 32, 3, 2),  # 3 tiles, 2 output groups, 2 input groups
-    ((8, 1, 2), 16, 1, None),  # 2-pixel passes: padded to min_pass
-    ((3, 4, 3), 16, 3, 3),  # C < P_ic: padded lanes
+@pytest.mark.parametrize("shape, out_ch, kernel, rows, buffering", [
+    ((16, 5, 6), 32, 3, 2, Buffering.STREAM),  # 3 tiles, 2 output groups, 2 input groups
+    ((16, 5, 6), 32, 3, 2, Buffering.SPLIT),  # the same, resident: chunks read for every og
+    ((24, 5, 6), 48, 3, 2, Buffering.SINGLE),  # resident in the whole buffer
+    ((24, 4, 3), 32, 1, 1, Buffering.SPLIT),  # 1x1 resident: a chunk per pass, 4-cycle passes
+    ((8, 1, 2), 16, 1, None, None),  # 2-pixel passes: padded to min_pass
+    ((3, 4, 3), 16, 3, 3, None),  # C < P_ic: padded lanes
 ])
-def test_pass_sums_add_up_to_the_convolution(shape, out_ch, kernel, rows):
-    cfg = EngineConfig()
+def test_pass_sums_add_up_to_the_convolution(shape, out_ch, kernel, rows, buffering):
+    cfg = EngineConfig(ibuf_depth=4096)  # two banks: the halves in different banks
     c, h, w = shape
     rng = np.random.default_rng(c * h + w)
     x = rng.integers(-128, 128, size=shape).astype(np.int8)
     wq = rng.integers(-127, 128, size=(out_ch, c, kernel, kernel)).astype(np.int8)
     plan = plan_layer(cfg, shape, out_ch, kernel, Pool.NONE, False, in_addr=0, out_addr=0,
-                      w_addr=0, param_addr=0, pad_value=0, max_tile_rows=rows)
+                      w_addr=0, param_addr=0, pad_value=0, max_tile_rows=rows,
+                      buffering=buffering)
     f = plan.fields
     acc = conv2d_int(x, wq, np.zeros(out_ch, np.int32), 1, kernel // 2)
     n_og = f["og_passes"]
@@ -40,14 +45,18 @@ def test_pass_sums_add_up_to_the_convolution(shape, out_ch, kernel, rows):
     og_beats = f["og_weight_beats"]
     tiles = list(range(0, h, f["tile_conv_rows"]))
     groups = [(c0, og) for c0 in tiles for og in range(n_og)]
-    # input slot loads, in order: per tile, og, input group, the rows from the halo above
-    loads = []
-    for c0, _ in groups:
+    # input units, in order: resident, a tile's chunks (input groups) back to back, loaded once;
+    # streaming, one chunk per (tile, og, ig); a chunk holds the rows from the halo above
+    units = []
+    for c0, og in groups:
+        if f["resident"] and og:
+            continue
         first = c0 - 1 if kernel == 3 and c0 else c0
         end = min(c0 + f["tile_conv_rows"] + (1 if kernel == 3 else 0), h)
-        for g in range(f["in_groups"]):
-            start = (g * h + first) * w * 8
-            loads.append(_beats(xraw[start:start + (end - first) * w * 8]))
+        chunks = [_beats(xraw[(g * h + first) * w * 8:(g * h + end) * w * 8])
+                  for g in range(f["in_groups"])]
+        units += [chunks] if f["resident"] else [[ch] for ch in chunks]
+    half = 0 if f["single_region"] else cfg.ibuf_depth // 2
     stream = [b for _, og in groups for b in wbeats[og * og_beats:(og + 1) * og_beats]]
     dut = Compute(cfg)
     prng = random.Random(c)
@@ -55,17 +64,30 @@ def test_pass_sums_add_up_to_the_convolution(shape, out_ch, kernel, rows):
     async def bench(ctx):
         ctx.set(dut.desc, f)
         ctx.set(dut.run, 1)
-        slots = [None, None]  # load index held by each input slot
+        held = [None, None]  # the unit in each half, and its whole chunks
+        mem = [0] * cfg.ibuf_depth
+        reads = [0] * (IBUF_READ_LATENCY - 1)  # buffer addresses in flight
         loaded, sent, leads, done = 0, 0, [], []
         bank_busy, sums = [False, False], {}
-        for _cycle in range(50_000):
+        freed = [-9, -9]  # the cycle each half was released
+        for cycle in range(80_000):
             if len(done) == len(groups):
                 break
-            # input slots: load the next run into a free slot after a random delay
-            if loaded < len(loads) and slots[loaded % 2] is None and prng.random() < 0.2:
-                slots[loaded % 2] = loaded
+            # input units: claim the next unit's half when free (single region: both), then
+            # load its chunks one by one after random delays (the loader's first beat comes
+            # at least 4 cycles after a release: SLOT, SPAN1, SPAN2, CALC)
+            free = [held[hh] is None and cycle >= freed[hh] + 4 for hh in (0, 1)]
+            free = free[loaded % 2] and (half or free[1 - loaded % 2])
+            if loaded < len(units) and free:
+                held[loaded % 2] = [loaded, 0]
                 loaded += 1
-            ctx.set(dut.slot_full, sum(1 << s for s in (0, 1) if slots[s] is not None))
+            for hh, unit in enumerate(held):
+                if unit is not None and unit[1] < len(units[unit[0]]) and prng.random() < 0.2:
+                    base = hh * half + sum(len(ch) for ch in units[unit[0]][:unit[1]])
+                    chunk = units[unit[0]][unit[1]]
+                    mem[base:base + len(chunk)] = chunk
+                    unit[1] += 1
+            ctx.set(dut.ready, [0 if u is None else u[1] for u in held])
             ctx.set(dut.bank_free, sum(1 << b for b in (0, 1) if not bank_busy[b]))
             # the weight stream, with random gaps
             offer = sent < len(stream) and prng.random() < 0.7
@@ -73,9 +95,9 @@ def test_pass_sums_add_up_to_the_convolution(shape, out_ch, kernel, rows):
             ctx.set(dut.weights.payload, stream[sent] if offer else 0)
             took = offer and ctx.get(dut.weights.ready)
             addr = ctx.get(dut.buf_addr)
-            for s in (0, 1):
-                if ctx.get(dut.slot_release) >> s & 1:
-                    slots[s] = None
+            for hh in (0, 1):
+                if ctx.get(dut.release) >> hh & 1:
+                    held[hh], freed[hh] = None, cycle
             claim = ctx.get(dut.bank_claim)
             for b in (0, 1):
                 if claim >> b & 1:
@@ -97,10 +119,8 @@ def test_pass_sums_add_up_to_the_convolution(shape, out_ch, kernel, rows):
                     bank_busy[p.bank] = False
             await ctx.tick()
             sent += took
-            slot = addr // cfg.ibuf_depth
-            held = loads[slots[slot]] if slots[slot] is not None else []
-            off = addr % cfg.ibuf_depth
-            ctx.set(dut.buf_data, held[off] if off < len(held) else 0)
+            reads.append(addr)
+            ctx.set(dut.buf_data, mem[reads.pop(0)])
         assert len(done) == len(groups), f"{len(done)} of {len(groups)} groups completed"
         for q, ((c0, og), got) in enumerate(zip(groups, done, strict=True)):
             npix = min(f["tile_conv_rows"], h - c0) * w

@@ -1,6 +1,7 @@
-"""Amaranth-simulator test of the input loader: every slot load holds exactly the input rows the
-tiling rules of docs/engine.md name, read from a DDR image in firmware.layout's format, under
-random grant delays and read latency."""
+"""Amaranth-simulator test of the input loader: every unit of the input buffer (a resident
+tile's chunks, or one streamed chunk) holds exactly the input rows the tiling rules of
+docs/engine.md name, at its half's start, read from a DDR image in firmware.layout's format,
+under random grant delays and read latency, in each buffering mode and bank count."""
 
 import random
 
@@ -9,45 +10,58 @@ import pytest
 from amaranth.sim import Simulator
 
 from firmware.layout import fm_to_ddr
-from hdl.descriptor import EngineConfig, Pool, plan_layer
-from hdl.engine.loader import InputLoader
+from hdl.descriptor import Buffering, EngineConfig, Pool, plan_layer
+from hdl.engine.loader import IBUF_READ_LATENCY, InputLoader
 
 IN_ADDR = 0x7C0  # not 4 KB aligned: runs cross a 4 KB boundary
 
 
-def _expected_loads(x, plan, kernel):
-    """Per (tile, og, ig) in the loader's order, the beats of the slot: input rows from one above
-    the tile (3×3, not the first tile) to one below its conv rows (+ the 2×2/1 overlap row)."""
+def _expected_units(x, plan, kernel, cfg):
+    """Per unit in the loader's order: (buffer address of its first word, its beats), from the
+    tiling rules alone: a chunk is one input group's rows from one above the tile (3×3, not the
+    first tile) to one below its conv rows (+ the 2×2/1 overlap row); resident, a unit is a
+    tile's chunks back to back, loaded once; streaming, one chunk per (tile, og, ig). Units
+    alternate between the buffer's halves unless ``single_region``."""
     f = plan.fields
     c, h, w = x.shape
     raw = fm_to_ddr(x)
     extra = 1 if f["pool"] == Pool.P2S1.value else 0
-    loads = []
+
+    def chunk(first, end, g):
+        start = (g * h + first) * w * 8
+        run = raw[start:start + (end - first) * w * 8]
+        return [int.from_bytes(run[k:k + 8], "little") for k in range(0, len(run), 8)]
+
+    units = []
     for c0 in range(0, h, f["tile_conv_rows"]):
         c1 = min(c0 + f["tile_conv_rows"] + extra, h)
         first = c0 - 1 if kernel == 3 and c0 > 0 else c0
         end = min(c1 + (1 if kernel == 3 else 0), h)
-        for _og in range(f["og_passes"]):
-            for g in range(f["in_groups"]):
-                start = (g * h + first) * w * 8
-                run = raw[start:start + (end - first) * w * 8]
-                loads.append([int.from_bytes(run[k:k + 8], "little")
-                              for k in range(0, len(run), 8)])
-    return loads, raw
+        groups = range(f["in_groups"])
+        if f["resident"]:
+            units.append([b for g in groups for b in chunk(first, end, g)])
+        else:
+            units += [chunk(first, end, g) for _og in range(f["og_passes"]) for g in groups]
+    half = 0 if f["single_region"] else cfg.ibuf_depth // 2
+    return [((u % 2) * half, beats) for u, beats in enumerate(units)], raw
 
 
-@pytest.mark.parametrize("shape, out_ch, kernel, pool, rows", [
-    ((16, 7, 9), 32, 3, Pool.NONE, 2),  # 4 tiles, 2 output groups, 2 input groups
-    ((8, 5, 300), 16, 1, Pool.NONE, 2),  # 1x1: no halo; long runs split into bursts
-    ((3, 6, 5), 16, 3, Pool.P2S1, 2),  # the overlap row of 2x2/1
+@pytest.mark.parametrize("cfg", [EngineConfig(), EngineConfig(ibuf_depth=4096)],
+                         ids=["11banks", "2banks"])
+@pytest.mark.parametrize("shape, out_ch, kernel, pool, rows, buffering", [
+    ((16, 7, 9), 32, 3, Pool.NONE, 2, Buffering.STREAM),  # 4 tiles, 2 og, 2 input groups
+    ((16, 7, 9), 32, 3, Pool.NONE, 2, Buffering.SPLIT),  # resident: each chunk loaded once
+    ((24, 7, 9), 32, 3, Pool.NONE, 3, Buffering.SINGLE),  # resident in the whole buffer
+    ((8, 5, 300), 16, 1, Pool.NONE, 2, None),  # 1x1: no halo; long runs split into bursts
+    ((3, 6, 5), 16, 3, Pool.P2S1, 2, None),  # the overlap row of 2x2/1
 ])
-def test_every_slot_holds_its_tile_rows(shape, out_ch, kernel, pool, rows):
-    cfg = EngineConfig()
+def test_every_unit_holds_its_tile_rows(cfg, shape, out_ch, kernel, pool, rows, buffering):
     rng = np.random.default_rng(sum(shape))
     x = rng.integers(-128, 128, size=shape).astype(np.int8)
     plan = plan_layer(cfg, shape, out_ch, kernel, pool, False, in_addr=IN_ADDR, out_addr=0,
-                      w_addr=0, param_addr=0, max_tile_rows=rows)
-    loads, raw = _expected_loads(x, plan, kernel)
+                      w_addr=0, param_addr=0, max_tile_rows=rows, buffering=buffering)
+    units, raw = _expected_units(x, plan, kernel, cfg)
+    n_chunks = plan.fields["in_groups"] if plan.fields["resident"] else 1
     dut = InputLoader(cfg)
     prng = random.Random(3)
 
@@ -57,8 +71,8 @@ def test_every_slot_holds_its_tile_rows(shape, out_ch, kernel, pool, rows):
         pending = []  # (cycle the data starts, address, beats) of granted bursts, in order
         beat = 0
         checked = 0
-        for cycle in range(20_000):
-            if checked == len(loads):
+        for cycle in range(40_000):
+            if checked == len(units):
                 break
             # the arbiter + DDR: grant at random, data after a random latency
             ctx.set(dut.req.ready, 0)
@@ -79,22 +93,25 @@ def test_every_slot_holds_its_tile_rows(shape, out_ch, kernel, pool, rows):
                 if beat == n:
                     pending.pop(0)
                     beat = 0
-            # the compute unit: check the next slot once it is full, then release it
-            slot = checked % 2
+            # the compute unit: check the next unit once all its chunks are whole, release it
+            half = checked % 2
             ctx.set(dut.release, 0)
+            ready = ctx.get(dut.ready[half])
+            assert ready <= n_chunks, f"unit {checked}: {ready} of {n_chunks} chunks ready"
             idle = not granted and not ctx.get(dut.r.valid)  # the bus is quiet while we read
-            if ctx.get(dut.full) >> slot & 1 and idle:
-                want = loads[checked]
+            if ready == n_chunks and idle:
+                base, want = units[checked]
                 for k, value in enumerate(want):
-                    ctx.set(dut.rd_addr, slot * cfg.ibuf_depth + k)
-                    await ctx.tick()
+                    ctx.set(dut.rd_addr, base + k)
+                    for _ in range(IBUF_READ_LATENCY):
+                        await ctx.tick()
                     got = ctx.get(dut.rd_data)
-                    assert got == value, (f"load {checked}, beat {k}: expected {value:#x}, "
+                    assert got == value, (f"unit {checked}, beat {k}: expected {value:#x}, "
                                           f"got {got:#x}")
-                ctx.set(dut.release, 1 << slot)
+                ctx.set(dut.release, 1 << half)
                 checked += 1
             await ctx.tick()
-        assert checked == len(loads), f"{checked} of {len(loads)} loads arrived"
+        assert checked == len(units), f"{checked} of {len(units)} units arrived"
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)

@@ -14,12 +14,16 @@ from hdl.engine.weights import WeightLoader
 W_ADDR, PARAM_ADDR = 0x1F40, 0x7FC0  # runs cross 4 KB boundaries; regions apart
 
 
+@pytest.mark.parametrize("depth", [2048, 512], ids=["replay", "fifo"])
 @pytest.mark.parametrize("shape, out_ch, kernel, rows", [
     ((24, 6, 5), 40, 3, 2),  # 3 tiles x 3 output groups, 27 weight beats per input group
     ((8, 3, 3), 16, 1, None),  # one tile, one group
+    ((8, 5, 3), 16, 1, 1),  # 5 tiles of one 16-beat group: replayed at the shortest period
 ])
-def test_tables_and_weights_arrive_in_order(shape, out_ch, kernel, rows):
-    cfg = EngineConfig()
+def test_tables_and_weights_arrive_in_order(shape, out_ch, kernel, rows, depth):
+    """The stream is the same whether the store replays it (the layer's weights fit: read from
+    DDR once) or is a FIFO (read again for every tile); the DDR reads say which."""
+    cfg = EngineConfig(weight_fifo_depth=min(depth, 512), weight_store_depth=depth)
     plan = plan_layer(cfg, shape, out_ch, kernel, Pool.NONE, False, in_addr=0, out_addr=0,
                       w_addr=W_ADDR, param_addr=PARAM_ADDR, max_tile_rows=rows)
     f = plan.fields
@@ -37,6 +41,7 @@ def test_tables_and_weights_arrive_in_order(shape, out_ch, kernel, rows):
         ctx.set(dut.desc, f)
         ctx.set(dut.run, 1)
         pending, beat = [], 0
+        w_read = 0  # weight beats requested from DDR
         got_w, tables = [], {}  # weights popped; (slot, index) -> beat
         group = 0  # (tile, og) groups checked and released
         for cycle in range(60_000):
@@ -48,6 +53,7 @@ def test_tables_and_weights_arrive_in_order(shape, out_ch, kernel, rows):
                 addr, n = ctx.get(dut.req.addr), ctx.get(dut.req.len) + 1
                 assert addr // 4096 == (addr + 8 * n - 1) // 4096, f"4 KB crossed at {addr:#x}"
                 pending.append((cycle + prng.randint(2, 12), addr, n))
+                w_read += n if W_ADDR <= addr < PARAM_ADDR else 0
             ctx.set(dut.r.valid, 0)
             if pending and pending[0][0] <= cycle and prng.random() < 0.8:
                 _, addr, n = pending[0]
@@ -58,7 +64,9 @@ def test_tables_and_weights_arrive_in_order(shape, out_ch, kernel, rows):
                 if beat == n:
                     pending.pop(0)
                     beat = 0
-            ready = prng.random() < 0.7
+            # the compute unit takes the beats of its passes, no more (a store that replays
+            # would go on)
+            ready = prng.random() < 0.7 and len(got_w) < tiles * n_og * f["og_weight_beats"]
             ctx.set(dut.weights.ready, ready)
             if ready and ctx.get(dut.weights.valid):
                 got_w.append(ctx.get(dut.weights.payload))
@@ -70,7 +78,10 @@ def test_tables_and_weights_arrive_in_order(shape, out_ch, kernel, rows):
             ctx.set(dut.release, 0)
             og, slot = group % n_og, group % 2
             w_end = (group + 1) * f["og_weight_beats"]
-            if len(got_w) >= w_end and all((slot, i) in tables for i in range(tbl)):
+            whole = all((slot, i) in tables for i in range(tbl))
+            flag = ctx.get(dut.params_ready) >> slot & 1
+            assert not flag or whole, f"group {group}: slot {slot} ready before its table"
+            if len(got_w) >= w_end and flag:
                 want_w = w_beats[og * f["og_weight_beats"]:(og + 1) * f["og_weight_beats"]]
                 seen = got_w[w_end - f["og_weight_beats"]:w_end]
                 bad = [k for k, (g, e) in enumerate(zip(seen, want_w, strict=True)) if g != e]
@@ -85,6 +96,9 @@ def test_tables_and_weights_arrive_in_order(shape, out_ch, kernel, rows):
             await ctx.tick()
         assert group == tiles * n_og, f"{group} of {tiles * n_og} groups arrived"
         assert len(got_w) == tiles * n_og * f["og_weight_beats"], "extra weight beats"
+        replay = n_og * f["og_weight_beats"] < depth
+        assert f["weights_resident"] == replay
+        assert w_read == (1 if replay else tiles) * n_og * f["og_weight_beats"]
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)

@@ -38,7 +38,9 @@ def test_bandwidth_slows_memory_bound_layers_only(reference_program):
         assert (f.bytes_read, f.bytes_written) == (h.bytes_read, h.bytes_written)
         assert h.cycles >= h.roofline
         if f.memory_bound > f.compute_bound:  # layers 10, 12, 13: weights stream per pass
-            assert h.cycles > 1.4 * f.cycles, (f, h)
+            # at least half of the added transfer time shows (the rest hides behind the
+            # weight refills' own latency)
+            assert h.cycles - f.cycles >= 0.5 * (h.memory_bound - f.memory_bound), (f, h)
         elif 2 * f.memory_bound < f.compute_bound:
             # only the first input load (not hidden behind compute) takes longer
             assert h.cycles < 1.1 * f.cycles, (f, h)
@@ -47,7 +49,9 @@ def test_bandwidth_slows_memory_bound_layers_only(reference_program):
 def test_latency_hurts_small_layers(reference_program):
     short = predict_program(reference_program, PerfConfig(ddr_latency=10))
     long = predict_program(reference_program, PerfConfig(ddr_latency=100))
-    assert long[-1].cycles > short[-1].cycles + 500  # 1x1 on 3x3: a slot load per pass
+    # 1x1 on 3x3: the input is resident (one load, not one per pass), but that load, the first
+    # weights and the last write wait for the latency in series with the whole short layer
+    assert long[-1].cycles >= short[-1].cycles + 90
     assert long[0].cycles < 1.02 * short[0].cycles  # 96x96: loads hide behind compute
     cfg = EngineConfig()
     assert (sequencer_overhead(cfg, PerfConfig(ddr_latency=100))

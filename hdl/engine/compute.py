@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from hdl.descriptor import Descriptor, Pool
 from hdl.engine.accum import ACC_READ_LEAD, AccBeat, ReadAhead
-from hdl.engine.loader import min_of
+from hdl.engine.loader import IBUF_READ_LATENCY, min_of
 from hdl.engine.mac import MacArray, mac_latency
 from hdl.fanout import Replicated
 from hdl.window import WindowGen
@@ -19,15 +19,17 @@ class Compute(wiring.Component):
     group, input-channel group and kernel tap, one pass of the tile's pixels through the
     ``p_oc × p_ic`` MAC array with that tap's weights, one pixel per cycle.
 
-    A pass starts when the previous one ends, its input slot is ``slot_full``, its weights are in
-    the shadow register (``p_oc`` beats of the ``weights`` stream) and — first pass of a group —
-    its bank is ``bank_free``. Pipeline: A (window generator → buffer address) → B (buffer read)
-    → X (operands registered: the pad value or the buffer word, and the weights) → the MAC array
+    A pass starts when the previous one ends, its input chunk is whole (``ready``, see
+    :class:`~hdl.engine.loader.InputLoader`: chunk ``ig`` of the unit in its half when resident,
+    else the unit's only chunk), its weights are in the shadow register (``p_oc`` beats of the
+    ``weights`` stream) and — first pass of a group — its bank is ``bank_free``. Pipeline: A
+    (window generator → buffer address) → the address registered (it fans out to every bank of
+    the buffer) → the buffer read (:data:`~hdl.engine.loader.IBUF_READ_LATENCY`) → X (operands
+    registered: the pad value or the buffer word) → the MAC array
     (:func:`mac_latency`) → the ``acc`` beat; ``read`` names the same pixel
     :data:`~hdl.engine.accum.ACC_READ_LEAD` cycles earlier. The weights of a pass wait in the
-    shadow register until its first pixel is at X, three cycles after the start; the MAC array
-    then takes them into the multipliers' own registers (``w_load``) and the shadow refills
-    from the stream.
+    shadow register until its first pixel is at X; the MAC array then takes them into the
+    multipliers' own registers (``w_load``) and the shadow refills from the stream.
 
     The data registers are never reset; ``clear`` (a layer start) resets the sequencing.
 
@@ -40,20 +42,21 @@ class Compute(wiring.Component):
     desc : In(Descriptor)
     run, clear : In(1)
     weights : In(stream.Signature(data_width))
-    slot_full : In(2)
-    slot_release : Out(2)
-        Bit ``s`` pulses when the last pass reading input slot ``s`` ends.
-    buf_addr : Out(range(2 * ibuf_depth))
+    ready : In(ArrayLayout(8, 2))
+        Whole chunks of the unit in each half of the input buffer.
+    release : Out(2)
+        Bit ``h`` pulses when the last pass reading the unit in half ``h`` ends.
+    buf_addr : Out(range(ibuf_depth))
     buf_data : In(data_width)
-        The input buffer's word at ``buf_addr`` of the previous cycle.
+        The input buffer's word at ``buf_addr`` of ``IBUF_READ_LATENCY`` cycles before.
     bank_free : In(2)
     bank_claim : Out(2)
         Bit ``b`` pulses when the first pass of a group into bank ``b`` starts.
     acc : Out(stream.Signature(AccBeat, always_ready=True))
     read : Out(stream.Signature(ReadAhead, always_ready=True))
     issuing, running, more, input_ready, weights_ready : Out(1)
-        A real pixel enters the array; a pass runs; passes remain; the next pass's input slot
-        is full; its weights are in the shadow register (for the performance counters).
+        A real pixel enters the array; a pass runs; passes remain; the next pass's input chunk
+        is whole; its weights are in the shadow register (for the performance counters).
     """
 
     def __init__(self, cfg):
@@ -62,8 +65,8 @@ class Compute(wiring.Component):
         super().__init__({
             "desc": In(Descriptor), "run": In(1), "clear": In(1),
             "weights": In(stream.Signature(cfg.data_width)),
-            "slot_full": In(2), "slot_release": Out(2),
-            "buf_addr": Out(range(2 * cfg.ibuf_depth)), "buf_data": In(cfg.data_width),
+            "ready": In(data.ArrayLayout(8, 2)), "release": Out(2),
+            "buf_addr": Out(range(cfg.ibuf_depth)), "buf_data": In(cfg.data_width),
             "bank_free": In(2), "bank_claim": Out(2),
             "acc": Out(stream.Signature(AccBeat(cfg.p_oc, self.sum_width, cfg.acc_depth),
                                         always_ready=True)),
@@ -77,7 +80,6 @@ class Compute(wiring.Component):
         ctrl = Module()  # sequencing state: cleared at a layer start
         m.submodules.ctrl = ResetInserter(self.clear)(ctrl)
         cfg, d = self.cfg, self.desc
-        p_ic, p_oc = cfg.p_ic, cfg.p_oc
         k3 = d.kernel3
         # "next" counters name the next pass to start; they advance when it starts.
         c0, c0w, og, ig = Signal(16), Signal(24), Signal(8), Signal(8)
@@ -85,68 +87,111 @@ class Compute(wiring.Component):
         first = (ig == 0) & (ky == 0) & (kx == 0)
         kmax = Mux(k3, 2, 0)
         lastk = (ky == kmax) & (kx == kmax)
+        last_ig, last_og = ig == d.in_groups - 1, og == d.og_passes - 1
         # The tile's pixel count, two registered steps behind c0w. c0w changes only when a
         # pass starts and the next one starts at least min_pass >= 3 cycles later (and the first
         # pass waits for DDR), so npix is always settled when it is used.
         c1w, npix = Signal(25), Signal(24)
         ctrl.d.sync += [c1w.eq(c0w + d.tile_pix + Mux(d.pool == Pool.P2S1, d.width, 0)),
                         npix.eq(min_of(c1w, d.in_plane) - c0w)]
+        start = Signal()  # the next pass starts
+        base, input_ok = self._input(ctrl, d, start, c0, c0w, c1w, islot, ig, lastk, last_ig)
         shadow_valid = Signal()
         # Passes remain, registered (c0w changes only at a start, the next start is >= 4 cycles
         # later); true at a layer start, since every layer has a pixel.
         more = Signal(init=1)
         ctrl.d.sync += more.eq(c0w < d.in_plane)
-        m.submodules.mac = mac = MacArray(p_ic, p_oc)
-        start = Signal()
+        m.submodules.mac = mac = MacArray(cfg.p_ic, cfg.p_oc)
         # The shadow holds the next pass's weights once it is valid and no start is still
         # waiting to hand it to the array.
         handing_over = self._weights(m, ctrl, start, shadow_valid, mac)
-        m.d.comb += [self.more.eq(more),
-                     self.input_ready.eq(self.slot_full.bit_select(islot, 1)),
+        m.d.comb += [self.more.eq(more), self.input_ready.eq(input_ok),
                      self.weights_ready.eq(shadow_valid & ~handing_over)]
-        can_start = (self.more & self.input_ready & shadow_valid & ~handing_over
+        can_start = (self.more & input_ok & shadow_valid & ~handing_over
                      & (~first | self.bank_free.bit_select(bslot, 1)))
         # the running pass: the window generator walks the pixels; these tag it
         m.submodules.window = wg = ResetInserter(self.clear)(WindowGen(min_pass=cfg.min_pass))
-        r_first, r_lastk, r_lastog, r_islot, r_bslot = (Signal(name=f"r_{n}") for n in
-                                                        ("first", "lastk", "lastog", "islot",
-                                                         "bslot"))
+        r_first, r_lastog, r_release, r_islot, r_bslot = (
+            Signal(name=f"r_{n}") for n in ("first", "lastog", "release", "islot", "bslot"))
         m.d.comb += start.eq((~wg.running | wg.end) & self.run & can_start)
         m.d.comb += [
             wg.start.eq(start), wg.k3.eq(k3), wg.ky.eq(ky), wg.kx.eq(kx), wg.width.eq(d.width),
-            wg.height.eq(d.height), wg.c0.eq(c0), wg.npix.eq(npix),
+            wg.height.eq(d.height), wg.c0.eq(c0), wg.npix.eq(npix), wg.base.eq(base),
             self.issuing.eq(wg.valid), self.running.eq(wg.running),
         ]
-        with m.If(wg.end & r_lastk):
-            m.d.comb += self.slot_release.eq(Mux(r_islot, 0b10, 0b01))
+        with m.If(wg.end & r_release):
+            m.d.comb += self.release.eq(Mux(r_islot, 0b10, 0b01))
         with m.If(start & first):
             m.d.comb += self.bank_claim.eq(Mux(bslot, 0b10, 0b01))
         with ctrl.If(start):
+            # the unit ends: streaming, with its one chunk; resident, with the tile's last pass
             ctrl.d.sync += [
-                r_first.eq(first), r_lastk.eq(lastk), r_lastog.eq(lastk & (ig == d.in_groups - 1)),
+                r_first.eq(first), r_lastog.eq(lastk & last_ig),
+                r_release.eq(lastk & (~d.resident | (last_ig & last_og))),
                 r_islot.eq(islot), r_bslot.eq(bslot), kx.eq(kx + 1),
             ]
             # advance the next-pass counters: kx, ky, ig, og, tile
             with ctrl.If(kx == kmax):
                 ctrl.d.sync += [kx.eq(0), ky.eq(ky + 1)]
                 with ctrl.If(ky == kmax):
-                    ctrl.d.sync += [ky.eq(0), ig.eq(ig + 1), islot.eq(~islot)]
-                    with ctrl.If(ig == d.in_groups - 1):
+                    ctrl.d.sync += [ky.eq(0), ig.eq(ig + 1), islot.eq(islot ^ ~d.resident)]
+                    with ctrl.If(last_ig):
                         ctrl.d.sync += [ig.eq(0), og.eq(og + 1), bslot.eq(~bslot)]
-                        with ctrl.If(og == d.og_passes - 1):
+                        with ctrl.If(last_og):
                             ctrl.d.sync += [og.eq(0), c0.eq(c0 + d.tile_conv_rows),
-                                            c0w.eq(c0w + d.tile_pix)]
-        # A → B: the buffer read; the pixel's tag travels beside the data from here on
-        m.d.comb += self.buf_addr.eq(Cat(wg.addr[:len(self.buf_addr) - 1], r_islot))
+                                            c0w.eq(c0w + d.tile_pix), islot.eq(~islot)]
+        self._datapath(m, ctrl, wg, mac, r_first, r_lastog, r_bslot)
+        return m
+
+    def _input(self, ctrl, d, start, c0, c0w, c1w, islot, ig, lastk, last_ig):
+        """The next pass's chunk in the input buffer: its base address and whether it is whole.
+
+        Resident, chunk ``ig`` of a tile starts ``ig`` chunk lengths into the unit's half; the
+        length (the tile's input rows × W) follows c0w in three registered steps, like the
+        loader's run bounds, and is used at the earliest by the start after the next one (a tile
+        changes at a start, its first chunk ends at least ``min_pass`` cycles later). The base
+        and the "chunk whole" compare are registered too: the counters change only at a start,
+        and the next start is ``min_pass`` >= 4 cycles later.
+        """
+        cfg, k3 = self.cfg, d.kernel3
+        half = cfg.ibuf_depth // 2
+        i0w, end, length = Signal(24), Signal(25), Signal(24)
+        ctrl.d.sync += [i0w.eq(Mux(k3 & (c0 != 0), c0w - d.width, c0w)),
+                        end.eq(min_of(c1w, d.in_plane) + Mux(k3, d.width, 0)),
+                        length.eq(min_of(end, d.in_plane) - i0w)]
+        offset = Signal(range(cfg.ibuf_depth))  # the next pass's chunk, from its half's start
+        with ctrl.If(start & lastk):
+            with ctrl.If(last_ig | ~d.resident):
+                ctrl.d.sync += offset.eq(0)
+            with ctrl.Else():
+                ctrl.d.sync += offset.eq(offset + length)
+        base = Signal(range(cfg.ibuf_depth))
+        input_ok = Signal()
+        ctrl.d.sync += [base.eq(Mux(islot & ~d.single_region, half, 0) + offset),
+                        input_ok.eq(self.ready[islot] > Mux(d.resident, ig, 0))]
+        return base, input_ok
+
+    def _datapath(self, m, ctrl, wg, mac, r_first, r_lastog, r_bslot):
+        """Buffer address → read → operands → MAC array → the ``acc`` and ``read`` streams."""
+        cfg, d = self.cfg, self.desc
+        p_ic = cfg.p_ic
+        # A → the registered address (it fans out to every bank of the buffer) → the buffer
+        # read; the pixel's tag travels beside the data from here on, delayed to meet it.
+        buf_addr = Signal.like(self.buf_addr)
+        ctrl.d.sync += buf_addr.eq(wg.addr[:len(buf_addr)])
+        m.d.comb += self.buf_addr.eq(buf_addr)
         tag = Signal(data.StructLayout({"valid": 1, "first": 1, "last": 1, "bank": 1,
-                                        "pix": range(cfg.acc_depth)}))
-        b_pad = Signal()
-        ctrl.d.sync += [tag.eq(Cat(wg.valid, r_first, r_lastog & wg.last_pix, r_bslot, wg.pix)),
-                        b_pad.eq(wg.pad)]
+                                        "pad": 1, "pix": range(cfg.acc_depth)}))
+        ctrl.d.sync += tag.eq(Cat(wg.valid, r_first, r_lastog & wg.last_pix, r_bslot, wg.pad,
+                                  wg.pix))
+        for k in range(IBUF_READ_LATENCY):
+            tag_q = Signal.like(tag, name=f"tag_b{k}")
+            ctrl.d.sync += tag_q.eq(tag)
+            tag = tag_q
         # X: the operands, registered in front of the multipliers (Ref: TN1267: the slice's
         # input registers follow, so only routing lies between these and the multiplier).
         x_vec = Signal(data.ArrayLayout(signed(8), p_ic), reset_less=True)
-        m.d.sync += x_vec.eq(Mux(b_pad, Cat(*[d.pad_value] * p_ic), self.buf_data))
+        m.d.sync += x_vec.eq(Mux(tag.pad, Cat(*[d.pad_value] * p_ic), self.buf_data))
         m.d.comb += mac.x.eq(x_vec)
         tags = [tag]  # tags[k]: the tag of the pixel whose operands were at X k - 1 cycles ago
         for k in range(mac_latency(p_ic) + 1):
@@ -161,22 +206,22 @@ class Compute(wiring.Component):
             self.acc.p.pix.eq(out.pix), self.acc.p.bank.eq(out.bank),
             self.acc.p.first.eq(out.first), self.acc.p.last.eq(out.last),
         ]
-        return m
 
     def _weights(self, m, ctrl, start, shadow_valid, mac):
         """Shadow register: ``p_oc`` beats of the stream, held until the MAC array takes them
-        with the pass's first pixel at X (``load``: the start delayed by three cycles, the
-        A → B → X pipeline); it refills from that cycle on."""
+        with the pass's first pixel at X (``load``: the start delayed by A, the registered
+        address, the :data:`~hdl.engine.loader.IBUF_READ_LATENCY` cycles of the buffer read and
+        X); it refills from that cycle on. Returns "a start is still handing its weights over"."""
         p_ic, p_oc = self.cfg.p_ic, self.cfg.p_oc
         w_layout = data.ArrayLayout(data.ArrayLayout(signed(8), p_ic), p_oc)
         shadow = Signal(w_layout, reset_less=True)
         fill = Signal(range(p_oc))
-        started = Signal(3)  # the start, delayed by 1, 2 and 3 cycles
-        ctrl.d.sync += started.eq(Cat(start, started[:2]))
-        load = started[2]
+        started = Signal(3 + IBUF_READ_LATENCY)  # the start, delayed by 1, 2, ... cycles
+        ctrl.d.sync += started.eq(Cat(start, started[:-1]))
+        load = started[-1]
         # the load drives the clock enables of all p_ic · p_oc multipliers: a copy per channel
         m.submodules.load = load_copies = Replicated(p_oc)
-        m.d.comb += [load_copies.i.eq(started[1]), mac.w.eq(shadow),
+        m.d.comb += [load_copies.i.eq(started[-2]), mac.w.eq(shadow),
                      mac.w_load.eq(load_copies.o), self.weights.ready.eq(~shadow_valid | load)]
         pop = self.weights.valid & self.weights.ready
         with m.If(pop):

@@ -2,8 +2,8 @@
 
 Dataflow (``docs/engine.md`` has the arithmetic behind these choices)::
 
-    AXI R ──► input loader ──► input buffer (2 slots: one input-channel group of one row tile)
-          └─► weight loader ─► weight FIFO ─► shadow weights ─► MAC array (p_oc × p_ic)
+    AXI R ──► input loader ──► input buffer (2 halves: a row tile's input groups, or one group)
+          └─► weight loader ─► weight store ─► shadow weights ─► MAC array (p_oc × p_ic)
                             └► requant params (2 slots)           │ accumulate over (ic, ky, kx)
     AXI W ◄── writer ◄── output FIFO ◄── drain: requant + maxpool ◄── accumulator banks (2)
 
@@ -12,7 +12,7 @@ synchronized only by full/free flags)::
 
     for tile in row tiles:                      # tile_rows output rows, all columns
       for og in output-channel groups (p_oc):   # accumulators double-buffered per og
-        for ig in input-channel groups (p_ic):  # input buffer double-buffered per (tile, og, ig)
+        for ig in input-channel groups (p_ic):  # input chunk (tile, ig): loaded once if resident
           for ky, kx in kernel:                 # one pass: fixed p_oc × p_ic weights
             for pixel in tile:                  # one pixel per cycle
               acc[pixel][0:p_oc] += W[og, ig, ky, kx] @ x[ig][pixel + (ky, kx)]
@@ -170,9 +170,10 @@ class EngineCore(wiring.Component):
         connect(top, comp.read, banks.read)
         top.d.comb += [
             comp.desc.eq(d), comp.run.eq(run), comp.clear.eq(starting), banks.clear.eq(starting),
-            comp.slot_full.eq(li.full), li.release.eq(comp.slot_release),
+            comp.ready.eq(li.ready), li.release.eq(comp.release),
             li.rd_addr.eq(comp.buf_addr), comp.buf_data.eq(li.rd_data),
-            comp.bank_free.eq(banks.free), banks.claim.eq(comp.bank_claim),
+            # a group's first pass needs its bank and, for the bias, its requant table
+            comp.bank_free.eq(banks.free & lw.params_ready), banks.claim.eq(comp.bank_claim),
             drain.desc.eq(d), drain.run.eq(run), drain.params.eq(params),
             drain.full.eq(banks.full), banks.drained.eq(drain.free), lw.release.eq(drain.free),
             banks.drain_addr.eq(drain.bank_addr), drain.bank_data.eq(banks.drain_data),

@@ -1,13 +1,17 @@
-"""The input loader: feature-map rows from DDR into the two-slot input buffer."""
+"""The input loader: feature-map rows from DDR into the input buffer, in chunks and units."""
 
-from amaranth import Cat, Module, Mux, Signal
+from amaranth import Array, Cat, Module, Mux, Signal
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hdl.axi import ReadRequestSignature, burst_beats, last_burst
-from hdl.descriptor import Descriptor, Pool
+from hdl.descriptor import IBUF_BANK, Descriptor, Pool
 
-__all__ = ["InputLoader", "ReadBeat", "min_of"]
+__all__ = ["IBUF_READ_LATENCY", "InputBuffer", "InputLoader", "ReadBeat", "min_of"]
+
+#: Cycles from ``rd_addr`` to ``rd_data`` of the input buffer: the block RAM read and the
+#: registered mux over its banks.
+IBUF_READ_LATENCY = 2
 
 
 def min_of(a, b):
@@ -22,20 +26,75 @@ class ReadBeat(data.StructLayout):
         super().__init__({"data": data_width, "last": 1})
 
 
+class InputBuffer(wiring.Component):
+    """``depth`` words of ``width`` bits in banks of :data:`~hdl.descriptor.IBUF_BANK` words
+    (eight DP16KD each in their 2K × 9 configuration), one write and one read port.
+
+    A read takes :data:`IBUF_READ_LATENCY` cycles: every bank reads ``rd_addr`` (its block RAM
+    output register), then the word of the addressed bank is selected into a register. The mux
+    over up to a dozen banks is a path of its own: it must not share a cycle with the block RAM
+    access (the 125 MHz budget: one block RAM access per cycle). Addresses at or beyond ``depth``
+    read an unspecified word and write nothing.
+
+    Attributes
+    ----------
+    wr_addr, wr_data, wr_en : In
+    rd_addr : In(range(depth))
+    rd_data : Out(width)
+    """
+
+    def __init__(self, width, depth):
+        self.width, self.depth = width, depth
+        self.bank = min(depth, IBUF_BANK)
+        super().__init__({
+            "wr_addr": In(range(depth)), "wr_data": In(width), "wr_en": In(1),
+            "rd_addr": In(range(depth)), "rd_data": Out(width),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        n_banks = -(-self.depth // self.bank)
+        low = (self.bank - 1).bit_length()
+        words = []
+        for i in range(n_banks):
+            mem = memory.Memory(shape=self.width, depth=self.bank, init=[])
+            m.submodules[f"bank{i}"] = mem
+            wr, rd = mem.write_port(), mem.read_port()
+            m.d.comb += [wr.addr.eq(self.wr_addr[:low]), wr.data.eq(self.wr_data),
+                         wr.en.eq(self.wr_en & (self.wr_addr[low:] == i)),
+                         rd.addr.eq(self.rd_addr[:low])]
+            words.append(rd.data)
+        if n_banks == 1:
+            m.d.sync += self.rd_data.eq(words[0])
+        else:
+            sel = Signal(range(n_banks))  # the bank of the word the block RAMs now deliver
+            m.d.sync += [sel.eq(self.rd_addr[low:]), self.rd_data.eq(Array(words)[sel])]
+        return m
+
+
 class InputLoader(wiring.Component):
-    """Per (tile, output-channel group, input-channel group), the tile's input rows of that channel
-    group (one contiguous run of the ``[C/8][H][W][8]`` layout) into one of two buffer slots.
+    """Loads the input map's rows, one *chunk* (one input-channel group of one row tile, a
+    contiguous run of the ``[C/8][H][W][8]`` layout) at a time, into the input buffer.
 
-    The rows are conv rows ``[c0, c1)`` of the tile (``c1`` includes the 2×2/1 overlap row and
+    A chunk holds conv rows ``[c0, c1)`` of its tile (``c1`` includes the 2×2/1 overlap row and
     is clipped to the map), widened by the 3×3 halo: from ``c0 - 1`` (unless ``c0 = 0``) to
-    ``c1 + 1`` (clipped). Slot ``s`` is claimed when free, filled by bursts of at most
-    ``max_burst`` beats that never cross 4 KB (Ref: AMBA AXI4 spec A3.4.1), marked ``full`` when
-    its last beat arrived, and freed by ``release``. The run's bounds are registered over three
-    states and each burst's length in a fourth, so no state chains more than two carry chains.
+    ``c1 + 1`` (clipped). Chunks come in *units* that occupy one half of the buffer (half ``u %
+    2`` for unit ``u``; with ``single_region`` both halves name the whole buffer) until the
+    compute unit releases them:
 
-    Full/free flags rather than a stream towards the compute unit: the compute unit reads a slot
-    many times (once per kernel tap) in its own order, so what it needs is "this slot holds the
-    whole run", not a sequence of beats.
+    - resident (``desc.resident``): a unit is a tile, its chunks (input groups 0, 1, ...) back
+      to back from the half's start; each is loaded once and read for every output group;
+    - streaming: a unit is one chunk, loaded once per (tile, output group, input group).
+
+    A unit's half is claimed when free (``single_region``: when both are), its chunks are filled
+    by bursts of at most ``max_burst`` beats that never cross 4 KB (Ref: AMBA AXI4 spec A3.4.1),
+    ``ready[h]`` counts the chunks of half ``h`` whose last beat arrived, and ``release`` frees
+    the half (and clears its count). The run's bounds are registered over three states and each
+    burst's length in a fourth, so no state chains more than two carry chains.
+
+    Counts and flags rather than a stream towards the compute unit: the compute unit reads a
+    chunk many times (once per kernel tap and output group) in its own order, so what it needs
+    is "this chunk is whole", not a sequence of beats.
 
     Parameters
     ----------
@@ -52,13 +111,13 @@ class InputLoader(wiring.Component):
     r : In(stream.Signature(ReadBeat, always_ready=True))
         The read data of this client's bursts, in request order.
     release : In(2)
-        Bit ``s``: the compute unit is done with slot ``s``.
-    full : Out(2)
-        Bit ``s``: slot ``s`` holds its whole run.
-    rd_addr : In(range(2 * ibuf_depth))
-        Buffer read address: slot in the top bit, pixel below.
+        Bit ``h``: the compute unit is done with the unit in half ``h``.
+    ready : Out(ArrayLayout(8, 2))
+        Chunks of the unit in half ``h`` that are whole.
+    rd_addr : In(range(ibuf_depth))
+        Buffer read address.
     rd_data : Out(data_width)
-        The word at ``rd_addr`` of the previous cycle.
+        The word at ``rd_addr`` of :data:`IBUF_READ_LATENCY` cycles before.
     """
 
     def __init__(self, cfg):
@@ -67,8 +126,8 @@ class InputLoader(wiring.Component):
             "desc": In(Descriptor), "run": In(1),
             "req": Out(ReadRequestSignature(cfg.addr_width)),
             "r": In(stream.Signature(ReadBeat(cfg.data_width), always_ready=True)),
-            "release": In(2), "full": Out(2),
-            "rd_addr": In(range(2 * cfg.ibuf_depth)), "rd_data": Out(cfg.data_width),
+            "release": In(2), "ready": Out(data.ArrayLayout(8, 2)),
+            "rd_addr": In(range(cfg.ibuf_depth)), "rd_data": Out(cfg.data_width),
         })
 
     def elaborate(self, platform):
@@ -76,39 +135,41 @@ class InputLoader(wiring.Component):
         cfg, d = self.cfg, self.desc
         beat_bytes = cfg.data_width // 8
         k3 = d.kernel3
-        m.submodules.buf = buf = memory.Memory(shape=cfg.data_width, depth=2 * cfg.ibuf_depth,
-                                               init=[])
-        wr, rd = buf.write_port(), buf.read_port()
-        m.d.comb += [rd.addr.eq(self.rd_addr), self.rd_data.eq(rd.data)]
+        m.submodules.buf = buf = InputBuffer(cfg.data_width, cfg.ibuf_depth)
+        m.d.comb += [buf.rd_addr.eq(self.rd_addr), self.rd_data.eq(buf.rd_data)]
         busy = Signal(2)  # claimed or filled; cleared by release
         claim = Signal(2)
-        fill = Signal(2)
-        m.d.sync += [busy.eq((busy | claim) & ~self.release),
-                     self.full.eq((self.full | fill) & ~self.release)]
-        # one tag per burst in flight: is it the last of its slot's run?
-        # Burst tags, written at the AR handshake and read with the burst's beats. Unbuffered: a
-        # slave may return the first beat in the cycle after AR (latency 1), and SyncFIFOBuffered
-        # shows an entry one cycle later than that (the beat would take a stale tag).
-        m.submodules.tags = tags = fifo.SyncFIFO(width=1, depth=16)
+        m.d.sync += busy.eq((busy | claim) & ~self.release)
+        # Burst tags, written at the AR handshake and read with the burst's beats: the last burst
+        # of a chunk, and of a unit. Unbuffered: a slave may return the first beat in the cycle
+        # after AR (latency 1), and SyncFIFOBuffered shows an entry one cycle later than that
+        # (the beat would take a stale tag).
+        m.submodules.tags = tags = fifo.SyncFIFO(width=2, depth=16)
 
         c0w = Signal(24)  # tile's first conv row × W
         c0 = Signal(16)
         og = Signal(8)
         ig = Signal(8)
         igbase = Signal(32)  # ig × in_plane
-        slot = Signal()
+        slot = Signal()  # the half of the current unit
         addr = Signal(cfg.addr_width)
         rem = Signal(24)
         i0w = Signal(24)  # first input row × W (the halo row above the tile, if any)
         end = Signal(25)  # conv end, then input end, before clipping to the plane
         blen = Signal(range(cfg.max_burst + 1))
         last = Signal()
+        last_ig = ig == d.in_groups - 1
+        unit_end = Signal()  # this chunk ends its unit
+        opens = ~d.resident | (ig == 0)  # this chunk opens a unit: it claims the half
+        free = Mux(d.single_region, busy == 0, ~busy.bit_select(slot, 1))
         with m.FSM():
             with m.State("SLOT"):
-                with m.If(self.run & (c0w < d.in_plane) & ~busy.bit_select(slot, 1)):
-                    m.d.comb += claim.eq(Mux(slot, 0b10, 0b01))
+                with m.If(self.run & (c0w < d.in_plane) & (~opens | free)):
+                    with m.If(opens):
+                        m.d.comb += claim.eq(Mux(slot, 0b10, 0b01))
                     m.d.sync += [i0w.eq(Mux(k3 & (c0 != 0), c0w - d.width, c0w)),
-                                 end.eq(c0w + d.tile_pix + Mux(d.pool == Pool.P2S1, d.width, 0))]
+                                 end.eq(c0w + d.tile_pix + Mux(d.pool == Pool.P2S1, d.width, 0)),
+                                 unit_end.eq(~d.resident | last_ig)]
                     m.next = "SPAN1"
             with m.State("SPAN1"):
                 m.d.sync += [end.eq(min_of(end, d.in_plane) + Mux(k3, d.width, 0)),
@@ -124,28 +185,47 @@ class InputLoader(wiring.Component):
             with m.State("BURST"):
                 m.d.comb += [
                     self.req.valid.eq(self.run & tags.w_rdy), self.req.addr.eq(addr),
-                    self.req.len.eq(blen - 1), tags.w_en.eq(self.req.ready), tags.w_data.eq(last),
+                    self.req.len.eq(blen - 1), tags.w_en.eq(self.req.ready),
+                    tags.w_data.eq(Cat(last, last & unit_end)),
                 ]
                 with m.If(self.req.ready):
                     m.d.sync += [addr.eq(addr + blen * beat_bytes), rem.eq(rem - blen)]
                     m.next = "CALC"
                     with m.If(last):
-                        m.d.sync += [slot.eq(~slot), igbase.eq(igbase + d.in_plane),
-                                     ig.eq(ig + 1)]
-                        with m.If(ig == d.in_groups - 1):
-                            m.d.sync += [ig.eq(0), igbase.eq(0), og.eq(og + 1)]
-                            with m.If(og == d.og_passes - 1):
-                                m.d.sync += [og.eq(0), c0.eq(c0 + d.tile_conv_rows),
-                                             c0w.eq(c0w + d.tile_pix)]
+                        self._advance(m, d, og, ig, igbase, c0, c0w, slot, unit_end, last_ig)
                         m.next = "SLOT"
-        # Receive side: data lands at the running pointer of the slot being filled.
+        self._receive(m, d, buf, tags)
+        return m
+
+    @staticmethod
+    def _advance(m, d, og, ig, igbase, c0, c0w, slot, unit_end, last_ig):
+        """The next chunk: input group, then output group (streaming only), then tile."""
+        m.d.sync += [igbase.eq(igbase + d.in_plane), ig.eq(ig + 1)]
+        with m.If(unit_end):
+            m.d.sync += slot.eq(~slot)
+        with m.If(last_ig):
+            m.d.sync += [ig.eq(0), igbase.eq(0), og.eq(og + 1)]
+            with m.If(d.resident | (og == d.og_passes - 1)):
+                m.d.sync += [og.eq(0), c0.eq(c0 + d.tile_conv_rows), c0w.eq(c0w + d.tile_pix)]
+
+    def _receive(self, m, d, buf, tags):
+        """Receive side: data lands at the running pointer; a unit's chunks follow each other
+        from its half's start."""
+        half = self.cfg.ibuf_depth // 2
         r_slot = Signal()
-        r_ptr = Signal(range(cfg.ibuf_depth))
-        m.d.comb += [wr.addr.eq(Cat(r_ptr, r_slot)), wr.data.eq(self.r.p.data),
-                     wr.en.eq(self.r.valid), tags.r_en.eq(self.r.valid & self.r.p.last)]
+        r_ptr = Signal(range(self.cfg.ibuf_depth))
+        counts = [Signal(8, name=f"ready{h}") for h in range(2)]
+        m.d.comb += [buf.wr_addr.eq(r_ptr), buf.wr_data.eq(self.r.p.data),
+                     buf.wr_en.eq(self.r.valid), tags.r_en.eq(self.r.valid & self.r.p.last),
+                     self.ready.eq(Cat(*counts))]
+        chunk_end = self.r.valid & self.r.p.last & tags.r_data[0]
         with m.If(self.r.valid):
             m.d.sync += r_ptr.eq(r_ptr + 1)
-            with m.If(self.r.p.last & tags.r_data[0]):
-                m.d.sync += [r_slot.eq(~r_slot), r_ptr.eq(0)]
-                m.d.comb += fill.eq(Mux(r_slot, 0b10, 0b01))
-        return m
+            with m.If(self.r.p.last & tags.r_data[1]):  # the next unit, in the other half
+                m.d.sync += [r_slot.eq(~r_slot),
+                             r_ptr.eq(Mux(d.single_region | r_slot, 0, half))]
+        for h, count in enumerate(counts):
+            with m.If(self.release[h]):
+                m.d.sync += count.eq(0)
+            with m.Elif(chunk_end & (r_slot == h)):
+                m.d.sync += count.eq(count + 1)

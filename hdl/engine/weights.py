@@ -1,14 +1,14 @@
 """The weight loader: requant tables and weights from DDR, per (tile, output-channel group)."""
 
 from amaranth import Module, Mux, Signal
-from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hdl.axi import ReadRequestSignature, burst_beats, last_burst
 from hdl.descriptor import Descriptor
 from hdl.engine.loader import ReadBeat
 
-__all__ = ["ParamBeat", "WeightLoader"]
+__all__ = ["ParamBeat", "WeightLoader", "WeightStore"]
 
 
 class ParamBeat(data.StructLayout):
@@ -18,6 +18,57 @@ class ParamBeat(data.StructLayout):
         super().__init__({"data": data_width, "slot": 1, "index": range(2 * p_oc)})
 
 
+class WeightStore(wiring.Component):
+    """The weight FIFO, which can also replay: ``depth`` beats in block RAM, a stream out.
+
+    FIFO (``replay`` low): beats are read in the order written and their space is the loader's
+    to reuse (it counts credits). Replay: the layer's whole weight stream (``total`` beats, less
+    than ``depth``) is written once, during the first row tile, and read again from its start
+    for every tile: after beat ``total - 1`` the read pointer wraps to 0 (``total`` is final by
+    then: ``complete`` rises with the request of the stream's last burst, before its data).
+
+    The output is the block RAM's read register: a beat is fetched when the output is empty or
+    being taken, so the stream runs at one beat per cycle; a beat written in cycle ``c`` can be
+    taken in ``c + 2``, as from ``SyncFIFOBuffered``.
+
+    Attributes
+    ----------
+    w_en, w_data : In
+        A beat to store.
+    replay, complete : In(1)
+    total : In(24)
+    o : Out(stream.Signature(width))
+    """
+
+    def __init__(self, width, depth):
+        self.width, self.depth = width, depth
+        super().__init__({
+            "w_en": In(1), "w_data": In(width), "replay": In(1), "complete": In(1),
+            "total": In(24), "o": Out(stream.Signature(width)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.mem = mem = memory.Memory(shape=self.width, depth=self.depth, init=[])
+        wr, rd = mem.write_port(), mem.read_port()
+        wp, fp = Signal(range(self.depth)), Signal(range(self.depth))  # write, fetch pointers
+        m.d.comb += [wr.addr.eq(wp), wr.data.eq(self.w_data), wr.en.eq(self.w_en)]
+        with m.If(self.w_en):
+            m.d.sync += wp.eq(Mux(wp == self.depth - 1, 0, wp + 1))
+        # Replay never fills the memory (total < depth), so "fetch != write" means "a beat
+        # waits" in both modes.
+        fetch = (fp != wp) & (~self.o.valid | self.o.ready)
+        last = Signal(24)  # the stream's last beat, registered: total is final long before use
+        m.d.sync += last.eq(self.total - 1)
+        wrap = (self.replay & self.complete & (fp == last)) | (fp == self.depth - 1)
+        m.d.comb += [rd.addr.eq(fp), rd.en.eq(fetch), self.o.payload.eq(rd.data)]
+        with m.If(fetch):
+            m.d.sync += [fp.eq(Mux(wrap, 0, fp + 1)), self.o.valid.eq(1)]
+        with m.Elif(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        return m
+
+
 class WeightLoader(wiring.Component):
     """Per (tile, output-channel group): the group's requant table (``2·p_oc`` beats) into a
     parameter slot, then its weight stream (``og_weight_beats``) into the weight FIFO.
@@ -25,8 +76,10 @@ class WeightLoader(wiring.Component):
     The table of group ``og`` goes to slot ``og % 2`` (counting over the whole layer), claimed
     when the drain has ``release``\\ d it; the weights follow in bursts that are requested only
     when the FIFO has room for all their beats (credits), so read data is always accepted. The
-    table and the weights are re-read for every row tile. Each burst's length is registered one
-    state before its request (PCALC, WCALC).
+    table is re-read for every row tile, and so are the weights unless ``weights_resident``: then
+    the layer's whole weight stream fits the :class:`WeightStore`, is read from DDR during the
+    first tile only and replayed from the store for the others. Each burst's length is registered
+    one state before its request (PCALC, WCALC).
 
     Parameters
     ----------
@@ -43,6 +96,9 @@ class WeightLoader(wiring.Component):
         Table beats, to be stored at once.
     release : In(2)
         Bit ``s``: the drain is done with parameter slot ``s``.
+    params_ready : Out(2)
+        Bit ``s``: parameter slot ``s`` holds its whole table (until released). The bias is
+        needed by the group's first pass; replayed weights no longer arrive after their table.
     weights : Out(stream.Signature(data_width))
         The weight stream, ``[og][ig][ky][kx][p_oc]`` beats of ``p_ic`` int8 weights.
     """
@@ -55,7 +111,7 @@ class WeightLoader(wiring.Component):
             "r": In(stream.Signature(ReadBeat(cfg.data_width), always_ready=True)),
             "params": Out(stream.Signature(ParamBeat(cfg.data_width, cfg.p_oc),
                                            always_ready=True)),
-            "release": In(2),
+            "release": In(2), "params_ready": Out(2),
             "weights": Out(stream.Signature(cfg.data_width)),
         })
 
@@ -66,9 +122,11 @@ class WeightLoader(wiring.Component):
         param_beats = 2 * cfg.p_oc
         # Table burst or weight burst? Unbuffered, as the input loader's tags (latency-1 reads).
         m.submodules.tags = tags = fifo.SyncFIFO(width=1, depth=16)
-        m.submodules.wfifo = wfifo = fifo.SyncFIFOBuffered(width=cfg.data_width,
-                                                           depth=cfg.weight_fifo_depth)
-        wiring.connect(m, wfifo.r_stream, wiring.flipped(self.weights))
+        m.submodules.store = store = WeightStore(cfg.data_width, cfg.weight_store_depth)
+        wiring.connect(m, store.o, wiring.flipped(self.weights))
+        total, complete = Signal(24), Signal()  # replay: the stream's length, and it is whole
+        m.d.comb += [store.replay.eq(d.weights_resident), store.total.eq(total),
+                     store.complete.eq(complete)]
         busy = Signal(2)  # slot claimed (or filled); freed by release
         claim = Signal(2)
         m.d.sync += busy.eq((busy | claim) & ~self.release)
@@ -101,8 +159,10 @@ class WeightLoader(wiring.Component):
                 with m.If(self.run & (c0w < d.in_plane) & ~busy.bit_select(slot, 1)):
                     m.d.comb += claim.eq(Mux(slot, 0b10, 0b01))
                     m.d.sync += rem.eq(param_beats)
-                    with m.If(og == 0):  # each tile re-reads the table and the weights
+                    with m.If(og == 0):  # each tile re-reads the table (and the weights)
                         m.d.sync += [paddr.eq(d.param_addr), waddr.eq(d.w_addr)]
+                    with m.If(c0w == 0):
+                        m.d.sync += total.eq(total + d.og_weight_beats)
                     m.next = "PCALC"
             with m.State("PCALC"):
                 calc(paddr)
@@ -115,19 +175,24 @@ class WeightLoader(wiring.Component):
                     with m.If(last):
                         m.d.sync += rem.eq(d.og_weight_beats)
                         m.next = "WCALC"
+                        with m.If(d.weights_resident & (c0w != 0)):  # replayed from the store
+                            self._advance(m, d, og, slot, c0w)
+                            m.next = "SLOT"
             with m.State("WCALC"):
                 calc(waddr)
                 m.next = "WEIGHTS"
             with m.State("WEIGHTS"):
-                m.d.comb += [self.req.valid.eq(self.run & tags.w_rdy & (credits >= blen)),
+                # replay: the store holds the whole stream, no credits needed
+                room = d.weights_resident | (credits >= blen)
+                m.d.comb += [self.req.valid.eq(self.run & tags.w_rdy & room),
                              take.eq(Mux(self.req.ready, blen, 0))]
                 request(waddr, 0)
                 with m.If(self.req.ready):
                     m.next = "WCALC"
                     with m.If(last):
-                        m.d.sync += [slot.eq(~slot), og.eq(og + 1)]
-                        with m.If(og == d.og_passes - 1):
-                            m.d.sync += [og.eq(0), c0w.eq(c0w + d.tile_pix)]
+                        self._advance(m, d, og, slot, c0w)
+                        with m.If((c0w == 0) & (og == d.og_passes - 1)):
+                            m.d.sync += complete.eq(1)
                         m.next = "SLOT"
         # Receive: table beats out with their slot and index, weights into the FIFO.
         r_slot = Signal()
@@ -135,12 +200,22 @@ class WeightLoader(wiring.Component):
         table = tags.r_data[0]
         m.d.comb += [
             tags.r_en.eq(self.r.valid & self.r.p.last),
-            wfifo.w_data.eq(self.r.p.data), wfifo.w_en.eq(self.r.valid & ~table),
+            store.w_data.eq(self.r.p.data), store.w_en.eq(self.r.valid & ~table),
             self.params.valid.eq(self.r.valid & table), self.params.p.data.eq(self.r.p.data),
             self.params.p.slot.eq(r_slot), self.params.p.index.eq(r_idx),
         ]
+        filled = Signal(2)
+        m.d.sync += self.params_ready.eq((self.params_ready | filled) & ~self.release)
         with m.If(self.params.valid):
             m.d.sync += r_idx.eq(r_idx + 1)
             with m.If(r_idx == param_beats - 1):
                 m.d.sync += [r_idx.eq(0), r_slot.eq(~r_slot)]
+                m.d.comb += filled.eq(Mux(r_slot, 0b10, 0b01))
         return m
+
+    @staticmethod
+    def _advance(m, d, og, slot, c0w):
+        """The next (tile, output group) and its parameter slot."""
+        m.d.sync += [slot.eq(~slot), og.eq(og + 1)]
+        with m.If(og == d.og_passes - 1):
+            m.d.sync += [og.eq(0), c0w.eq(c0w + d.tile_pix)]
