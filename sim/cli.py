@@ -37,8 +37,8 @@ def engine_clock_mhz(requested: float | None) -> tuple[float, str]:
     if requested is not None:
         return requested, "--clock-mhz"
     fmax = last_measured_fmax()
-    if fmax is not None:
-        return fmax, f"the Fmax of the last make timing, {TIMING_DIR / 'timing.json'}"
+    if fmax is not None:  # to 0.1 MHz: as nextpnr prints it, and what a projection means
+        return round(fmax, 1), f"the Fmax of the last make timing, {TIMING_DIR / 'timing.json'}"
     return DEFAULT_CLOCK_MHZ, "assumed: no make timing run yet"
 
 
