@@ -1,5 +1,4 @@
-"""A register copied for fanout: one copy per group of the loads a control bit or an address
-drives."""
+"""A register copied for fanout: one copy per group of the loads a control bit drives."""
 
 from amaranth import ClockSignal, Const, Instance, Module
 from amaranth.lib import data, wiring
@@ -9,12 +8,11 @@ __all__ = ["Replicated"]
 
 
 class Replicated(wiring.Component):
-    """``copies`` registers of the same value: ``o[k]`` is ``i`` of the previous cycle, for every k.
+    """``copies`` registers of the same bit: ``o[k]`` is ``i`` of the previous cycle, for every k.
 
     A select that steers a wide datapath (a 512-bit bank word, 128 weight registers) drives
-    hundreds of LUT inputs spread over many tiles, an address dozens of block RAMs; as one net
-    it crowds the routing around them and its delay grows with its span. Each copy here drives
-    one group of the loads.
+    hundreds of LUT inputs spread over many tiles; as one net it crowds the routing around them
+    and its delay grows with its span. Each copy here drives one group of the loads.
 
     yosys merges registers with the same input (``opt_merge``: identical ``$dff`` cells are
     one cell, whatever the attributes on their wires), so on the ECP5 (a platform whose
@@ -25,33 +23,29 @@ class Replicated(wiring.Component):
     Parameters
     ----------
     copies : int
-    width : int
 
     Attributes
     ----------
-    i : In(width)
-    o : Out(ArrayLayout(width, copies))
+    i : In(1)
+    o : Out(ArrayLayout(1, copies))
     """
 
-    def __init__(self, copies, *, width=1):
-        for name, value in (("copies", copies), ("width", width)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, not {value!r}")
-        self.copies, self.width = copies, width
-        super().__init__({"i": In(width), "o": Out(data.ArrayLayout(width, copies))})
+    def __init__(self, copies):
+        if not isinstance(copies, int) or copies < 1:
+            raise ValueError(f"copies must be a positive integer, not {copies!r}")
+        self.copies = copies
+        super().__init__({"i": In(1), "o": Out(data.ArrayLayout(1, copies))})
 
     def elaborate(self, platform):
         m = Module()
         for k in range(self.copies):
             if getattr(platform, "family", None) == "ecp5":
-                for b in range(self.width):
-                    # Ref: yosys techlibs/ecp5/cells_ff.vh, FD1S3AX: a register with neither
-                    # clock enable nor set/reset
-                    m.submodules[f"ff{k}_{b}"] = Instance(
-                        "TRELLIS_FF", p_GSR="DISABLED", p_CEMUX="1", p_CLKMUX="CLK",
-                        p_LSRMUX="LSR", p_REGSET="RESET", p_SRMODE="ASYNC",
-                        i_CLK=ClockSignal(), i_LSR=Const(0, 1), i_DI=self.i[b],
-                        o_Q=self.o[k][b])
+                # Ref: yosys techlibs/ecp5/cells_ff.vh, FD1S3AX: a register with neither
+                # clock enable nor set/reset
+                m.submodules[f"ff{k}"] = Instance(
+                    "TRELLIS_FF", p_GSR="DISABLED", p_CEMUX="1", p_CLKMUX="CLK", p_LSRMUX="LSR",
+                    p_REGSET="RESET", p_SRMODE="ASYNC",
+                    i_CLK=ClockSignal(), i_LSR=Const(0, 1), i_DI=self.i, o_Q=self.o[k])
             else:
                 m.d.sync += self.o[k].eq(self.i)
         return m

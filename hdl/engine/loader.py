@@ -6,13 +6,12 @@ from amaranth.lib.wiring import In, Out
 
 from hdl.axi import ReadRequestSignature, burst_beats, last_burst
 from hdl.descriptor import IBUF_BANK, Descriptor, Pool
-from hdl.fanout import Replicated
 
 __all__ = ["IBUF_READ_LATENCY", "InputBuffer", "InputLoader", "ReadBeat", "min_of"]
 
-#: Cycles from ``rd_addr`` to ``rd_data`` of the input buffer: the address registered (a copy
-#: per bank), the block RAM read and the registered mux over the banks.
-IBUF_READ_LATENCY = 3
+#: Cycles from ``rd_addr`` to ``rd_data`` of the input buffer: the block RAM read and the
+#: registered mux over its banks.
+IBUF_READ_LATENCY = 2
 
 
 def min_of(a, b):
@@ -31,14 +30,11 @@ class InputBuffer(wiring.Component):
     """``depth`` words of ``width`` bits in banks of :data:`~hdl.descriptor.IBUF_BANK` words
     (eight DP16KD each in their 2K × 9 configuration), one write and one read port.
 
-    A write lands one cycle after ``wr_*``, a read takes :data:`IBUF_READ_LATENCY` cycles: both
-    addresses (and the write data) are registered in one copy per bank
-    (:class:`~hdl.fanout.Replicated`: one address register driving all 88 block RAMs was the
-    worst path of the routed design, 16.7 ns of routing on one bit), every bank reads its copy
-    (its block RAM output register), then the word of the addressed bank is selected into a
-    register. The mux over up to a dozen banks is a path of its own: it must not
-    share a cycle with the block RAM access (the 125 MHz budget: one block RAM access per cycle).
-    Addresses at or beyond ``depth`` read an unspecified word and write nothing.
+    A read takes :data:`IBUF_READ_LATENCY` cycles: every bank reads ``rd_addr`` (its block RAM
+    output register), then the word of the addressed bank is selected into a register. The mux
+    over up to a dozen banks is a path of its own: it must not share a cycle with the block RAM
+    access (the 125 MHz budget: one block RAM access per cycle). Addresses at or beyond ``depth``
+    read an unspecified word and write nothing.
 
     Attributes
     ----------
@@ -60,26 +56,19 @@ class InputBuffer(wiring.Component):
         n_banks = -(-self.depth // self.bank)
         low = (self.bank - 1).bit_length()
         words = []
-        m.submodules.rd_addr = rd_addr = Replicated(n_banks, width=low)
-        m.submodules.wr_word = wr_word = Replicated(n_banks, width=low + self.width)
-        m.d.comb += [rd_addr.i.eq(self.rd_addr[:low]),
-                     wr_word.i.eq(Cat(self.wr_addr[:low], self.wr_data))]
         for i in range(n_banks):
             mem = memory.Memory(shape=self.width, depth=self.bank, init=[])
             m.submodules[f"bank{i}"] = mem
             wr, rd = mem.write_port(), mem.read_port()
-            wr_en = Signal(name=f"wr_en{i}")  # per bank already: no copies needed
-            m.d.sync += wr_en.eq(self.wr_en & (self.wr_addr[low:] == i))
-            m.d.comb += [wr.addr.eq(wr_word.o[i][:low]), wr.data.eq(wr_word.o[i][low:]),
-                         wr.en.eq(wr_en), rd.addr.eq(rd_addr.o[i])]
+            m.d.comb += [wr.addr.eq(self.wr_addr[:low]), wr.data.eq(self.wr_data),
+                         wr.en.eq(self.wr_en & (self.wr_addr[low:] == i)),
+                         rd.addr.eq(self.rd_addr[:low])]
             words.append(rd.data)
         if n_banks == 1:
             m.d.sync += self.rd_data.eq(words[0])
         else:
-            hi = Signal(range(n_banks))  # the bank of the registered address
             sel = Signal(range(n_banks))  # the bank of the word the block RAMs now deliver
-            m.d.sync += [hi.eq(self.rd_addr[low:]), sel.eq(hi),
-                         self.rd_data.eq(Array(words)[sel])]
+            m.d.sync += [sel.eq(self.rd_addr[low:]), self.rd_data.eq(Array(words)[sel])]
         return m
 
 
