@@ -1,4 +1,4 @@
-"""A register copied for fanout: one copy per group of the loads a control bit drives."""
+"""A register copied for fanout: one copy per group of the loads a control value drives."""
 
 from amaranth import ClockSignal, Const, Instance, Module
 from amaranth.lib import data, wiring
@@ -8,7 +8,7 @@ __all__ = ["Replicated"]
 
 
 class Replicated(wiring.Component):
-    """``copies`` registers of the same bit: ``o[k]`` is ``i`` of the previous cycle, for every k.
+    """``copies`` registers of the same value: ``o[k]`` is ``i`` of the previous cycle, for every k.
 
     A select that steers a wide datapath (a 512-bit bank word, 128 weight registers) drives
     hundreds of LUT inputs spread over many tiles; as one net it crowds the routing around them
@@ -23,29 +23,33 @@ class Replicated(wiring.Component):
     Parameters
     ----------
     copies : int
+    width : int
 
     Attributes
     ----------
-    i : In(1)
-    o : Out(ArrayLayout(1, copies))
+    i : In(width)
+    o : Out(ArrayLayout(width, copies))
     """
 
-    def __init__(self, copies):
-        if not isinstance(copies, int) or copies < 1:
-            raise ValueError(f"copies must be a positive integer, not {copies!r}")
-        self.copies = copies
-        super().__init__({"i": In(1), "o": Out(data.ArrayLayout(1, copies))})
+    def __init__(self, copies, *, width=1):
+        for name, value in (("copies", copies), ("width", width)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, not {value!r}")
+        self.copies, self.width = copies, width
+        super().__init__({"i": In(width), "o": Out(data.ArrayLayout(width, copies))})
 
     def elaborate(self, platform):
         m = Module()
         for k in range(self.copies):
             if getattr(platform, "family", None) == "ecp5":
-                # Ref: yosys techlibs/ecp5/cells_ff.vh, FD1S3AX: a register with neither
-                # clock enable nor set/reset
-                m.submodules[f"ff{k}"] = Instance(
-                    "TRELLIS_FF", p_GSR="DISABLED", p_CEMUX="1", p_CLKMUX="CLK", p_LSRMUX="LSR",
-                    p_REGSET="RESET", p_SRMODE="ASYNC",
-                    i_CLK=ClockSignal(), i_LSR=Const(0, 1), i_DI=self.i, o_Q=self.o[k])
+                for b in range(self.width):
+                    # Ref: yosys techlibs/ecp5/cells_ff.vh, FD1S3AX: a register with neither
+                    # clock enable nor set/reset
+                    m.submodules[f"ff{k}_{b}"] = Instance(
+                        "TRELLIS_FF", p_GSR="DISABLED", p_CEMUX="1", p_CLKMUX="CLK",
+                        p_LSRMUX="LSR", p_REGSET="RESET", p_SRMODE="ASYNC",
+                        i_CLK=ClockSignal(), i_LSR=Const(0, 1), i_DI=self.i[b],
+                        o_Q=self.o[k][b])
             else:
                 m.d.sync += self.o[k].eq(self.i)
         return m

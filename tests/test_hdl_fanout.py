@@ -13,28 +13,31 @@ from hdl.ecp5 import ECP5Target
 from hdl.fanout import Replicated
 
 
-def test_every_copy_is_the_input_of_the_previous_cycle():
-    dut = Replicated(5)
-    pattern = [1, 0, 0, 1, 1, 0, 1, 0, 1, 1, 1, 0]
+@pytest.mark.parametrize("width", [1, 5])
+def test_every_copy_is_the_input_of_the_previous_cycle(width):
+    dut = Replicated(3, width=width)
+    pattern = [1, 0, 0, 31, 17, 0, 1, 30, 9, 21, 7, 0]
+    pattern = [v % (1 << width) for v in pattern]
     seen = []
 
     async def bench(ctx):
-        for bit in pattern:
-            ctx.set(dut.i, bit)
+        for value in pattern:
+            ctx.set(dut.i, value)
             await ctx.tick()
-            seen.append([ctx.get(dut.o[k]) for k in range(5)])
+            seen.append([ctx.get(dut.o[k]) for k in range(3)])
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
-    for k, (bit, copies) in enumerate(zip(pattern, seen, strict=True)):
-        assert copies == [bit] * 5, f"cycle {k}: input {bit}, copies {copies}"
+    for k, (value, copies) in enumerate(zip(pattern, seen, strict=True)):
+        assert copies == [value] * 3, f"cycle {k}: input {value}, copies {copies}"
 
 
-def test_on_ecp5_each_copy_is_a_flip_flop_of_its_own():
-    text = rtlil.convert(Replicated(6), platform=ECP5Target())
-    assert text.count("cell \\TRELLIS_FF") == 6
+@pytest.mark.parametrize("width", [1, 4])
+def test_on_ecp5_each_copy_is_a_flip_flop_of_its_own(width):
+    text = rtlil.convert(Replicated(6, width=width), platform=ECP5Target())
+    assert text.count("cell \\TRELLIS_FF") == 6 * width
 
 
 class _Steered(Elaboratable):

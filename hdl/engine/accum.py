@@ -1,6 +1,6 @@
 """The accumulator banks: two banks of ``acc_depth`` pixels × ``p_oc`` int32 partial sums."""
 
-from amaranth import Array, Module, Mux, ResetInserter, Signal, signed
+from amaranth import Array, Cat, Module, Mux, ResetInserter, Signal, signed
 from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -115,13 +115,13 @@ class AccumulatorBanks(wiring.Component):
         # The addend is chosen when the word arrives, a cycle before the add: the selects fan
         # out to every bit of p_oc words, so they drive a mux into a register, not an adder,
         # and each output channel has its own copy of them.
-        m.submodules.rdata_bank = rdata_bank = Replicated(self.p_oc)
-        m.submodules.rdata_first = rdata_first = Replicated(self.p_oc)
-        m.d.comb += [rdata_bank.i.eq(self.read.p.bank), rdata_first.i.eq(self.read.p.first)]
+        m.submodules.rdata_sel = rdata_sel = Replicated(self.p_oc, width=2)
+        m.d.comb += rdata_sel.i.eq(Cat(self.read.p.bank, self.read.p.first))
         for o in range(self.p_oc):
-            word = Mux(rdata_bank.o[o], ports[1].data[o], ports[0].data[o])
-            bias = Mux(rdata_bank.o[o], self.bias[1][o], self.bias[0][o])
-            m.d.sync += rdata[o].eq(Mux(rdata_first.o[o], bias, word))
+            bank, first = rdata_sel.o[o][0], rdata_sel.o[o][1]  # channel o's copies
+            word = Mux(bank, ports[1].data[o], ports[0].data[o])
+            bias = Mux(bank, self.bias[1][o], self.bias[0][o])
+            m.d.sync += rdata[o].eq(Mux(first, bias, word))
         beat = self.i.p
         for o in range(self.p_oc):
             m.d.sync += new[o].eq(rdata[o] + beat.sums[o])

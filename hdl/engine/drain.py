@@ -140,12 +140,8 @@ class Drain(wiring.Component):
         m.d.sync += [e0.eq(Cat(pw.step, pw.pos, pw.first, pw.last, slot, pw.sub, pw.j)),
                      e1.eq(e0), e2.eq(e1)]
         m.submodules.slot1 = slot1 = Replicated(cfg.p_oc)
-        m.submodules.slot2 = slot2 = Replicated(p_ic)
-        subs2 = [Replicated(p_ic) for _ in range(len(e1.sub))]
-        m.d.comb += [slot1.i.eq(e0.slot), slot2.i.eq(e1.slot)]
-        for b, copies in enumerate(subs2):
-            m.submodules[f"sub2_{b}"] = copies
-            m.d.comb += copies.i.eq(e1.sub[b])
+        m.submodules.lane_sel = lane_sel = Replicated(p_ic, width=1 + len(e1.sub))
+        m.d.comb += [slot1.i.eq(e0.slot), lane_sel.i.eq(Cat(e1.slot, e1.sub))]
         word = Signal(data.ArrayLayout(signed(32), cfg.p_oc), reset_less=True)
         for o in range(cfg.p_oc):
             m.d.sync += word[o].eq(Mux(slot1.o[o], self.bank_data[1][o], self.bank_data[0][o]))
@@ -154,11 +150,11 @@ class Drain(wiring.Component):
         param_beats = 2 * cfg.p_oc
         lanes = Signal(data.ArrayLayout(signed(32), p_ic))  # the sub-group's accumulators
         for i in range(p_ic):
-            sub = Cat(*(copies.o[i] for copies in subs2))
+            slot2, sub = lane_sel.o[i][0], lane_sel.o[i][1:]  # lane i's copy of E2's selects
             m.d.comb += lanes[i].eq(Array(word[g * p_ic + i] for g in range(n_sub))[sub])
 
-            def param(w, i=i, sub=sub):  # word `w` of channel sub·p_ic + i in the current slot
-                return Mux(slot2.o[i], *(
+            def param(w, i=i, slot2=slot2, sub=sub):  # word `w` of channel sub·p_ic + i
+                return Mux(slot2, *(
                     Array(self.params[s * param_beats + 2 * (g * p_ic + i) + w]
                           for g in range(n_sub))[sub] for s in (1, 0)))
             m.d.comb += [
