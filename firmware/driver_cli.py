@@ -253,7 +253,8 @@ def sim_run_timeout(program, engine_mhz: float) -> float:
     float
         :data:`SIM_RUN_TIMEOUT`, or if longer the wall time of the engine cycles
         :mod:`firmware.perf` predicts for ``program`` on the ULX3S's SDR memory at
-        :data:`SIM_ENGINE_CYCLES_PER_S` (YOLOv3-tiny: about 54 M cycles, 45 minutes).
+        :data:`SIM_ENGINE_CYCLES_PER_S` (YOLOv3-tiny with resident tiles: about 27.6 M cycles,
+        23 minutes).
     """
     from firmware.perf import BOARD_MEMORY, PerfConfig, predict_program, program_cycles
 

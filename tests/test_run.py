@@ -21,6 +21,7 @@ import pytest
 
 from firmware.compiler import compile_network
 from firmware.driver import BoardDriver, DriverError
+from firmware.driver_cli import SIM_RUN_TIMEOUT, sim_run_timeout
 from firmware.link import ID_MAGIC, Cmd, Link, TcpTransport, encode_answer
 from hdl.descriptor import EngineConfig
 from model.darknet import load_darknet
@@ -135,3 +136,14 @@ def test_driver_names_a_wrong_board(board_word, message):
         driver = BoardDriver(link, "ulx3s", say=lambda _: None)
         with pytest.raises(DriverError, match=message):
             driver.connect()
+
+
+def test_sim_run_timeout_covers_a_large_network_and_keeps_the_default_for_a_small_one():
+    """Worked answers: the small model (about 0.1 M engine cycles) keeps the 600 s default; the
+    real YOLOv3-tiny's is longer than its slowest measured healthy run on the simulated board
+    (429 s of compute on shared cores, before resident tiles halved its traffic: docs/board.md)
+    with a factor of two to spare."""
+    small = compile_network(_golden_network(MODELS["owlet-tiny"]), EngineConfig(), reuse=False)
+    assert sim_run_timeout(small, 100.0) == SIM_RUN_TIMEOUT == 600.0
+    big = compile_network(_golden_network(MODELS["yolov3-tiny"]), EngineConfig(), reuse=False)
+    assert sim_run_timeout(big, 100.0) > 2 * 429
