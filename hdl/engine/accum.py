@@ -1,9 +1,10 @@
 """The accumulator banks: two banks of ``acc_depth`` pixels × ``p_oc`` int32 partial sums."""
 
 from amaranth import Array, Cat, Module, Mux, ResetInserter, Signal, signed
-from amaranth.lib import data, enum, memory, stream, wiring
+from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from hdl.bram import block_ram
 from hdl.fanout import Replicated
 
 __all__ = ["ACC_READ_LEAD", "AccBeat", "AccumulatorBanks", "BankState", "ReadAhead"]
@@ -48,6 +49,11 @@ class AccumulatorBanks(wiring.Component):
     them is the state of the whole bank.
 
     The data registers are never reset; ``clear`` (a layer start) returns both banks to FREE.
+
+    A bank word read in the cycle it is written is unspecified (:func:`hdl.bram.block_ram`),
+    and never used: a pixel is written three cycles after its read and read again no sooner
+    than four cycles after that read (``min_pass``), and the drain reads only a FULL bank,
+    which nothing writes.
 
     Parameters
     ----------
@@ -96,8 +102,7 @@ class AccumulatorBanks(wiring.Component):
         w_bank, w_en = Signal(reset_less=True), Signal()
         ports = []
         for b in range(2):
-            m.submodules[f"bank{b}"] = bank = memory.Memory(shape=acc_layout,
-                                                            depth=self.acc_depth, init=[])
+            m.submodules[f"bank{b}"] = bank = block_ram(acc_layout, self.acc_depth)
             rd, wr = bank.read_port(), bank.write_port()
             ports.append(rd)
             full = state[b] == BankState.FULL

@@ -1,10 +1,11 @@
 """The input loader: feature-map rows from DDR into the input buffer, in chunks and units."""
 
 from amaranth import Array, Cat, Module, Mux, Signal
-from amaranth.lib import data, fifo, memory, stream, wiring
+from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hdl.axi import ReadRequestSignature, burst_beats, last_burst
+from hdl.bram import block_ram
 from hdl.descriptor import IBUF_BANK, Descriptor, Pool
 
 __all__ = ["IBUF_READ_LATENCY", "InputBuffer", "InputLoader", "ReadBeat", "min_of"]
@@ -36,6 +37,10 @@ class InputBuffer(wiring.Component):
     access (the 125 MHz budget: one block RAM access per cycle). Addresses at or beyond ``depth``
     read an unspecified word and write nothing.
 
+    A word read in the cycle it is written is unspecified (:func:`hdl.bram.block_ram`): the
+    compute unit reads a chunk only once the loader counts it whole, and the loader writes a
+    half only once the compute unit has released it, so a used read never meets a write.
+
     Attributes
     ----------
     wr_addr, wr_data, wr_en : In
@@ -57,7 +62,7 @@ class InputBuffer(wiring.Component):
         low = (self.bank - 1).bit_length()
         words = []
         for i in range(n_banks):
-            mem = memory.Memory(shape=self.width, depth=self.bank, init=[])
+            mem = block_ram(self.width, self.bank)
             m.submodules[f"bank{i}"] = mem
             wr, rd = mem.write_port(), mem.read_port()
             m.d.comb += [wr.addr.eq(self.wr_addr[:low]), wr.data.eq(self.wr_data),

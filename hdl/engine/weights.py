@@ -1,10 +1,11 @@
 """The weight loader: requant tables and weights from DDR, per (tile, output-channel group)."""
 
 from amaranth import Module, Mux, Signal
-from amaranth.lib import data, fifo, memory, stream, wiring
+from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hdl.axi import ReadRequestSignature, burst_beats, last_burst
+from hdl.bram import block_ram
 from hdl.descriptor import Descriptor
 from hdl.engine.loader import ReadBeat
 
@@ -29,7 +30,9 @@ class WeightStore(wiring.Component):
 
     The output is the block RAM's read register: a beat is fetched when the output is empty or
     being taken, so the stream runs at one beat per cycle; a beat written in cycle ``c`` can be
-    taken in ``c + 2``, as from ``SyncFIFOBuffered``.
+    taken in ``c + 2``, as from ``SyncFIFOBuffered``. A fetch reads only behind the write
+    pointer (``fetch != write``), so it never reads the word being written
+    (:func:`hdl.bram.block_ram`).
 
     Attributes
     ----------
@@ -49,7 +52,7 @@ class WeightStore(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.mem = mem = memory.Memory(shape=self.width, depth=self.depth, init=[])
+        m.submodules.mem = mem = block_ram(self.width, self.depth)
         wr, rd = mem.write_port(), mem.read_port()
         wp, fp = Signal(range(self.depth)), Signal(range(self.depth))  # write, fetch pointers
         m.d.comb += [wr.addr.eq(wp), wr.data.eq(self.w_data), wr.en.eq(self.w_en)]
