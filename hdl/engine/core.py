@@ -18,7 +18,7 @@ synchronized only by full/free flags)::
               acc[pixel][0:p_oc] += W[og, ig, ky, kx] @ x[ig][pixel + (ky, kx)]
 """
 
-from amaranth import Array, Cat, Const, Module, Mux, ResetInserter, Signal
+from amaranth import Array, Cat, ClockDomain, ClockSignal, Const, DomainRenamer, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out, connect
 
@@ -30,6 +30,7 @@ from hdl.engine.drain import Drain
 from hdl.engine.loader import InputLoader
 from hdl.engine.weights import WeightLoader
 from hdl.engine.writer import Writer
+from hdl.fanout import GlobalNet
 
 __all__ = ["COUNTERS", "CSR", "ERR", "Engine", "EngineCore"]
 
@@ -92,12 +93,13 @@ class EngineCore(wiring.Component):
         cfg = self.cfg
         p_oc = cfg.p_oc
         axi = self.axi
-        # `top` holds layer control, errors, counters and the units with wide data registers
-        # (requant parameters, compute, banks), which need no reset: their validity travels
-        # in control state, which they clear at a layer start. That keeps the reset off ~6k
-        # flip-flops. `m` holds the other units and is reset as a whole the cycle after a layer
-        # is launched (so an aborted layer leaves no state), from a register, not from the CSR
-        # decode.
+        # `top` holds layer control, errors and counters, reset by the domain's reset. `m` holds
+        # the units, in a domain of their own on the same clock whose only reset is `starting`:
+        # the cycle after a layer is launched (so an aborted layer leaves no state) or after the
+        # domain's reset. A register, not the CSR decode nor an OR with the domain's reset,
+        # drives those ~1.8k reset inputs, through the clock network (`GlobalNet`). The wide
+        # data registers (weights, requant parameters, sums) are `reset_less`: their validity
+        # travels in control state.
         top = Module()
         m = Module()
 
@@ -106,7 +108,7 @@ class EngineCore(wiring.Component):
         abort = Signal()
         run = Signal()
         launch = Signal()  # the accepted start pulse
-        starting = Signal()  # the cycle after launch: the datapath is being reset
+        starting = Signal(init=1)  # the cycle after launch or reset: the datapath is cleared
         top.d.comb += [launch.eq(self.start & ~self.busy),
                        run.eq(self.busy & ~abort & ~starting)]
         top.d.sync += starting.eq(launch)
@@ -160,10 +162,8 @@ class EngineCore(wiring.Component):
                                                        cfg.data_width).eq(p_beat.data)
 
         # ---- compute → accumulator banks → drain ------------------------------------------
-        # Compute and the banks hold the wide data registers: they sit outside the reset
-        # datapath and clear their own control state at a layer start.
-        top.submodules.compute = comp = Compute(cfg)
-        top.submodules.banks = banks = AccumulatorBanks(p_oc, comp.sum_width, cfg.acc_depth)
+        m.submodules.compute = comp = Compute(cfg)
+        m.submodules.banks = banks = AccumulatorBanks(p_oc, comp.sum_width, cfg.acc_depth)
         m.submodules.drain = drain = Drain(cfg)
         connect(top, comp.weights, lw.weights)
         connect(top, comp.acc, banks.i)
@@ -214,7 +214,11 @@ class EngineCore(wiring.Component):
             top.d.comb += self.done.eq(1)
 
         self._counters(top, launch, starting, comp, drain, r_fire)
-        top.submodules.datapath = ResetInserter(starting)(m)
+        top.domains.datapath = datapath = ClockDomain("datapath", local=True)
+        top.submodules.clear = clear = GlobalNet()
+        top.d.comb += [clear.i.eq(starting), datapath.clk.eq(ClockSignal()),
+                       datapath.rst.eq(clear.o)]
+        top.submodules.datapath = DomainRenamer("datapath")(m)
         return top
 
     def _counters(self, top, launch, starting, comp, drain, r_fire):
