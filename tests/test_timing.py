@@ -48,6 +48,28 @@ def test_report_is_read_as_nextpnr_writes_it():
     assert report.summary().splitlines()[0] == "timing: Fmax 87.5 MHz (target 125.0 MHz)"
 
 
+def test_slow_nets_rank_nets_by_their_farthest_load():
+    """``--detailed-timing-report`` nets, in both of nextpnr's delay forms (a number; a
+    [min, max] pair); two netlist nets of one RTL signal count once, at their slowest."""
+    nets = [
+        {"net": "sequencer.engine.addr$abc$1", "driver": "x", "port": "Q", "endpoints": [
+            {"cell": "ram0", "port": "ADA3", "delay": 3.0},
+            {"cell": "ram1", "port": "ADA3", "delay": 7.5}]},
+        {"net": "sequencer.engine.addr$abc$2", "driver": "y", "port": "Q", "endpoints": [
+            {"cell": "ram2", "port": "ADA4", "delay": 6.0}]},
+        {"net": "sequencer.engine.sel", "driver": "z", "port": "Q", "endpoints": [
+            {"cell": "lut", "port": "A", "delay": [1.0, 8.25]}]},
+        {"net": "quiet", "driver": "w", "port": "Q", "endpoints": []},
+    ]
+    report = parse_report({**REPORT, "detailed_net_timings": nets}, 125.0)
+    assert report["slow_nets"] == [
+        {"net": "sequencer.engine.sel", "delay_ns": 8.25, "loads": 1},
+        {"net": "sequencer.engine.addr", "delay_ns": 7.5, "loads": 2},
+    ]
+    assert "  slow net: 8.25 ns to the farthest of 1 loads, sequencer.engine.sel" in (
+        report.summary().splitlines())
+
+
 def test_harness_exposes_four_pins_and_keeps_every_sequencer_port():
     text = rtlil.convert(TimingHarness(EngineConfig()), name="top")
     top = text[text.index("module \\top"):]
