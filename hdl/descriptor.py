@@ -81,8 +81,9 @@ class Descriptor(data.Struct):
 
 DESCRIPTOR_WORDS = (Descriptor.as_shape().size + 31) // 32
 
-#: Words of one input-buffer bank: eight DP16KD in their 2K × 9 configuration hold 2048 64-bit
-#: words; the buffer is built from such banks behind a registered read mux.
+#: The input buffer's depth is a multiple of 2048 words (or less): eight DP16KD in their
+#: 2K × 9 configuration, the smallest bank that fills its block RAMs (the buffer's banks:
+#: ``hdl.engine.loader.buffer_banks``).
 IBUF_BANK = 2048
 
 
@@ -94,7 +95,7 @@ class EngineConfig:
     ``acc_depth`` pixels per accumulator bank (two banks); ``ibuf_depth`` words (pixels of one
     input-channel group) of the input buffer, even, and a multiple of 2048 (one bank of eight
     2K × 9 DP16KD) or less; the planner uses it as two halves (double-buffered tiles) or, for a
-    resident tile larger than a half, as one region. The default, 11 banks (88 DP16KD), holds
+    resident tile larger than a half, as one region. The default, 11 × 2048 words (88 DP16KD), holds
     the largest input map of tiny-YOLOv2-VOC and YOLOv3-tiny (13 × 13 × 1024 int8) resident, so
     that no layer of either re-reads its input per output-channel group (``docs/engine.md``,
     tiling).

@@ -4,6 +4,7 @@ docs/engine.md name, at its half's start, read from a DDR image in firmware.layo
 under random grant delays and read latency, in each buffering mode and bank count."""
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,8 @@ from amaranth.sim import Simulator
 
 from firmware.layout import fm_to_ddr
 from hdl.descriptor import Buffering, EngineConfig, Pool, plan_layer
-from hdl.engine.loader import IBUF_READ_LATENCY, InputLoader
+from hdl.engine.loader import IBUF_READ_LATENCY, InputBuffer, InputLoader, buffer_banks
+from hdl.synth import synthesize_design
 
 IN_ADDR = 0x7C0  # not 4 KB aligned: runs cross a 4 KB boundary
 
@@ -47,7 +49,7 @@ def _expected_units(x, plan, kernel, cfg):
 
 
 @pytest.mark.parametrize("cfg", [EngineConfig(), EngineConfig(ibuf_depth=4096)],
-                         ids=["11banks", "2banks"])
+                         ids=["3banks", "1bank"])
 @pytest.mark.parametrize("shape, out_ch, kernel, pool, rows, buffering", [
     ((16, 7, 9), 32, 3, Pool.NONE, 2, Buffering.STREAM),  # 4 tiles, 2 og, 2 input groups
     ((16, 7, 9), 32, 3, Pool.NONE, 2, Buffering.SPLIT),  # resident: each chunk loaded once
@@ -117,3 +119,55 @@ def test_every_unit_holds_its_tile_rows(cfg, shape, out_ch, kernel, pool, rows, 
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
+
+
+@pytest.mark.parametrize("depth, banks", [
+    (22528, [(0, 16384), (16384, 4096), (20480, 2048)]),  # the default: 11 × 2048
+    (4096, [(0, 4096)]),
+    (128, [(0, 128)]),
+    (40960, [(0, 16384), (16384, 16384), (32768, 8192)]),  # 2.5 × the largest bank
+])
+def test_buffer_banks_are_the_binary_digits_of_the_depth(depth, banks):
+    assert buffer_banks(depth) == banks
+
+
+def test_input_buffer_reads_every_bank_back():
+    """Words written around every bank boundary read back IBUF_READ_LATENCY cycles after
+    their address, in an order that changes bank every read."""
+    dut = InputBuffer(64, 22528)
+    rng = random.Random(7)
+    addrs = sorted({a for b in (0, 16384, 20480, 22528) for a in range(b - 3, b + 3)
+                    if 0 <= a < 22528} | {rng.randrange(22528) for _ in range(40)})
+    words = {a: rng.getrandbits(64) for a in addrs}
+    order = addrs[::2] + addrs[1::2]
+    got = []
+
+    async def bench(ctx):
+        ctx.set(dut.wr_en, 1)
+        for a, w in words.items():
+            ctx.set(dut.wr_addr, a)
+            ctx.set(dut.wr_data, w)
+            await ctx.tick()
+        ctx.set(dut.wr_en, 0)
+        for a in order + [0] * IBUF_READ_LATENCY:
+            ctx.set(dut.rd_addr, a)
+            await ctx.tick()
+            got.append(ctx.get(dut.rd_data))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    for k, a in enumerate(order):
+        word = got[k + IBUF_READ_LATENCY - 1]
+        assert word == words[a], f"address {a}: read {word:#x}, wrote {words[a]:#x}"
+
+
+def test_input_buffer_is_88_block_rams_and_one_small_mux():
+    """The default buffer maps to 88 DP16KD (64 in 16K × 1, 16 in 4K × 4, 8 in 2K × 9) with
+    no mux inside a bank: at most three LUT4 per bit of the word for the 3-way read mux and
+    the bank decode (banks of 2048 words needed an 11-way mux, five or more per bit)."""
+    out = Path(__file__).resolve().parents[1] / "build" / "test_ibuf"
+    report = synthesize_design(InputBuffer(64, 22528), "ibuf", out)
+    assert report["DP16KD"] == 88, report
+    assert report["LUT4"] <= 3 * 64, report

@@ -6,13 +6,18 @@ from amaranth.lib.wiring import In, Out
 
 from hdl.axi import ReadRequestSignature, burst_beats, last_burst
 from hdl.bram import block_ram
-from hdl.descriptor import IBUF_BANK, Descriptor, Pool
+from hdl.descriptor import Descriptor, Pool
+from hdl.fanout import Replicated
 
-__all__ = ["IBUF_READ_LATENCY", "InputBuffer", "InputLoader", "ReadBeat", "min_of"]
+__all__ = ["IBUF_MAX_BANK", "IBUF_READ_LATENCY", "InputBuffer", "InputLoader", "ReadBeat",
+           "buffer_banks", "min_of"]
 
 #: Cycles from ``rd_addr`` to ``rd_data`` of the input buffer: the block RAM read and the
 #: registered mux over its banks.
 IBUF_READ_LATENCY = 2
+
+#: The largest input-buffer bank: one DP16KD per bit of the word, in its 16K × 1 configuration.
+IBUF_MAX_BANK = 16384
 
 
 def min_of(a, b):
@@ -27,15 +32,35 @@ class ReadBeat(data.StructLayout):
         super().__init__({"data": data_width, "last": 1})
 
 
+def buffer_banks(depth):
+    """The banks of a ``depth``-word input buffer: ``[(base, words), ...]``, powers of two
+    largest first (so each base is a multiple of its bank's size), none above
+    :data:`IBUF_MAX_BANK`. 22 528 words (the default) are 16 384 + 4 096 + 2 048."""
+    banks, base = [], 0
+    for bit in reversed(range(depth.bit_length())):
+        if depth >> bit & 1:
+            for _ in range(max(1, (1 << bit) // IBUF_MAX_BANK)):
+                size = min(1 << bit, IBUF_MAX_BANK)
+                banks.append((base, size))
+                base += size
+    return banks
+
+
 class InputBuffer(wiring.Component):
-    """``depth`` words of ``width`` bits in banks of :data:`~hdl.descriptor.IBUF_BANK` words
-    (eight DP16KD each in their 2K × 9 configuration), one write and one read port.
+    """``depth`` words of ``width`` bits in power-of-two banks (:func:`buffer_banks`), one write
+    and one read port.
+
+    A bank of 2^k words maps onto DP16KD in their 2^k × (18 / 2^(k - 10)) configuration, one
+    block RAM per 1, 2, 4 or 8 bits of the word (16K × 1 up to 2K × 9): no bank needs a mux of
+    its own, and the buffer's read mux has as few inputs as the depth has binary digits (three
+    for the default, against eleven for banks of 2048 words: 704 wires from block RAMs spread
+    over the chip into one mux was the routed worst path).
 
     A read takes :data:`IBUF_READ_LATENCY` cycles: every bank reads ``rd_addr`` (its block RAM
-    output register), then the word of the addressed bank is selected into a register. The mux
-    over up to a dozen banks is a path of its own: it must not share a cycle with the block RAM
-    access (the 125 MHz budget: one block RAM access per cycle). Addresses at or beyond ``depth``
-    read an unspecified word and write nothing.
+    output register), then the word of the addressed bank is selected into a register, its
+    select in one copy per byte (:class:`hdl.fanout.Replicated`). The mux is a path of its own:
+    it must not share a cycle with the block RAM access (one block RAM access per cycle).
+    Addresses at or beyond ``depth`` read an unspecified word and write nothing.
 
     A word read in the cycle it is written is unspecified (:func:`hdl.bram.block_ram`): the
     compute unit reads a chunk only once the loader counts it whole, and the loader writes a
@@ -50,7 +75,6 @@ class InputBuffer(wiring.Component):
 
     def __init__(self, width, depth):
         self.width, self.depth = width, depth
-        self.bank = min(depth, IBUF_BANK)
         super().__init__({
             "wr_addr": In(range(depth)), "wr_data": In(width), "wr_en": In(1),
             "rd_addr": In(range(depth)), "rd_data": Out(width),
@@ -58,22 +82,30 @@ class InputBuffer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        n_banks = -(-self.depth // self.bank)
-        low = (self.bank - 1).bit_length()
-        words = []
-        for i in range(n_banks):
-            mem = block_ram(self.width, self.bank)
-            m.submodules[f"bank{i}"] = mem
+        banks = buffer_banks(self.depth)
+        words, hits = [], []
+        for i, (base, size) in enumerate(banks):
+            low = (size - 1).bit_length()
+            m.submodules[f"bank{i}"] = mem = block_ram(self.width, size)
             wr, rd = mem.write_port(), mem.read_port()
             m.d.comb += [wr.addr.eq(self.wr_addr[:low]), wr.data.eq(self.wr_data),
-                         wr.en.eq(self.wr_en & (self.wr_addr[low:] == i)),
+                         wr.en.eq(self.wr_en & (self.wr_addr[low:] == base >> low)),
                          rd.addr.eq(self.rd_addr[:low])]
             words.append(rd.data)
-        if n_banks == 1:
+            hits.append(self.rd_addr[low:] == base >> low)
+        if len(banks) == 1:
             m.d.sync += self.rd_data.eq(words[0])
-        else:
-            sel = Signal(range(n_banks))  # the bank of the word the block RAMs now deliver
-            m.d.sync += [sel.eq(self.rd_addr[low:]), self.rd_data.eq(Array(words)[sel])]
+            return m
+        # the bank of the word the block RAMs now deliver, one copy per byte of the word
+        lanes = self.width // 8
+        m.submodules.sel = sel = Replicated(lanes, width=(len(banks) - 1).bit_length())
+        index = 0
+        for i, hit in enumerate(hits):
+            index = Mux(hit, i, index)
+        m.d.comb += sel.i.eq(index)
+        for lane in range(lanes):
+            byte = slice(8 * lane, 8 * lane + 8)
+            m.d.sync += self.rd_data[byte].eq(Array(w[byte] for w in words)[sel.o[lane]])
         return m
 
 
