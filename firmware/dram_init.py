@@ -9,11 +9,17 @@ CSR writes over a :class:`firmware.link.Link`:
 2. ``ddrctrl_init_done`` = 0, ``ddrctrl_init_error`` = 0;
 3. the PHY's init sequence (``litedram.init.get_sdram_phy_init_sequence``; SDR: CKE high,
    precharge all, mode register with DLL reset, precharge all, two auto refreshes, mode
-   register), each step as ``sdram_dfii_pi0_address``/``baddress`` and then either a DFII
-   control write or a command (``pi0_command`` + ``pi0_command_issue``), exactly as LiteDRAM's
-   C generator writes it into ``sdram_phy.h`` (``litedram.init.get_sdram_phy_c_header``);
-4. DFII hardware control (``sdram_dfii_control`` = SEL);
-5. ``ddrctrl_init_done`` = 1, then a short memory test through the DRAM window (the BIOS tests
+   register; DDR3: reset released, CKE high, mode registers 2, 3, 1, 0, ZQ calibration), each
+   step as ``sdram_dfii_pi0_address``/``baddress`` and then either a DFII control write or a
+   command (``pi0_command`` + ``pi0_command_issue``), exactly as LiteDRAM's C generator writes
+   it into ``sdram_phy.h`` (``litedram.init.get_sdram_phy_c_header``);
+4. for a PHY with read levelling (DDR3, ECP5DDRPHY on the ECPIX-5): a :class:`ReadLevel`
+   step, run by :func:`firmware.dram_level.run_read_levelling` (LiteX's ``sdram_leveling``:
+   per byte group, the bitslip and read delay found by writing and reading back patterns
+   through DFII); a byte group without a working setting is a :class:`DramInitError` (and
+   ``ddrctrl_init_error`` = 1);
+5. DFII hardware control (``sdram_dfii_control`` = SEL);
+6. ``ddrctrl_init_done`` = 1, then a short memory test through the DRAM window (the BIOS tests
    before setting ``init_done``, through the SoC bus; our only path to DRAM is the user port,
    which ``init_done`` opens); on a mismatch ``ddrctrl_init_error`` = 1 and
    :class:`DramInitError`.
@@ -26,8 +32,10 @@ Python header (``litedram.init.get_sdram_phy_py_header``), and the CSR addresses
 ``csr.csv`` of the generated core the build uses (:func:`hdl.board.litedram.generate`). The unit
 test checks the writes against the generated ``sdram_phy.h``.
 
-Memory types that need levelling (DDR3 on the ECPIX-5: the read-levelling search of
-``liblitedram/sdram.c``) are refused with :class:`NotImplementedError` for now.
+Only ECP5DDRPHY's levelling (read levelling: bitslip and read delay) is implemented; PHYs that
+need write levelling, write latency calibration or DQ-DQS training, and read-levelling PHYs
+other than the ECP5's (other CSRs, other data layouts), are refused with
+:class:`NotImplementedError`.
 
 A delay of ``n`` (LiteX's ``cdelay(n)``: at least ``n`` CPU cycles at the controller's clock)
 becomes a host sleep of ``n`` controller cycles; each bridge frame takes far longer anyway.
@@ -48,6 +56,7 @@ __all__ = [
     "Delay",
     "DramInit",
     "DramInitError",
+    "ReadLevel",
     "init_steps",
     "load_core_config",
     "phy_timing_settings",
@@ -57,6 +66,8 @@ __all__ = [
 
 #: Memory types whose initialisation is the PHY's command sequence alone (no levelling).
 _NO_LEVELLING = ("SDR",)
+#: PHYs whose levelling :mod:`firmware.dram_level` does (read levelling only).
+_READ_LEVELLING_PHYS = ("ECP5DDRPHY",)
 
 
 class DramInitError(RuntimeError):
@@ -81,8 +92,41 @@ class Delay:
 
 
 @dataclass(frozen=True)
+class ReadLevel:
+    """Level the PHY's reads here (:func:`firmware.dram_level.run_read_levelling`).
+
+    Attributes
+    ----------
+    modules, bitslips, delays : int
+        Byte groups, read bitslip and read delay settings (LiteDRAM's ``PhySettings``:
+        ``databits // 8``, ``bitslips``, ``delays``).
+    nphases, databits, dfi_databits : int
+        DFI phases, DRAM data width and DFI data bits per phase.
+    rdphase, wrphase : int
+        The DFI phases of read and write commands.
+    activate, write, read, precharge : int
+        The DFII command words (``sdram_dfii_pi*_command``) of LiteX's test-pattern check.
+    """
+
+    modules: int
+    bitslips: int
+    delays: int
+    nphases: int
+    databits: int
+    dfi_databits: int
+    rdphase: int
+    wrphase: int
+    activate: int
+    write: int
+    read: int
+    precharge: int
+    comment: str = "read levelling"
+
+
+@dataclass(frozen=True)
 class DramInit:
-    """A board's initialisation: the ``steps`` (:class:`CsrWrite`, :class:`Delay`), the CSR
+    """A board's initialisation: the ``steps`` (:class:`CsrWrite`, :class:`Delay`,
+    :class:`ReadLevel`), the CSR
     byte offsets of ``csr.csv`` (``csrs``), the controller clock (``sys_clk_freq``, Hz) and
     the memory type."""
 
@@ -187,7 +231,7 @@ def init_steps(board: str = "ulx3s", *, sim: bool = False, yml=None, csr_csv=Non
     Raises
     ------
     NotImplementedError
-        For memory types that need levelling (DDR3).
+        For PHYs whose levelling is not implemented (any but ECP5DDRPHY's read levelling).
     """
     from litedram.init import cmds, get_sdram_phy_init_sequence
 
@@ -197,11 +241,8 @@ def init_steps(board: str = "ulx3s", *, sim: bool = False, yml=None, csr_csv=Non
         yml = yml or CONSTRAINTS / f"{board}.yml"
         csr_csv = csr_csv or generate(board, sim=sim)["csr_csv"]
     phy, timing, sys_clk_freq = phy_timing_settings(str(yml), sim)
-    if phy.memtype not in _NO_LEVELLING:
-        raise NotImplementedError(
-            f"host-run initialisation of {phy.memtype} ({board}) needs LiteX's levelling "
-            "(liblitedram/sdram.c, sdram_leveling): not implemented yet")
     k = _dfii_constants(phy, timing)
+    level = None if phy.memtype in _NO_LEVELLING else _read_level(phy, k, board)
     software = k["dfii_control_cke"] | k["dfii_control_odt"] | k["dfii_control_reset_n"]
     steps = [
         CsrWrite("sdram_dfii_control", software, "DFII software control"),
@@ -218,10 +259,37 @@ def init_steps(board: str = "ulx3s", *, sim: bool = False, yml=None, csr_csv=Non
                       CsrWrite("sdram_dfii_pi0_command_issue", 1, comment)]
         if delay:
             steps.append(Delay(delay, comment))
+    if level is not None:
+        # Ref: litex/soc/software/liblitedram/sdram.c, sdram_init (sdram_leveling follows
+        # init_sequence, in software control)
+        steps.append(level)
     steps += [CsrWrite("sdram_dfii_control", k["dfii_control_sel"], "DFII hardware control"),
               CsrWrite("ddrctrl_init_done", 1, "open the user port")]
     assert cmds["CKE"].startswith("DFII_CONTROL")  # the decision above rests on this
     return DramInit(tuple(steps), read_csr_csv(csr_csv), sys_clk_freq, phy.memtype)
+
+
+def _read_level(phy, k: dict[str, int], board: str) -> ReadLevel:
+    """The :class:`ReadLevel` step of ``phy`` (a ``PhySettings``), or NotImplementedError."""
+    stages = [name for name in ("write_leveling", "write_latency_calibration",
+                                "write_dq_dqs_training", "read_leveling")
+              if getattr(phy, name, False)]
+    if phy.phytype not in _READ_LEVELLING_PHYS or stages != ["read_leveling"]:
+        raise NotImplementedError(
+            f"host-run initialisation of {phy.memtype} with {phy.phytype} ({board}) needs "
+            f"LiteX's levelling ({', '.join(stages) or 'none declared'}; liblitedram/sdram.c, "
+            f"sdram_leveling): only the read levelling of {', '.join(_READ_LEVELLING_PHYS)} is "
+            "implemented")
+    cs, we = k["dfii_command_cs"], k["dfii_command_we"]
+    cas, ras = k["dfii_command_cas"], k["dfii_command_ras"]
+    # Ref: litex/soc/software/liblitedram/sdram.c, sdram_activate_test_row,
+    # sdram_precharge_test_row and sdram_write_read_check_test_pattern (write and read).
+    return ReadLevel(
+        modules=phy.databits // 8, bitslips=phy.bitslips, delays=phy.delays,
+        nphases=phy.nphases, databits=phy.databits, dfi_databits=phy.dfi_databits,
+        rdphase=int(phy.rdphase), wrphase=int(phy.wrphase),
+        activate=ras | cs, write=cas | we | cs | k["dfii_command_wrdata"],
+        read=cas | cs | k["dfii_command_rddata"], precharge=ras | we | cs)
 
 
 def _memtest_words(n: int) -> list[int]:
@@ -248,7 +316,8 @@ def run_init(link, init: DramInit, *, ctrl_base: int | None = None,
     Raises
     ------
     DramInitError
-        The memory test failed (``ddrctrl_init_error`` is then set), or a CSR is missing.
+        Read levelling found no working setting for a byte group, or the memory test failed
+        (``ddrctrl_init_error`` is then set), or a CSR is missing.
     firmware.link.LinkError
         The link failed; its message names the frame.
     """
@@ -260,6 +329,14 @@ def run_init(link, init: DramInit, *, ctrl_base: int | None = None,
     for step in init.steps:
         if isinstance(step, Delay):
             sleep(step.cycles / init.sys_clk_freq)
+        elif isinstance(step, ReadLevel):
+            from firmware.dram_level import run_read_levelling
+
+            try:
+                run_read_levelling(link, init, step, ctrl_base=ctrl_base, sleep=sleep)
+            except DramInitError as exc:
+                link.write(init.address("ddrctrl_init_error", ctrl_base), 1)
+                raise DramInitError(f"{exc} (ddrctrl_init_error set)") from exc
         else:
             # command_issue starts a DRAM command: not repeated after a lost answer.
             link.write(init.address(step.name, ctrl_base), step.value,

@@ -1,15 +1,18 @@
 """The host-run DRAM initialisation (firmware/dram_init.py) against LiteDRAM's own generated
 init sequence: the ``init_sequence()`` of the ``sdram_phy.h`` that ``litedram_gen`` writes for the
 same YAML, interpreted here, is the oracle for the CSR writes between software and hardware
-control; the framing (software control, init_done/init_error, hardware control) is LiteX's
-``liblitedram/sdram.c`` ``sdram_init``."""
+control; the framing (software control, init_done/init_error, read levelling where the PHY has
+it, hardware control) is LiteX's ``liblitedram/sdram.c`` ``sdram_init``. The read levelling
+itself is tested in tests/test_dram_level.py."""
 
+import copy
 import re
 
 import pytest
 
-from firmware.dram_init import CsrWrite, Delay, DramInitError, init_steps, run_init
-from hdl.board.litedram import generate
+import firmware.dram_init
+from firmware.dram_init import CsrWrite, Delay, DramInitError, ReadLevel, init_steps, run_init
+from hdl.board.litedram import CONSTRAINTS, generate
 from hdl.board.top import ADDRESS_MAP
 
 
@@ -62,15 +65,19 @@ def _header_init_sequence(header):
 
 
 def _ours(init):
-    return [("cdelay", s.cycles) if isinstance(s, Delay) else (s.name, s.value)
+    return [("cdelay", s.cycles) if isinstance(s, Delay) else
+            ("read_level",) if isinstance(s, ReadLevel) else (s.name, s.value)
             for s in init.steps]
+
+
+def _header(gen):
+    return (gen["csr_csv"].parent / "software" / "include" / "generated" /
+            "sdram_phy.h").read_text()
 
 
 @pytest.mark.parametrize("sim", [False, True], ids=["gensdrphy", "sim-model"])
 def test_ulx3s_init_matches_generated_header(sim):
-    gen = generate("ulx3s", sim=sim)
-    header = (gen["csr_csv"].parent / "software" / "include" / "generated" /
-              "sdram_phy.h").read_text()
+    header = _header(generate("ulx3s", sim=sim))
     init = init_steps("ulx3s", sim=sim)
     ours = _ours(init)
     # sdram_init(): software control, init_done/init_error cleared, init_sequence(), hardware
@@ -110,6 +117,41 @@ def test_run_init_memtest_failure_names_address_and_sets_init_error():
     assert link.writes[-1][:2] == (ADDRESS_MAP["dram_ctrl"] + init.csrs["ddrctrl_init_error"], 1)
 
 
-def test_ddr3_levelling_is_refused_by_name():
-    with pytest.raises(NotImplementedError, match=r"DDR3 \(ecpix5\) needs LiteX's levelling"):
+def test_ecpix5_init_matches_generated_header():
+    header = _header(generate("ecpix5"))
+    init = init_steps("ecpix5")
+    ours = _ours(init)
+    assert ours[:3] == [("sdram_dfii_control", 0x02 | 0x04 | 0x08), ("ddrctrl_init_done", 0),
+                        ("ddrctrl_init_error", 0)]
+    # DDR3: reset released, CKE high, MR2, MR3, MR1, MR0 (CL=6, BL=8), ZQ calibration
+    sequence = _header_init_sequence(header)
+    assert ours[3:-3] == sequence
+    assert ("sdram_dfii_pi0_address", 0x320) in sequence and ("cdelay", 50000) in sequence
+    # sdram_init(): sdram_leveling() after init_sequence(), then hardware control
+    assert ours[-3:] == [("read_level",), ("sdram_dfii_control", 0x01), ("ddrctrl_init_done", 1)]
+    assert init.sys_clk_freq == 75e6 and init.memtype == "DDR3"
+    assert init.csrs["ddrphy_dly_sel"] == 0x800 and init.csrs["sdram_dfii_control"] == 0x1000
+
+
+def test_ddr3_levelling_is_no_longer_refused_for_the_ecpix5():
+    (step,) = [s for s in init_steps("ecpix5").steps if isinstance(s, ReadLevel)]
+    assert (step.modules, step.bitslips, step.delays) == (2, 4, 8)
+    assert not any(isinstance(s, ReadLevel) for s in init_steps("ulx3s").steps)
+
+
+@pytest.mark.parametrize("phytype, stages", [("A7DDRPHY", {"write_leveling": True}),
+                                             ("ECP5DDRPHY", {"write_leveling": True}),
+                                             ("USDDRPHY", {})])
+def test_other_levelling_is_refused_by_name(monkeypatch, phytype, stages):
+    phy, timing, freq = firmware.dram_init.phy_timing_settings(str(CONSTRAINTS / "ecpix5.yml"))
+    other = copy.copy(phy)
+    other.phytype = phytype
+    for name, value in stages.items():
+        setattr(other, name, value)
+    monkeypatch.setattr(firmware.dram_init, "phy_timing_settings",
+                        lambda yml, sim=False: (other, timing, freq))
+    needs = "write_leveling, read_leveling" if stages else "read_leveling"
+    with pytest.raises(NotImplementedError,
+                       match=rf"DDR3 with {phytype} \(ecpix5\) needs LiteX's levelling "
+                             rf"\({needs}; .*only the read levelling of ECP5DDRPHY"):
         init_steps("ecpix5")
