@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from firmware.executor import descriptors
 from firmware.program import Program, ProgramLayer
+from hdl.axi import WISHBONE_SLICE_LATENCY
 from hdl.descriptor import DESCRIPTOR_WORDS, EngineConfig, Pool
 from hdl.engine import COUNTERS
 from hdl.engine.loader import IBUF_READ_LATENCY
@@ -150,13 +151,15 @@ def sequencer_overhead(cfg: EngineConfig, perf: PerfConfig) -> int:
 
     The descriptor fetch (read latency, then its beats), the descriptor and start writes and the
     error, status and counter reads on the engine's Wishbone port (three cycles per write, four
-    per read: the engine registers the request, a read's group and the ACK), the record burst
-    and its write response, two state transitions and the registered start (130 cycles per layer
+    per read: the engine registers the request, a read's group and the ACK; plus the
+    sequencer's register stage in front of it), the record burst
+    and its write response, two state transitions and the registered start (176 cycles per layer
     at the default latencies, plus one per run).
     """
     beats = cfg.data_width // 32
     desc_beats = -(-DESCRIPTOR_WORDS // beats)
-    wishbone = 3 * (DESCRIPTOR_WORDS + 1) + 4 * (len(COUNTERS) + 2)
+    slice_ = WISHBONE_SLICE_LATENCY
+    wishbone = (3 + slice_) * (DESCRIPTOR_WORDS + 1) + (4 + slice_) * (len(COUNTERS) + 2)
     return (perf.ddr_latency + desc_beats + wishbone + RECORD_WORDS // beats
             + perf.write_latency + 3)
 

@@ -12,9 +12,11 @@ __all__ = [
     "RESP_DECERR",
     "RESP_OKAY",
     "RESP_SLVERR",
+    "WISHBONE_SLICE_LATENCY",
     "AXI4Signature",
     "ReadArbiter",
     "ReadRequestSignature",
+    "WishboneRegisterSlice",
     "WishboneSignature",
     "burst_beats",
     "last_burst",
@@ -73,6 +75,55 @@ class WishboneSignature(wiring.Signature):
             "cyc": Out(1), "stb": Out(1), "we": Out(1), "adr": Out(addr_width),
             "dat_w": Out(data_width), "dat_r": In(data_width), "ack": In(1),
         })
+
+
+#: Cycles a :class:`WishboneRegisterSlice` adds to every transfer.
+WISHBONE_SLICE_LATENCY = 2
+
+
+class WishboneRegisterSlice(wiring.Component):
+    """A register stage on a Wishbone B4 classic bus: the request reaches the slave a cycle
+    after the master issues it, and the answer (ACK_I, DAT_I) reaches the master a cycle after
+    the slave gives it: :data:`WISHBONE_SLICE_LATENCY` more cycles per transfer.
+
+    For a bus between two units far apart on the chip (the sequencer and the engine's CSRs):
+    each direction becomes a path from register to register with nothing but routing, which
+    the placer can put midway (measured on the ULX3S build: the sequencer's descriptor-word mux
+    to the engine's registered request was the engine clock's worst path, 10 ns of routing).
+
+    One transfer at a time: the stage takes a request only when idle, and after an ACK it
+    ignores the master's still-raised STB for the cycle in which the master sees that ACK.
+
+    Attributes
+    ----------
+    bus : In(WishboneSignature)
+        The master's side.
+    sub : Out(WishboneSignature)
+        The slave's side.
+    """
+
+    def __init__(self, *, addr_width=8, data_width=32):
+        sig = WishboneSignature(addr_width=addr_width, data_width=data_width)
+        super().__init__({"bus": In(sig), "sub": Out(sig)})
+
+    def elaborate(self, platform):
+        m = Module()
+        bus, sub = self.bus, self.sub
+        m.d.sync += bus.ack.eq(0)
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(bus.cyc & bus.stb):
+                    m.d.sync += [sub.cyc.eq(1), sub.stb.eq(1), sub.we.eq(bus.we),
+                                 sub.adr.eq(bus.adr), sub.dat_w.eq(bus.dat_w)]
+                    m.next = "BUSY"
+            with m.State("BUSY"):
+                with m.If(sub.ack):
+                    m.d.sync += [sub.cyc.eq(0), sub.stb.eq(0), bus.ack.eq(1),
+                                 bus.dat_r.eq(sub.dat_r)]
+                    m.next = "ANSWER"
+            with m.State("ANSWER"):  # the master sees ACK in this cycle
+                m.next = "IDLE"
+        return m
 
 
 class ReadRequestSignature(wiring.Signature):

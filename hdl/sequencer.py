@@ -27,9 +27,9 @@ slave input through the mux.
 
 from amaranth import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
-from amaranth.lib.wiring import Flow, In, Out
+from amaranth.lib.wiring import Flow, In, Out, connect
 
-from hdl.axi import AXI4Signature, WishboneSignature, burst_beats
+from hdl.axi import AXI4Signature, WishboneRegisterSlice, WishboneSignature, burst_beats
 from hdl.descriptor import DESCRIPTOR_WORDS, EngineConfig
 from hdl.engine import COUNTERS, CSR, Engine
 from hdl.watchdog import Watchdog
@@ -158,7 +158,12 @@ class Sequencer(wiring.Component):
 
         r = _Registers(cfg)
         m.d.comb += [self.irq.eq(r.done), self.progress.eq(r.layer)]
-        wb = engine.csr
+        # the engine's CSRs through a register stage: the sequencer and the engine's
+        # descriptor registers sit far apart on the chip
+        m.submodules.csr_slice = csr_slice = WishboneRegisterSlice(
+            addr_width=len(engine.csr.adr), data_width=len(engine.csr.dat_w))
+        connect(m, csr_slice.sub, engine.csr)
+        wb = csr_slice.bus
         m.submodules.watchdog = wd = Watchdog()
         bus = self.axi
         m.d.comb += [wd.limit.eq(r.watchdog), wd.run.eq(r.busy), wd.kick.eq(
@@ -255,7 +260,7 @@ class Sequencer(wiring.Component):
                 with m.If(wb.ack):
                     m.d.sync += r.stopping.eq(1)
                     m.next = "RUN"  # its done follows once its bursts have completed
-            self._record_states(m, r, own, engine.csr, wb_go)
+            self._record_states(m, r, own, wb, wb_go)
             with m.State("FINISH"):
                 m.d.sync += [r.busy.eq(0), r.done.eq(1)]
                 m.next = "IDLE"
