@@ -7,10 +7,13 @@ from amaranth.lib.wiring import In, Out
 from hdl.bram import block_ram
 from hdl.fanout import Replicated
 
-__all__ = ["ACC_READ_LEAD", "AccBeat", "AccumulatorBanks", "BankState", "ReadAhead"]
+__all__ = ["ACC_READ_LEAD", "ACC_SLICES", "AccBeat", "AccumulatorBanks", "BankState", "ReadAhead"]
 
 #: Cycles between a pixel's ``read`` and its ``i`` beat: the bank is read, then registered.
 ACC_READ_LEAD = 2
+
+#: Memories per accumulator bank, each with its own copy of the write address.
+ACC_SLICES = 4
 
 
 class BankState(enum.Enum, shape=2):
@@ -98,21 +101,33 @@ class AccumulatorBanks(wiring.Component):
         # address: data, no reset
         rdata = Signal(acc_layout, reset_less=True)
         new = Signal(acc_layout, reset_less=True)
-        w_pix = Signal.like(self.i.p.pix, reset_less=True)
         w_bank, w_en = Signal(reset_less=True), Signal()
-        ports = []
+        # Each bank is ACC_SLICES memories of p_oc / ACC_SLICES channels (8 DP16KD each at
+        # the default), and each slice has its own copy of the write address: one register
+        # driving all 58 block RAMs of both banks was the routed worst path (16.6 ns).
+        n_slices = min(ACC_SLICES, self.p_oc)
+        per = self.p_oc // n_slices
+        m.submodules.w_pix = w_pix = Replicated(2 * n_slices, width=len(self.i.p.pix))
+        m.d.comb += w_pix.i.eq(self.i.p.pix)
+        words = [[None] * self.p_oc for _ in range(2)]  # words[b][o]: bank b's read, channel o
         for b in range(2):
-            m.submodules[f"bank{b}"] = bank = block_ram(acc_layout, self.acc_depth)
-            rd, wr = bank.read_port(), bank.write_port()
-            ports.append(rd)
             full = state[b] == BankState.FULL
-            m.d.comb += [
-                # the drain reads a FULL bank, the compute unit the one it fills
-                rd.addr.eq(Mux(full, self.drain_addr, self.read.p.pix)),
-                self.drain_data[b].eq(rd.data),
-                self.full[b].eq(full), self.free[b].eq(state[b] == BankState.FREE),
-                wr.addr.eq(w_pix), wr.data.eq(new), wr.en.eq(w_en & (w_bank == b)),
-            ]
+            m.d.comb += [self.full[b].eq(full), self.free[b].eq(state[b] == BankState.FREE)]
+            for k in range(n_slices):
+                channels = slice(k * per, (k + 1) * per)
+                m.submodules[f"bank{b}_{k}"] = mem = block_ram(
+                    data.ArrayLayout(signed(32), per), self.acc_depth)
+                rd, wr = mem.read_port(), mem.write_port()
+                m.d.comb += [
+                    # the drain reads a FULL bank, the compute unit the one it fills
+                    rd.addr.eq(Mux(full, self.drain_addr, self.read.p.pix)),
+                    wr.addr.eq(w_pix.o[b * n_slices + k]),
+                    wr.data.eq(new.as_value()[32 * k * per:32 * (k + 1) * per]),
+                    wr.en.eq(w_en & (w_bank == b)),
+                ]
+                for j, o in enumerate(range(self.p_oc)[channels]):
+                    words[b][o] = rd.data[j]
+                    m.d.comb += self.drain_data[b][o].eq(rd.data[j])
             with ctrl.If(self.claim[b]):
                 ctrl.d.sync += state[b].eq(BankState.COMPUTE)
             with ctrl.If(self.drained[b]):
@@ -124,7 +139,7 @@ class AccumulatorBanks(wiring.Component):
         m.d.comb += rdata_sel.i.eq(Cat(self.read.p.bank, self.read.p.first))
         for o in range(self.p_oc):
             bank, first = rdata_sel.o[o][0], rdata_sel.o[o][1]  # channel o's copies
-            word = Mux(bank, ports[1].data[o], ports[0].data[o])
+            word = Mux(bank, words[1][o], words[0][o])
             bias = Mux(bank, self.bias[1][o], self.bias[0][o])
             m.d.sync += rdata[o].eq(Mux(first, bias, word))
         beat = self.i.p
@@ -132,7 +147,7 @@ class AccumulatorBanks(wiring.Component):
             m.d.sync += new[o].eq(rdata[o] + beat.sums[o])
         # the write, from registers; the bank is FULL once the last pixel is written
         w_last = Signal()
-        m.d.sync += [w_pix.eq(beat.pix), w_bank.eq(beat.bank)]
+        m.d.sync += w_bank.eq(beat.bank)
         ctrl.d.sync += [w_en.eq(self.i.valid), w_last.eq(self.i.valid & beat.last)]
         with ctrl.If(w_last):
             ctrl.d.sync += state[w_bank].eq(BankState.FULL)
