@@ -53,15 +53,19 @@ _PINS = {"clk": "G2", "rst": "R1", "sin": "B11", "sout": "C11"}
 
 
 class TimingHarness(wiring.Component):
-    """The sequencer with its ports behind serial shift registers (for place and route only).
+    """The sequencer with its ports behind registers (for place and route only): a serial chain
+    in, a parity tree out.
 
     Ports
     -----
     sin : In(1)
         Serial data shifted through a chain with one flip-flop per sequencer input bit.
     sout : Out(1)
-        Serial output of a shift register that loads every sequencer output bit each cycle
-        ``load`` is high (``load`` is the first bit of the input chain).
+        The parity of every sequencer output bit, through a tree of registers: each output
+        bit is registered, then pairs are XORed into a register per level, so no harness path
+        spans more than two neighbouring registers (an output shift register's chain ran
+        between outputs far apart on the chip, and was among the routed worst paths), and
+        yosys can drop no output's logic.
     """
 
     def __init__(self, cfg: EngineConfig | None = None):
@@ -84,16 +88,16 @@ class TimingHarness(wiring.Component):
         for _path, member, value in seq.signature.flatten(seq):
             (inputs if member.flow == Flow.In else outputs).append(value)
         width_in = sum(len(v) for v in inputs)
-        chain = Signal(width_in + 1, reset_less=True)
+        chain = Signal(width_in, reset_less=True)
         m.d.sync += chain.eq(Cat(self.sin, chain[:-1]))
-        m.d.comb += Cat(*inputs).eq(chain[1:])
-        captured = Cat(*outputs)
-        shift = Signal(len(captured), reset_less=True)
-        with m.If(chain[0]):
-            m.d.sync += shift.eq(captured)
-        with m.Else():
-            m.d.sync += shift.eq(shift >> 1)
-        m.d.comb += self.sout.eq(shift[0])
+        m.d.comb += Cat(*inputs).eq(chain)
+        level = list(Cat(*outputs))
+        while len(level) > 1:
+            pairs = [level[k] ^ level[k + 1] if k + 1 < len(level) else level[k]
+                     for k in range(0, len(level), 2)]
+            level = [Signal(reset_less=True) for _ in pairs]
+            m.d.sync += [reg.eq(value) for reg, value in zip(level, pairs, strict=True)]
+        m.d.comb += self.sout.eq(level[0])
         return m
 
 
