@@ -67,12 +67,13 @@ timing: $(STAMP)
 	$(BIN)/python -m hdl.timing --target-mhz $(TARGET_MHZ)
 
 # A board's bitstream (hdl/board/build.py): BOARD=ulx3s|ecpix5, ENGINE_MHZ = the engine clock's
-# target. Prints "bitstream: build/<board>/owlet.bit, Fmax ..." and fails if timing is not met.
+# target (default: hdl.board.build.DEFAULT_ENGINE_MHZ, 50). Prints "bitstream: build/<board>/
+# owlet.bit, Fmax ..." and fails if timing is not met.
 BOARD ?= ulx3s
-ENGINE_MHZ ?= 30
+ENGINE_MHZ ?=
 .PHONY: bitstream program
 bitstream: $(STAMP)
-	$(BIN)/python -m hdl.board.build --board $(BOARD) --engine-mhz $(ENGINE_MHZ)
+	$(BIN)/python -m hdl.board.build --board $(BOARD) $(if $(ENGINE_MHZ),--engine-mhz $(ENGINE_MHZ))
 
 # Load build/<board>/owlet.bit into the board's SRAM with openFPGALoader (not on PyPI: install it
 # from the OS, e.g. Debian's openfpgaloader).
