@@ -110,10 +110,17 @@ class AccumulatorBanks(wiring.Component):
         m.submodules.w_pix = w_pix = Replicated(2 * n_slices, width=len(self.i.p.pix))
         m.d.comb += w_pix.i.eq(self.i.p.pix)
         words = [[None] * self.p_oc for _ in range(2)]  # words[b][o]: bank b's read, channel o
+        # The read address is the drain's in a FULL bank, else the compute unit's: a select per
+        # slice, from a registered copy of FULL (a cycle late: the drain issues its first
+        # address two cycles after FULL rises, and the first reads of a bank claimed after FULL
+        # falls belong to a group's first pass, which adds the bias, not the bank word).
+        m.submodules.full = full_copies = Replicated(n_slices, width=2)
+        m.d.comb += full_copies.i.eq(Cat(*(state[b] == BankState.FULL for b in range(2))))
         for b in range(2):
-            full = state[b] == BankState.FULL
-            m.d.comb += [self.full[b].eq(full), self.free[b].eq(state[b] == BankState.FREE)]
+            m.d.comb += [self.full[b].eq(state[b] == BankState.FULL),
+                         self.free[b].eq(state[b] == BankState.FREE)]
             for k in range(n_slices):
+                full = full_copies.o[k][b]
                 channels = slice(k * per, (k + 1) * per)
                 m.submodules[f"bank{b}_{k}"] = mem = block_ram(
                     data.ArrayLayout(signed(32), per), self.acc_depth)
