@@ -1,11 +1,10 @@
-"""Control values with many loads: a register copied per group of loads, or a net on the clock
-network."""
+"""A register copied for fanout: one copy per group of the loads a control value drives."""
 
 from amaranth import ClockSignal, Const, Instance, Module
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["GlobalNet", "Replicated"]
+__all__ = ["Replicated"]
 
 
 class Replicated(wiring.Component):
@@ -55,32 +54,3 @@ class Replicated(wiring.Component):
                 m.d.sync += self.o[k].eq(self.i)
         return m
 
-
-class GlobalNet(wiring.Component):
-    """``o`` is ``i``, through the chip's clock network: for a registered control bit with
-    thousands of loads across the chip (a synchronous reset).
-
-    As fabric routing, such a net spans the whole die and takes wires from every region it
-    crosses; the ECP5's primary clock network reaches the flip-flops' clock enable and reset
-    inputs too. On the ECP5 (a platform whose ``family`` is ``"ecp5"``) ``i`` enters it through
-    a DCCA, which nextpnr-ecp5 routes over one of the eight globals that may drive fabric
-    inputs (Ref: nextpnr ``ecp5/globals.cc``, ``route_globals``; Lattice TN1263, ECP5 sysCLOCK).
-    Elsewhere ``o`` is ``i``.
-
-    Attributes
-    ----------
-    i : In(1)
-    o : Out(1)
-    """
-
-    def __init__(self):
-        super().__init__({"i": In(1), "o": Out(1)})
-
-    def elaborate(self, platform):
-        m = Module()
-        if getattr(platform, "family", None) == "ecp5":
-            m.submodules.dcca = Instance("DCCA", i_CLKI=self.i, i_CE=Const(1, 1),
-                                         o_CLKO=self.o)
-        else:
-            m.d.comb += self.o.eq(self.i)
-        return m

@@ -31,7 +31,6 @@ from amaranth.lib.wiring import Flow, In, Out
 
 from hdl.descriptor import EngineConfig
 from hdl.ecp5 import ECP5Target, yosys_safe_names
-from hdl.fanout import GlobalNet
 from hdl.sequencer import Sequencer
 
 __all__ = [
@@ -74,15 +73,13 @@ class TimingHarness(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        # The reset pin reaches the design through two registers and the clock network, as a
-        # board's reset does through its synchroniser (`hdl.board.boards`): otherwise the pad
-        # and its routing to every reset flip-flop would be timed as one path.
+        # The reset pin reaches the design through two registers, as a board's reset does
+        # through its synchroniser: otherwise the pad and its routing to every reset flip-flop
+        # would be timed as one path.
         m.domains.core = core = ClockDomain("core")
         rst_q = Signal(2, init=0b11, reset_less=True)
         m.d.sync += rst_q.eq(Cat(ResetSignal("sync"), rst_q[0]))
-        m.submodules.rst_net = rst_net = GlobalNet()
-        m.d.comb += [core.clk.eq(ClockSignal("sync")), rst_net.i.eq(rst_q[1]),
-                     core.rst.eq(rst_net.o)]
+        m.d.comb += [core.clk.eq(ClockSignal("sync")), core.rst.eq(rst_q[1])]
         m.submodules.sequencer = seq = DomainRenamer("core")(Sequencer(self.cfg))
         inputs, outputs = [], []
         for _path, member, value in seq.signature.flatten(seq):

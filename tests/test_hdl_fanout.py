@@ -8,7 +8,7 @@ from amaranth.back import rtlil
 from amaranth.sim import Simulator
 
 from hdl.ecp5 import ECP5Target
-from hdl.fanout import GlobalNet, Replicated
+from hdl.fanout import Replicated
 from hdl.synth import synthesize_design
 
 
@@ -63,25 +63,3 @@ def test_yosys_keeps_the_copies_apart():
     counts = synthesize_design(top, "top", out, ports=[top.a, top.b, top.s, top.o])
     assert counts["TRELLIS_FF"] == 128 + 4, counts
 
-
-def test_global_net_is_a_wire_in_simulation():
-    dut = GlobalNet()
-    seen = []
-
-    async def bench(ctx):
-        for value in (0, 1, 1, 0, 1):
-            ctx.set(dut.i, value)
-            seen.append(ctx.get(dut.o))
-
-    sim = Simulator(dut)
-    sim.add_testbench(bench)
-    sim.run()
-    assert seen == [0, 1, 1, 0, 1]
-
-
-def test_global_net_enters_the_clock_network_on_ecp5():
-    """One DCCA, always enabled, between ``i`` and ``o``: nextpnr routes its output over a
-    global (a net without one is routed in the fabric)."""
-    text = rtlil.convert(GlobalNet(), platform=ECP5Target())
-    assert text.count("cell \\DCCA") == 1
-    assert "connect \\CE 1'1" in text

@@ -35,7 +35,6 @@ from amaranth_boards.ulx3s import ULX3S_85F_Platform
 
 from hdl.board.clocks import PLL, PLLOutput
 from hdl.board.litedram import LiteDRAMCore, generate
-from hdl.fanout import GlobalNet
 
 __all__ = ["BOARDS", "ECPIX5", "ULX3S", "Board"]
 
@@ -58,17 +57,11 @@ class Board:
     _dram_rst = None
 
     def _domain(self, m, platform, name, clk, freq, arst):
-        """A clock domain ``name`` on ``clk`` (a Signal), constrained, reset from ``arst``
-        through a synchroniser and the clock network (:class:`hdl.fanout.GlobalNet`: the
-        engine's reset reaches thousands of flip-flops)."""
+        """A clock domain ``name`` on ``clk`` (a Signal), constrained, reset from ``arst``."""
         m.domains += ClockDomain(name)
-        synced = ClockDomain(f"{name}_rst", local=True)  # the synchroniser's output
-        m.domains += synced
-        m.d.comb += [ClockSignal(name).eq(clk), synced.clk.eq(clk)]
+        m.d.comb += ClockSignal(name).eq(clk)
         platform.add_clock_constraint(clk, freq)
-        m.submodules[f"rst_{name}"] = ResetSynchronizer(arst, domain=synced.name)
-        m.submodules[f"rst_{name}_net"] = net = GlobalNet()
-        m.d.comb += [net.i.eq(synced.rst), ResetSignal(name).eq(net.o)]
+        m.submodules[f"rst_{name}"] = ResetSynchronizer(arst, domain=name)
 
     def _pll(self, m, platform, f_in, clk_in, outputs):
         """An EHXPLLL; returns it and ``{domain: (clock Signal named clk_<domain>, Hz)}``."""

@@ -30,7 +30,7 @@ from hdl.engine.drain import Drain
 from hdl.engine.loader import InputLoader
 from hdl.engine.weights import WeightLoader
 from hdl.engine.writer import Writer
-from hdl.fanout import GlobalNet, Replicated
+from hdl.fanout import Replicated
 
 __all__ = ["COUNTERS", "CSR", "ERR", "Engine", "EngineCore"]
 
@@ -97,9 +97,9 @@ class EngineCore(wiring.Component):
         # the units, in a domain of their own on the same clock whose only reset is `starting`:
         # the cycle after a layer is launched (so an aborted layer leaves no state) or after the
         # domain's reset. A register, not the CSR decode nor an OR with the domain's reset,
-        # drives those ~1.8k reset inputs, through the clock network (`GlobalNet`). The wide
-        # data registers (weights, requant parameters, sums) are `reset_less`: their validity
-        # travels in control state.
+        # drives those ~1.8k reset inputs (the units' own `clear` inputs are the same signal,
+        # which yosys folds into it). The wide data registers (weights, requant parameters,
+        # sums) are `reset_less`: their validity travels in control state.
         top = Module()
         m = Module()
 
@@ -226,9 +226,7 @@ class EngineCore(wiring.Component):
 
         self._counters(top, launch, starting, comp, drain, r_fire)
         top.domains.datapath = datapath = ClockDomain("datapath", local=True)
-        top.submodules.clear = clear = GlobalNet()
-        top.d.comb += [clear.i.eq(starting), datapath.clk.eq(ClockSignal()),
-                       datapath.rst.eq(clear.o)]
+        top.d.comb += [datapath.clk.eq(ClockSignal()), datapath.rst.eq(starting)]
         top.submodules.datapath = DomainRenamer("datapath")(m)
         return top
 
