@@ -224,19 +224,8 @@ class Compute(wiring.Component):
         m.d.comb += [load_copies.i.eq(started[-2]), mac.w.eq(shadow),
                      mac.w_load.eq(load_copies.o), self.weights.ready.eq(~shadow_valid | load)]
         pop = self.weights.valid & self.weights.ready
-        # The shadow is a shift register of p_oc beats: a beat enters at the top and the
-        # others move down one, so after p_oc beats word k holds beat k (as the weight stream
-        # orders them). Each word takes its data from its neighbour, next to the multipliers
-        # it feeds, rather than from one beat register fanned out to all p_oc words, and has
-        # its own registered copy of the shift enable (the beat waits a cycle beside it; the
-        # shadow is complete a cycle after `shadow_valid`, long before the load).
-        beat = Signal(p_ic * 8, reset_less=True)
-        m.d.sync += beat.eq(self.weights.payload)
-        m.submodules.shift = shift = Replicated(p_oc)
-        m.d.comb += shift.i.eq(pop)
-        for k in range(p_oc):
-            with m.If(shift.o[k]):
-                m.d.sync += shadow[k].eq(beat if k == p_oc - 1 else shadow[k + 1])
+        with m.If(pop):
+            m.d.sync += shadow.as_value().word_select(fill, p_ic * 8).eq(self.weights.payload)
         with ctrl.If(load):
             ctrl.d.sync += shadow_valid.eq(0)
         with ctrl.If(pop):
