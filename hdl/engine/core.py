@@ -30,7 +30,6 @@ from hdl.engine.drain import Drain
 from hdl.engine.loader import InputLoader
 from hdl.engine.weights import WeightLoader
 from hdl.engine.writer import Writer
-from hdl.fanout import Replicated
 
 __all__ = ["COUNTERS", "CSR", "ERR", "Engine", "EngineCore"]
 
@@ -154,23 +153,12 @@ class EngineCore(wiring.Component):
         # a table beat takes a register of its own on its way there (R beat → table was 19.7 ns
         # of routing alone in the routed 128-MAC build). Its group's first pass needs the bias
         # no earlier than its weights, which follow the table in the same burst order.
-        # Each slot's table is a shift register: the loader sends a table's beats in index
-        # order (`WeightLoader`), each beat enters at the top and the words move down one, so
-        # the last beat leaves word k holding beat k. Every table flip-flop takes its data from
-        # its neighbour, not from one beat register fanned out to all 32 words, and each word
-        # has its own copy of the shift enable (a registered copy: the beat waits a cycle
-        # beside it).
-        p_data = Signal(cfg.data_width, reset_less=True)
-        m.d.sync += p_data.eq(lw.params.p.data)
-        m.submodules.p_shift = p_shift = Replicated(param_beats, width=2)
-        m.d.comb += p_shift.i.eq(Cat(lw.params.valid & ~lw.params.p.slot,
-                                     lw.params.valid & lw.params.p.slot))
-        for slot in range(2):
-            for k in range(param_beats):
-                word = slot * param_beats + k
-                nxt = p_data if k == param_beats - 1 else params[word + 1]
-                with top.If(p_shift.o[k][slot]):  # data registers: not reset
-                    top.d.sync += params[word].eq(nxt)
+        p_beat = Signal.like(lw.params.p, reset_less=True)
+        p_valid = Signal()
+        m.d.sync += [p_beat.eq(lw.params.p), p_valid.eq(lw.params.valid)]
+        with top.If(p_valid):  # data registers: not reset
+            top.d.sync += params.as_value().word_select(Cat(p_beat.index, p_beat.slot),
+                                                       cfg.data_width).eq(p_beat.data)
 
         # ---- compute → accumulator banks → drain ------------------------------------------
         m.submodules.compute = comp = Compute(cfg)
