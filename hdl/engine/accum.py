@@ -109,7 +109,6 @@ class AccumulatorBanks(wiring.Component):
         per = self.p_oc // n_slices
         m.submodules.w_pix = w_pix = Replicated(2 * n_slices, width=len(self.i.p.pix))
         m.d.comb += w_pix.i.eq(self.i.p.pix)
-        words = [[None] * self.p_oc for _ in range(2)]  # words[b][o]: bank b's read, channel o
         # The read address is the drain's in a FULL bank, else the compute unit's: a select per
         # slice, from a registered copy of FULL (a cycle late: the drain issues its first
         # address two cycles after FULL rises, and the first reads of a bank claimed after FULL
@@ -133,7 +132,6 @@ class AccumulatorBanks(wiring.Component):
                     wr.en.eq(w_en & (w_bank == b)),
                 ]
                 for j, o in enumerate(range(self.p_oc)[channels]):
-                    words[b][o] = rd.data[j]
                     m.d.comb += self.drain_data[b][o].eq(rd.data[j])
             with ctrl.If(self.claim[b]):
                 ctrl.d.sync += state[b].eq(BankState.COMPUTE)
@@ -146,7 +144,7 @@ class AccumulatorBanks(wiring.Component):
         m.d.comb += rdata_sel.i.eq(Cat(self.read.p.bank, self.read.p.first))
         for o in range(self.p_oc):
             bank, first = rdata_sel.o[o][0], rdata_sel.o[o][1]  # channel o's copies
-            word = Mux(bank, words[1][o], words[0][o])
+            word = Mux(bank, self.drain_data[1][o], self.drain_data[0][o])  # both banks' reads
             bias = Mux(bank, self.bias[1][o], self.bias[0][o])
             m.d.sync += rdata[o].eq(Mux(first, bias, word))
         beat = self.i.p
