@@ -28,9 +28,10 @@ from firmware.program import Program, ProgramLayer
 from hdl.axi import WISHBONE_SLICE_LATENCY
 from hdl.descriptor import DESCRIPTOR_WORDS, EngineConfig, Pool
 from hdl.engine import COUNTERS
+from hdl.engine.drain import DRAIN_FLUSH, DRAIN_LATENCY
 from hdl.engine.loader import IBUF_READ_LATENCY
 from hdl.engine.mac import mac_latency
-from hdl.requant import REQUANT_LATENCY
+from hdl.engine.weights import WEIGHT_STORE_LATENCY
 from hdl.sequencer import RECORD_WORDS
 
 __all__ = [
@@ -52,9 +53,8 @@ DEFAULT_CLOCK_MHZ = 50.0
 _BEAT = 8  # bytes per AXI beat at the default data width
 _FIFO_LATENCY = 2  # SyncFIFOBuffered: a beat written in cycle c can be read in c + 2
 _R_REGISTER = 1  # read data is registered before it reaches the loaders
-# drain issue -> address -> bank word -> drained bank's word -> requant -> output FIFO
-_DRAIN_TO_FIFO = 3 + REQUANT_LATENCY
-_FLUSH = REQUANT_LATENCY + 5  # drain flush cycles
+_DRAIN_TO_FIFO = DRAIN_LATENCY  # drain issue -> requantized lanes into the output FIFO
+_FLUSH = DRAIN_FLUSH  # drain flush cycles
 _START = 2  # first cycle a unit acts: the cycle after launch resets the datapath
 _TAGS = 16  # bursts a loader may have outstanding (its tag FIFO)
 
@@ -302,7 +302,7 @@ def _simulate(d: dict, cfg: EngineConfig, perf: PerfConfig) -> tuple[int, int, i
             read["next"] = first + int(n * spacing)  # the burst's last beat takes its share too
             read["bytes"] += n * _BEAT
             if kind == "weights":
-                wbeat_ready.extend(t + _R_REGISTER + _FIFO_LATENCY for t in times)
+                wbeat_ready.extend(t + _R_REGISTER + WEIGHT_STORE_LATENCY for t in times)
             grants[client] = (hs, times[-1])
             last, free = client, t0 + 2
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from amaranth import signed, unsigned
 from amaranth.lib import data, enum
 
+from hdl.bram import BRAM_READ_LATENCY
+
 __all__ = [
     "DESCRIPTOR_WORDS",
     "Descriptor",
@@ -103,7 +105,10 @@ class EngineConfig:
     fits (``weights_resident``; 2048 holds those of tiny-YOLO's 208 × 208 layer, re-read 52
     times otherwise), or a FIFO of which the weight loader fills at most ``weight_fifo_depth``
     beats ahead (deeper, its bursts would crowd out the input loads at the start of a layer).
-    ``min_pass`` is the shortest pass the accumulator read-modify-write pipeline allows;
+    ``min_pass`` is the shortest pass the accumulator read-modify-write pipeline allows (a
+    pixel's bank word is read, registered, added and written back over
+    ``BRAM_READ_LATENCY + 2`` cycles; its next read comes one cycle after the write at the
+    earliest);
     ``max_burst`` beats per AXI burst.
     """
 
@@ -115,11 +120,14 @@ class EngineConfig:
     weight_store_depth: int = 2048
     out_fifo_depth: int = 512
     max_burst: int = 128
-    min_pass: int = 4
+    min_pass: int = BRAM_READ_LATENCY + 3
     data_width: int = 64
     addr_width: int = 32
 
     def __post_init__(self):
+        if self.min_pass < BRAM_READ_LATENCY + 3:
+            raise ValueError(f"min_pass must be at least {BRAM_READ_LATENCY + 3} (the "
+                             f"accumulator's read-modify-write), not {self.min_pass}")
         if self.p_ic * 8 != self.data_width:
             raise ValueError("p_ic must equal the bytes of one AXI beat")
         if self.p_oc % self.p_ic or self.p_oc & (self.p_oc - 1):

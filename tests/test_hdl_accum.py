@@ -5,6 +5,8 @@ against a naive Python sum."""
 import numpy as np
 from amaranth.sim import Simulator
 
+from hdl.bram import BRAM_READ_LATENCY
+from hdl.descriptor import EngineConfig
 from hdl.engine.accum import ACC_READ_LEAD, AccumulatorBanks
 
 P_OC, SUM_WIDTH, DEPTH = 4, 19, 16
@@ -13,8 +15,9 @@ P_OC, SUM_WIDTH, DEPTH = 4, 19, 16
 def test_banks_accumulate_passes_and_hand_over_to_the_drain():
     rng = np.random.default_rng(0)
     dut = AccumulatorBanks(P_OC, SUM_WIDTH, DEPTH)
-    # two groups (banks 0 and 1), 3 passes each; the second group has 4 pixels (min_pass)
-    groups = [(0, 7, 3), (1, 4, 3)]  # (bank, pixels, passes)
+    # two groups (banks 0 and 1), 3 passes each; the second group's passes are as short as
+    # the read-modify-write allows (min_pass)
+    groups = [(0, 7, 3), (1, EngineConfig().min_pass, 3)]  # (bank, pixels, passes)
     bias = rng.integers(-2**31, 2**31, size=(2, P_OC))
     sums = {(b, p): rng.integers(-2**18, 2**18, size=(n, P_OC)) for b, n, passes in groups
             for p in range(passes)}
@@ -57,7 +60,7 @@ def test_banks_accumulate_passes_and_hand_over_to_the_drain():
         for b, n, _ in groups:
             for x in range(n):
                 ctx.set(dut.drain_addr, x)
-                await ctx.tick()
+                await ctx.tick().repeat(BRAM_READ_LATENCY)
                 got = [int(v) for v in ctx.get(dut.drain_data[b])]
                 assert got == expected[b][x], f"bank {b}, pixel {x}: expected " \
                                               f"{expected[b][x]}, got {got}"

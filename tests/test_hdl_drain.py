@@ -9,6 +9,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from firmware.layout import fm_to_ddr
+from hdl.bram import BRAM_READ_LATENCY
 from hdl.descriptor import EngineConfig, Pool, plan_layer
 from hdl.engine.drain import Drain
 from model.golden import maxpool_int, requantize
@@ -74,6 +75,9 @@ def test_drain_matches_requantize_and_maxpool(channels, hw, pool, int32, rows, u
         ctx.set(dut.desc, f)
         ctx.set(dut.run, 1)
         got, fifo_ready = [], False
+        # the banks' words read in the last cycles, delivered BRAM_READ_LATENCY cycles after
+        # their address
+        reads = [[[0] * cfg.p_oc] * 2] * (BRAM_READ_LATENCY - 1)
         groups = [(c0, og) for c0 in range(0, h, f["tile_conv_rows"])
                   for og in range(f["og_passes"])]
         q = 0  # the bank the compute unit fills next
@@ -97,7 +101,7 @@ def test_drain_matches_requantize_and_maxpool(channels, hw, pool, int32, rows, u
                 ctx.set(dut.params, params)
                 q += 1
             ctx.set(dut.full, sum(1 << b for b in filled))
-            # both banks' words at the previous cycle's address: conv rows from c0, row-major
+            # both banks' words at this cycle's address: conv rows from c0, row-major
             addr = ctx.get(dut.bank_addr)
             words = []
             for b in (0, 1):
@@ -114,7 +118,8 @@ def test_drain_matches_requantize_and_maxpool(channels, hw, pool, int32, rows, u
                 got.append(ctx.get(dut.o.payload))
             fifo_ready = prng.random() < 0.3
             await ctx.tick()
-            ctx.set(dut.bank_data, words)
+            reads.append(words)
+            ctx.set(dut.bank_data, reads.pop(0))
         assert len(got) == len(expected), f"{len(got)} beats of {len(expected)}"
         for k, (g, e) in enumerate(zip(got, expected, strict=True)):
             assert g == e, f"beat {k}: expected {e:#018x}, got {g:#018x}"

@@ -4,13 +4,14 @@ from amaranth import Array, Cat, Module, Mux, ResetInserter, Signal, signed
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hdl.bram import block_ram
+from hdl.bram import BRAM_READ_LATENCY, BlockRAM
 from hdl.fanout import Replicated
 
 __all__ = ["ACC_READ_LEAD", "ACC_SLICES", "AccBeat", "AccumulatorBanks", "BankState", "ReadAhead"]
 
-#: Cycles between a pixel's ``read`` and its ``i`` beat: the bank is read, then registered.
-ACC_READ_LEAD = 2
+#: Cycles between a pixel's ``read`` and its ``i`` beat: the bank is read
+#: (:class:`hdl.bram.BlockRAM`), then the addend registered.
+ACC_READ_LEAD = BRAM_READ_LATENCY + 1
 
 #: Memories per accumulator bank, each with its own copy of the write address.
 ACC_SLICES = 4
@@ -43,9 +44,9 @@ class AccumulatorBanks(wiring.Component):
     Per ``i`` beat: ``acc[bank][pix] = (bias[bank] if first else acc[bank][pix]) + sums``. The
     bank word is read :data:`ACC_READ_LEAD` cycles ahead (``read``) and registered, added in the
     beat's cycle and written from a register the cycle after, so a pixel's read-modify-write
-    spans three cycles: the same pixel must not come back within four (the engine's
-    ``min_pass``). Each bank cycles FREE → COMPUTE (``claim``) → FULL (the ``last`` beat's write)
-    → FREE (``drained``).
+    spans ``ACC_READ_LEAD + 1`` cycles: the same pixel must not come back within
+    ``ACC_READ_LEAD + 2`` (the engine's ``min_pass``). Each bank cycles FREE → COMPUTE
+    (``claim``) → FULL (the ``last`` beat's write) → FREE (``drained``).
 
     Full/free flags rather than streams towards the compute unit and the drain: a bank is
     filled in pixel order over many passes and read in pooling order, so the contract between
@@ -53,10 +54,10 @@ class AccumulatorBanks(wiring.Component):
 
     The data registers are never reset; ``clear`` (a layer start) returns both banks to FREE.
 
-    A bank word read in the cycle it is written is unspecified (:func:`hdl.bram.block_ram`),
-    and never used: a pixel is written three cycles after its read and read again no sooner
-    than four cycles after that read (``min_pass``), and the drain reads only a FULL bank,
-    which nothing writes.
+    A bank word read in the cycle it is written is unspecified (:class:`hdl.bram.BlockRAM`),
+    and never used: a pixel is written ``ACC_READ_LEAD + 1`` cycles after its read and read
+    again no sooner than ``min_pass`` cycles after that read, and the drain reads only a FULL
+    bank, which nothing writes.
 
     Parameters
     ----------
@@ -77,7 +78,8 @@ class AccumulatorBanks(wiring.Component):
     drain_addr : In(range(acc_depth))
         Read address into the FULL banks.
     drain_data : Out(ArrayLayout(ArrayLayout(signed(32), p_oc), 2))
-        Both banks' words at ``drain_addr`` of the previous cycle.
+        Both banks' words at ``drain_addr`` of :data:`~hdl.bram.BRAM_READ_LATENCY` cycles
+        before.
     """
 
     def __init__(self, p_oc, sum_width, acc_depth):
@@ -121,27 +123,32 @@ class AccumulatorBanks(wiring.Component):
             for k in range(n_slices):
                 full = full_copies.o[k][b]
                 channels = slice(k * per, (k + 1) * per)
-                m.submodules[f"bank{b}_{k}"] = mem = block_ram(
+                m.submodules[f"bank{b}_{k}"] = mem = BlockRAM(
                     data.ArrayLayout(signed(32), per), self.acc_depth)
-                rd, wr = mem.read_port(), mem.write_port()
                 m.d.comb += [
                     # the drain reads a FULL bank, the compute unit the one it fills
-                    rd.addr.eq(Mux(full, self.drain_addr, self.read.p.pix)),
-                    wr.addr.eq(w_pix.o[b * n_slices + k]),
-                    wr.data.eq(new.as_value()[32 * k * per:32 * (k + 1) * per]),
-                    wr.en.eq(w_en & (w_bank == b)),
+                    mem.rd_addr.eq(Mux(full, self.drain_addr, self.read.p.pix)),
+                    mem.wr_addr.eq(w_pix.o[b * n_slices + k]),
+                    mem.wr_data.eq(new.as_value()[32 * k * per:32 * (k + 1) * per]),
+                    mem.wr_en.eq(w_en & (w_bank == b)),
                 ]
                 for j, o in enumerate(range(self.p_oc)[channels]):
-                    m.d.comb += self.drain_data[b][o].eq(rd.data[j])
+                    m.d.comb += self.drain_data[b][o].eq(mem.rd_data[j])
             with ctrl.If(self.claim[b]):
                 ctrl.d.sync += state[b].eq(BankState.COMPUTE)
             with ctrl.If(self.drained[b]):
                 ctrl.d.sync += state[b].eq(BankState.FREE)
         # The addend is chosen when the word arrives, a cycle before the add: the selects fan
         # out to every bit of p_oc words, so they drive a mux into a register, not an adder,
-        # and each output channel has its own copy of them.
+        # and each output channel has its own copy of them (a register, then the copies:
+        # BRAM_READ_LATENCY cycles behind `read`).
         m.submodules.rdata_sel = rdata_sel = Replicated(self.p_oc, width=2)
-        m.d.comb += rdata_sel.i.eq(Cat(self.read.p.bank, self.read.p.first))
+        selects = Cat(self.read.p.bank, self.read.p.first)
+        for _ in range(BRAM_READ_LATENCY - 1):
+            selects_q = Signal(2)
+            m.d.sync += selects_q.eq(selects)
+            selects = selects_q
+        m.d.comb += rdata_sel.i.eq(selects)
         for o in range(self.p_oc):
             bank, first = rdata_sel.o[o][0], rdata_sel.o[o][1]  # channel o's copies
             word = Mux(bank, self.drain_data[1][o], self.drain_data[0][o])  # both banks' reads

@@ -4,13 +4,21 @@ from amaranth import Array, Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from hdl.bram import BRAM_READ_LATENCY
 from hdl.descriptor import Descriptor
 from hdl.engine.loader import min_of
 from hdl.fanout import Replicated
 from hdl.pool import PoolMax, PoolWalker
 from hdl.requant import REQUANT_LATENCY, RequantUnit
 
-__all__ = ["Drain"]
+__all__ = ["DRAIN_FLUSH", "DRAIN_LATENCY", "Drain"]
+
+#: Cycles from a walker step to its requantized lanes: the registered bank address, the bank
+#: read (:data:`~hdl.bram.BRAM_READ_LATENCY`), the drained bank's word registered, then the
+#: requantization.
+DRAIN_LATENCY = 1 + BRAM_READ_LATENCY + 1 + REQUANT_LATENCY
+#: Cycles the drain waits after a bank's last read before freeing it: every read has landed.
+DRAIN_FLUSH = DRAIN_LATENCY + 2
 
 
 class Drain(wiring.Component):
@@ -24,7 +32,7 @@ class Drain(wiring.Component):
     Banks alternate (``og`` counted over the layer, bank and parameter slot ``og % 2``). A read
     is issued only while the output FIFO has room for every position in flight, so nothing
     downstream ever stalls. After the walk the drain waits for the pipeline to empty (FLUSH,
-    ``REQUANT_LATENCY + 5`` cycles) before freeing the bank.
+    :data:`DRAIN_FLUSH` cycles) before freeing the bank.
 
     Full/free flags towards the compute unit rather than a stream: the drain reads a bank in
     pooling order, not in the order it was written, so what it needs is "this bank is complete".
@@ -44,7 +52,8 @@ class Drain(wiring.Component):
     bank_addr : Out(range(acc_depth))
         Read address into the bank being drained (registered).
     bank_data : In(ArrayLayout(ArrayLayout(signed(32), p_oc), 2))
-        Both banks' words at ``bank_addr`` of the previous cycle (the drain picks its own).
+        Both banks' words at ``bank_addr`` of :data:`~hdl.bram.BRAM_READ_LATENCY` cycles before
+        (the drain picks its own).
     params : In(ArrayLayout(unsigned(data_width), 4 * p_oc))
         The requant tables of both slots (``docs/engine.md``: two words per channel).
     o : Out(stream.Signature(data_width))
@@ -81,7 +90,7 @@ class Drain(wiring.Component):
         c0 = Signal(16)
         og = Signal(8)
         slot = Signal()
-        flush = Signal(range(REQUANT_LATENCY + 5))
+        flush = Signal(range(DRAIN_FLUSH))
         # Output rows of this tile, registered: p0 changes at the end of FLUSH and the walker
         # takes `rows` in START, two cycles later at the earliest.
         rows = Signal(16)
@@ -94,7 +103,7 @@ class Drain(wiring.Component):
         # E0: the bank address, registered: it fans out to every block RAM of both banks
         m.d.sync += self.bank_addr.eq(pw.addr)
         # Room for every window position in flight (bank read + requant) to land in the FIFO.
-        room = ofifo.w_level + REQUANT_LATENCY + 8 < cfg.out_fifo_depth
+        room = ofifo.w_level + DRAIN_LATENCY + 5 < cfg.out_fifo_depth
         with m.FSM():
             with m.State("WAIT"):
                 with m.If(self.run & (p0 < d.out_height) & self.full.bit_select(slot, 1)):
@@ -117,7 +126,7 @@ class Drain(wiring.Component):
             with m.State("FLUSH"):
                 m.d.comb += self.draining.eq(1)
                 m.d.sync += flush.eq(flush + 1)
-                with m.If(flush == REQUANT_LATENCY + 4):
+                with m.If(flush == DRAIN_FLUSH - 1):
                     m.d.comb += self.free.eq(Mux(slot, 0b10, 0b01))
                     m.d.sync += [slot.eq(~slot), og.eq(og + 1)]
                     with m.If(og == d.og_passes - 1):
@@ -129,28 +138,31 @@ class Drain(wiring.Component):
 
     def _datapath(self, m, pw, slot, ofifo):
         cfg, d, n_sub, p_ic = self.cfg, self.desc, self.n_sub, self.cfg.p_ic
-        # E0 → E1: the bank words arrive; the drained bank's is registered (E2). Then select
-        # the p_ic channels of the walker's sub-group and their parameters (a mux over the
-        # sub-groups and the two slots, not over all 4·p_oc words); the requant unit registers
-        # them on entry. The selects steer hundreds of bits: every output channel has its own
-        # copy of the slot at E1, every lane its own slot and sub-group at E2.
-        e0, e1, e2 = (Signal(data.StructLayout({"valid": 1, "pos": 1, "first": 1, "last": 1,
-                                                "slot": 1, "sub": range(n_sub), "j": 2}), name=n)
-                      for n in ("e0", "e1", "e2"))
-        m.d.sync += [e0.eq(Cat(pw.step, pw.pos, pw.first, pw.last, slot, pw.sub, pw.j)),
-                     e1.eq(e0), e2.eq(e1)]
+        # E0 (the registered address) → E2 (BRAM_READ_LATENCY later): the bank words arrive;
+        # the drained bank's is registered (E3). Then select the p_ic channels of the walker's
+        # sub-group and their parameters (a mux over the sub-groups and the two slots, not over
+        # all 4·p_oc words); the requant unit registers them on entry. The selects steer
+        # hundreds of bits: every output channel has its own copy of the slot at E2, every lane
+        # its own slot and sub-group at E3.
+        e = [Signal(data.StructLayout({"valid": 1, "pos": 1, "first": 1, "last": 1, "slot": 1,
+                                       "sub": range(n_sub), "j": 2}), name=f"e{k}")
+             for k in range(BRAM_READ_LATENCY + 2)]
+        m.d.sync += e[0].eq(Cat(pw.step, pw.pos, pw.first, pw.last, slot, pw.sub, pw.j))
+        m.d.sync += [e[k + 1].eq(e[k]) for k in range(len(e) - 1)]
+        arrive, e_word = e[BRAM_READ_LATENCY], e[BRAM_READ_LATENCY + 1]
         m.submodules.slot1 = slot1 = Replicated(cfg.p_oc)
-        m.submodules.lane_sel = lane_sel = Replicated(p_ic, width=1 + len(e1.sub))
-        m.d.comb += [slot1.i.eq(e0.slot), lane_sel.i.eq(Cat(e1.slot, e1.sub))]
+        m.submodules.lane_sel = lane_sel = Replicated(p_ic, width=1 + len(arrive.sub))
+        m.d.comb += [slot1.i.eq(e[BRAM_READ_LATENCY - 1].slot),
+                     lane_sel.i.eq(Cat(arrive.slot, arrive.sub))]
         word = Signal(data.ArrayLayout(signed(32), cfg.p_oc), reset_less=True)
         for o in range(cfg.p_oc):
             m.d.sync += word[o].eq(Mux(slot1.o[o], self.bank_data[1][o], self.bank_data[0][o]))
         m.submodules.requant = rq = RequantUnit(p_ic)
-        m.d.comb += rq.valid_i.eq(e2.valid)
+        m.d.comb += rq.valid_i.eq(e_word.valid)
         param_beats = 2 * cfg.p_oc
         lanes = Signal(data.ArrayLayout(signed(32), p_ic))  # the sub-group's accumulators
         for i in range(p_ic):
-            slot2, sub = lane_sel.o[i][0], lane_sel.o[i][1:]  # lane i's copy of E2's selects
+            slot2, sub = lane_sel.o[i][0], lane_sel.o[i][1:]  # lane i's copy of E3's selects
             m.d.comb += lanes[i].eq(Array(word[g * p_ic + i] for g in range(n_sub))[sub])
 
             def param(w, i=i, slot2=slot2, sub=sub):  # word `w` of channel sub·p_ic + i
@@ -165,9 +177,9 @@ class Drain(wiring.Component):
             ]
         # int32 output: beat j carries channels 2j, 2j+1; delayed to line up with requant.
         wide = Signal(cfg.data_width)
-        m.d.comb += wide.eq(lanes.as_value().word_select(e2.j, cfg.data_width))
+        m.d.comb += wide.eq(lanes.as_value().word_select(e_word.j, cfg.data_width))
         tags = Signal(3)
-        m.d.comb += tags.eq(Cat(e2.pos, e2.first, e2.last))
+        m.d.comb += tags.eq(Cat(e_word.pos, e_word.first, e_word.last))
         for _ in range(REQUANT_LATENCY):
             wide_q, tags_q = Signal.like(wide, reset_less=True), Signal.like(tags)
             m.d.sync += [wide_q.eq(wide), tags_q.eq(tags)]

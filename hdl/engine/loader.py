@@ -5,16 +5,16 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hdl.axi import ReadRequestSignature, burst_beats, last_burst
-from hdl.bram import block_ram
+from hdl.bram import BRAM_READ_LATENCY, BlockRAM
 from hdl.descriptor import Descriptor, Pool
 from hdl.fanout import Replicated
 
 __all__ = ["IBUF_MAX_BANK", "IBUF_READ_LATENCY", "InputBuffer", "InputLoader", "ReadBeat",
            "buffer_banks", "min_of"]
 
-#: Cycles from ``rd_addr`` to ``rd_data`` of the input buffer: the block RAM read and the
-#: registered mux over its banks.
-IBUF_READ_LATENCY = 2
+#: Cycles from ``rd_addr`` to ``rd_data`` of the input buffer: the banks' read
+#: (:class:`hdl.bram.BlockRAM`) and the registered mux over them.
+IBUF_READ_LATENCY = BRAM_READ_LATENCY + 1
 
 #: The largest input-buffer bank: one DP16KD per bit of the word, in its 16K × 1 configuration.
 IBUF_MAX_BANK = 16384
@@ -56,13 +56,14 @@ class InputBuffer(wiring.Component):
     for the default, against eleven for banks of 2048 words: 704 wires from block RAMs spread
     over the chip into one mux was the routed worst path).
 
-    A read takes :data:`IBUF_READ_LATENCY` cycles: every bank reads ``rd_addr`` (its block RAM
-    output register), then the word of the addressed bank is selected into a register, its
-    select in one copy per byte (:class:`hdl.fanout.Replicated`). The mux is a path of its own:
-    it must not share a cycle with the block RAM access (one block RAM access per cycle).
+    A read takes :data:`IBUF_READ_LATENCY` cycles: every bank reads ``rd_addr``
+    (:class:`hdl.bram.BlockRAM`: the block RAM and its output register), then the word of the
+    addressed bank is selected into a register, its select in one copy per byte
+    (:class:`hdl.fanout.Replicated`). The mux is a path of its own: it must not share a cycle
+    with the block RAM access.
     Addresses at or beyond ``depth`` read an unspecified word and write nothing.
 
-    A word read in the cycle it is written is unspecified (:func:`hdl.bram.block_ram`): the
+    A word read in the cycle it is written is unspecified (:class:`hdl.bram.BlockRAM`): the
     compute unit reads a chunk only once the loader counts it whole, and the loader writes a
     half only once the compute unit has released it, so a used read never meets a write.
 
@@ -86,22 +87,26 @@ class InputBuffer(wiring.Component):
         words, hits = [], []
         for i, (base, size) in enumerate(banks):
             low = (size - 1).bit_length()
-            m.submodules[f"bank{i}"] = mem = block_ram(self.width, size)
-            wr, rd = mem.write_port(), mem.read_port()
-            m.d.comb += [wr.addr.eq(self.wr_addr[:low]), wr.data.eq(self.wr_data),
-                         wr.en.eq(self.wr_en & (self.wr_addr[low:] == base >> low)),
-                         rd.addr.eq(self.rd_addr[:low])]
-            words.append(rd.data)
+            m.submodules[f"bank{i}"] = mem = BlockRAM(self.width, size)
+            m.d.comb += [mem.wr_addr.eq(self.wr_addr[:low]), mem.wr_data.eq(self.wr_data),
+                         mem.wr_en.eq(self.wr_en & (self.wr_addr[low:] == base >> low)),
+                         mem.rd_addr.eq(self.rd_addr[:low])]
+            words.append(mem.rd_data)
             hits.append(self.rd_addr[low:] == base >> low)
         if len(banks) == 1:
             m.d.sync += self.rd_data.eq(words[0])
             return m
-        # the bank of the word the block RAMs now deliver, one copy per byte of the word
+        # the bank of the word the banks now deliver (a register, then one copy per byte of
+        # the word: BRAM_READ_LATENCY cycles behind rd_addr)
         lanes = self.width // 8
         m.submodules.sel = sel = Replicated(lanes, width=(len(banks) - 1).bit_length())
         index = 0
         for i, hit in enumerate(hits):
             index = Mux(hit, i, index)
+        for _ in range(BRAM_READ_LATENCY - 1):
+            index_q = Signal(len(sel.i))
+            m.d.sync += index_q.eq(index)
+            index = index_q
         m.d.comb += sel.i.eq(index)
         for lane in range(lanes):
             byte = slice(8 * lane, 8 * lane + 8)

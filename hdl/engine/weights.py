@@ -1,15 +1,19 @@
 """The weight loader: requant tables and weights from DDR, per (tile, output-channel group)."""
 
-from amaranth import Module, Mux, Signal
+from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hdl.axi import ReadRequestSignature, burst_beats, last_burst
-from hdl.bram import block_ram
+from hdl.bram import BRAM_READ_LATENCY, BlockRAM
 from hdl.descriptor import Descriptor
 from hdl.engine.loader import ReadBeat
 
-__all__ = ["ParamBeat", "WeightLoader", "WeightStore"]
+__all__ = ["WEIGHT_STORE_LATENCY", "ParamBeat", "WeightLoader", "WeightStore"]
+
+#: A beat written into the :class:`WeightStore` in cycle ``c`` can be taken in ``c +
+#: WEIGHT_STORE_LATENCY``: fetched the cycle after, then the block RAM's read.
+WEIGHT_STORE_LATENCY = 1 + BRAM_READ_LATENCY
 
 
 class ParamBeat(data.StructLayout):
@@ -28,11 +32,11 @@ class WeightStore(wiring.Component):
     for every tile: after beat ``total - 1`` the read pointer wraps to 0 (``total`` is final by
     then: ``complete`` rises with the request of the stream's last burst, before its data).
 
-    The output is the block RAM's read register: a beat is fetched when the output is empty or
-    being taken, so the stream runs at one beat per cycle; a beat written in cycle ``c`` can be
-    taken in ``c + 2``, as from ``SyncFIFOBuffered``. A fetch reads only behind the write
-    pointer (``fetch != write``), so it never reads the word being written
-    (:func:`hdl.bram.block_ram`).
+    The output is the :class:`hdl.bram.BlockRAM`'s output register, behind its read register:
+    a two-stage pipeline that advances while the output is empty or being taken, so the stream
+    runs at one beat per cycle; a beat written in cycle ``c`` can be taken in ``c +``
+    :data:`WEIGHT_STORE_LATENCY`. A fetch reads only behind the write pointer (``fetch !=
+    write``), so it never reads the word being written (:class:`hdl.bram.BlockRAM`).
 
     Attributes
     ----------
@@ -52,23 +56,27 @@ class WeightStore(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.mem = mem = block_ram(self.width, self.depth)
-        wr, rd = mem.write_port(), mem.read_port()
+        m.submodules.mem = mem = BlockRAM(self.width, self.depth, read_enable=True)
         wp, fp = Signal(range(self.depth)), Signal(range(self.depth))  # write, fetch pointers
-        m.d.comb += [wr.addr.eq(wp), wr.data.eq(self.w_data), wr.en.eq(self.w_en)]
+        m.d.comb += [mem.wr_addr.eq(wp), mem.wr_data.eq(self.w_data), mem.wr_en.eq(self.w_en)]
         with m.If(self.w_en):
             m.d.sync += wp.eq(Mux(wp == self.depth - 1, 0, wp + 1))
+        # The read pipeline advances unless the output holds a beat not taken; `fetched[k]`:
+        # stage k holds a fetched beat (the last stage is the output).
+        advance = ~self.o.valid | self.o.ready
+        fetched = Signal(BRAM_READ_LATENCY)
         # Replay never fills the memory (total < depth), so "fetch != write" means "a beat
         # waits" in both modes.
-        fetch = (fp != wp) & (~self.o.valid | self.o.ready)
+        fetch = (fp != wp) & advance
         last = Signal(24)  # the stream's last beat, registered: total is final long before use
         m.d.sync += last.eq(self.total - 1)
         wrap = (self.replay & self.complete & (fp == last)) | (fp == self.depth - 1)
-        m.d.comb += [rd.addr.eq(fp), rd.en.eq(fetch), self.o.payload.eq(rd.data)]
+        m.d.comb += [mem.rd_addr.eq(fp), mem.rd_en.eq(advance), self.o.payload.eq(mem.rd_data),
+                     self.o.valid.eq(fetched[-1])]
+        with m.If(advance):
+            m.d.sync += fetched.eq(Cat(fetch, fetched[:-1]))
         with m.If(fetch):
-            m.d.sync += [fp.eq(Mux(wrap, 0, fp + 1)), self.o.valid.eq(1)]
-        with m.Elif(self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
+            m.d.sync += fp.eq(Mux(wrap, 0, fp + 1))
         return m
 
 
