@@ -10,7 +10,7 @@ fields.
 import enum as py_enum
 from dataclasses import dataclass
 
-from amaranth import signed, unsigned
+from amaranth import Signal, signed, unsigned
 from amaranth.lib import data, enum
 
 from hdl.bram import BRAM_READ_LATENCY
@@ -23,9 +23,24 @@ __all__ = [
     "Buffering",
     "LayerPlan",
     "Pool",
+    "last_index",
     "pack_descriptor",
     "plan_layer",
 ]
+
+
+def last_index(m, count, *, name):
+    """``count - 1`` (``count`` a descriptor field) in a register of its own, so that a unit's
+    "last index" test is an equality against a register instead of a subtraction's carry chain
+    and then a compare.
+
+    Reloaded every cycle, and without reset: the engine loads the descriptor at the launch, the
+    units run from the cycle after the next (that cycle resets them), so the register holds the
+    layer's value from their first running cycle on, and the reset cannot clear it.
+    """
+    last = Signal(len(count), name=name, reset_less=True)
+    m.d.sync += last.eq(count - 1)
+    return last
 
 
 class Pool(enum.Enum, shape=2):

@@ -20,17 +20,24 @@ class WindowGen(wiring.Component):
     The tile's rows start at buffer address ``base`` (0 unless the buffer holds several runs).
     ``start`` latches ``ky``, ``kx``, ``c0``, ``base`` and ``npix`` (the tile's pixels) and begins
     the pass the next cycle; it may coincide with ``end`` of the previous pass (no bubble). The
-    pass lasts
-    ``max(npix, min_pass)`` cycles: ``valid`` is low on the padding cycles. ``k3``, ``width`` and
-    ``height`` must be stable for the whole layer, from one cycle before the first ``start``.
+    pass lasts ``max(npix, min_pass)`` cycles: ``valid`` is low on the padding cycles. ``k3``,
+    ``width`` and ``height`` must be stable for the whole layer, from one cycle before the first
+    ``start``; ``ky``, ``kx``, ``c0`` and ``base`` from one cycle before each ``start`` (the pass's
+    first address is computed from them a cycle ahead, so that ``start`` only loads it).
+
+    ``valid``, ``last_pix`` and ``end`` are registers, each set a cycle ahead from a compare with a
+    value registered at the start (``start`` of the next pass, in the compute unit, is one gate
+    behind ``end``).
 
     Parameters
     ----------
     min_pass : int
-        Shortest pass (the accumulator read-modify-write distance).
+        Shortest pass (the accumulator read-modify-write distance), at least 2.
     """
 
     def __init__(self, *, min_pass, pix_width=24, addr_width=26):
+        if min_pass < 2:
+            raise ValueError(f"min_pass must be at least 2, not {min_pass}")
         self.min_pass = min_pass
         super().__init__({
             "start": In(1), "k3": In(1), "ky": In(2), "kx": In(2), "width": In(16),
@@ -43,11 +50,13 @@ class WindowGen(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         w, h, k3 = self.width, self.height, self.k3
-        npix = Signal.like(self.npix)
-        # Registered last indices (of the pass, of the real pixels), so that ``end`` — which
-        # starts the next pass and fans out to every pass counter — is one compare.
-        last = Signal.like(self.npix)
-        last_pix = Signal.like(self.npix)
+        # The indices one before the pass's last pixel and its last real pixel, registered at
+        # the start: `end` and `last_pix` are set when `pix` reaches them, for the next cycle.
+        # (`pix - 1` wraps for a one-pixel pass, which never reaches it: `last_pix` is then set
+        # by the start itself.)
+        end, last_pix, valid = Signal(), Signal(), Signal()
+        before_last = Signal.like(self.npix)
+        before_last_pix = Signal.like(self.npix)
         ky, kx = Signal(2), Signal(2)
         x = Signal(16)
         cr = Signal(16)  # conv row of the current pixel
@@ -63,26 +72,29 @@ class WindowGen(wiring.Component):
         m.d.comb += [row.eq(Mux(k3, (self.c0 != 0) + self.ky, 1) - 1),
                      col.eq(Mux(k3, self.kx, 1) - 1)]
         row_base = Mux(row == -1, w_neg, Mux(row == 1, w, Mux(row == 2, w << 1, 0)))
+        # the next pass's first address, from inputs stable since the cycle before its start
+        first_addr = Signal.like(rowaddr)
+        m.d.sync += first_addr.eq(row_base + col + self.base)  # two carry chains
         m.d.comb += [
-            self.end.eq(self.running & (self.pix == last)),
-            self.valid.eq(self.running & (self.pix < npix)),
-            self.last_pix.eq(self.running & (self.pix == last_pix)),
+            self.end.eq(end), self.valid.eq(valid), self.last_pix.eq(last_pix),
             self.addr.eq(rowaddr + x),
             self.pad.eq(~(Mux(k3, ((ky != 0) | (cr != 0)) & ((ky != 2) | (cr != h_last)), 1)
                           & Mux(k3, ((kx != 0) | (x != 0)) & ((kx != 2) | (x != w_last)), 1))),
         ]
         with m.If(self.start):
             m.d.sync += [
-                self.running.eq(1), npix.eq(self.npix),
-                last.eq(Mux(self.npix < self.min_pass, self.min_pass - 1, self.npix - 1)),
-                last_pix.eq(self.npix - 1),
+                self.running.eq(1), valid.eq(1), last_pix.eq(self.npix == 1), end.eq(0),
+                before_last.eq(Mux(self.npix < self.min_pass, self.min_pass, self.npix) - 2),
+                before_last_pix.eq(self.npix - 2),
                 ky.eq(self.ky), kx.eq(self.kx), self.pix.eq(0), x.eq(0), cr.eq(self.c0),
-                rowaddr.eq(row_base + col + self.base),  # two carry chains
+                rowaddr.eq(first_addr),
             ]
         with m.Elif(self.running):
-            m.d.sync += [self.pix.eq(self.pix + 1), x.eq(x + 1)]
+            m.d.sync += [self.pix.eq(self.pix + 1), x.eq(x + 1),
+                         valid.eq(valid & ~last_pix), last_pix.eq(self.pix == before_last_pix),
+                         end.eq(self.pix == before_last)]
             with m.If(x == w_last):
                 m.d.sync += [x.eq(0), cr.eq(cr + 1), rowaddr.eq(rowaddr + w)]
-            with m.If(self.end):
-                m.d.sync += self.running.eq(0)
+            with m.If(end):
+                m.d.sync += [self.running.eq(0), valid.eq(0), last_pix.eq(0), end.eq(0)]
         return m

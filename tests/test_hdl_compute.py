@@ -63,6 +63,7 @@ def test_pass_sums_add_up_to_the_convolution(shape, out_ch, kernel, rows, buffer
 
     async def bench(ctx):
         ctx.set(dut.desc, f)
+        await ctx.tick()  # the descriptor is stable from a cycle before run
         ctx.set(dut.run, 1)
         held = [None, None]  # the unit in each half, and its whole chunks
         mem = [0] * cfg.ibuf_depth

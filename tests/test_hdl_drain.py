@@ -73,6 +73,7 @@ def test_drain_matches_requantize_and_maxpool(channels, hw, pool, int32, rows, u
 
     async def bench(ctx):
         ctx.set(dut.desc, f)
+        await ctx.tick()  # the descriptor is stable from a cycle before run
         ctx.set(dut.run, 1)
         got, fifo_ready = [], False
         # the banks' words read in the last cycles, delivered BRAM_READ_LATENCY cycles after

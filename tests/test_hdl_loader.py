@@ -69,6 +69,7 @@ def test_every_unit_holds_its_tile_rows(cfg, shape, out_ch, kernel, pool, rows, 
 
     async def bench(ctx):
         ctx.set(dut.desc, plan.fields)
+        await ctx.tick()  # the descriptor is stable from a cycle before run
         ctx.set(dut.run, 1)
         pending = []  # (cycle the data starts, address, beats) of granted bursts, in order
         beat = 0

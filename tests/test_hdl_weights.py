@@ -39,6 +39,7 @@ def test_tables_and_weights_arrive_in_order(shape, out_ch, kernel, rows, depth):
 
     async def bench(ctx):
         ctx.set(dut.desc, f)
+        await ctx.tick()  # the descriptor is stable from a cycle before run
         ctx.set(dut.run, 1)
         pending, beat = [], 0
         w_read = 0  # weight beats requested from DDR

@@ -56,6 +56,7 @@ def test_writer_puts_every_beat_where_the_layout_says(channels, hw, pool, int32,
 
     async def bench(ctx):
         ctx.set(dut.desc, plan.fields)
+        await ctx.tick()  # the descriptor is stable from a cycle before run
         ctx.set(dut.run, 1)
         fifo, pushed, aw, count = [], 0, None, 0
         for cycle in range(40_000):

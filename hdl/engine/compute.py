@@ -4,7 +4,7 @@ from amaranth import Cat, Module, Mux, ResetInserter, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hdl.descriptor import Descriptor, Pool
+from hdl.descriptor import Descriptor, Pool, last_index
 from hdl.engine.accum import ACC_READ_LEAD, AccBeat, ReadAhead
 from hdl.engine.loader import IBUF_READ_LATENCY, min_of
 from hdl.engine.mac import MacArray, mac_latency
@@ -40,6 +40,8 @@ class Compute(wiring.Component):
     Attributes
     ----------
     desc : In(Descriptor)
+        The layer; stable from one cycle before ``run`` rises until the layer ends
+        (:func:`hdl.descriptor.last_index`).
     run, clear : In(1)
     weights : In(stream.Signature(data_width))
     ready : In(ArrayLayout(8, 2))
@@ -87,7 +89,8 @@ class Compute(wiring.Component):
         first = (ig == 0) & (ky == 0) & (kx == 0)
         kmax = Mux(k3, 2, 0)
         lastk = (ky == kmax) & (kx == kmax)
-        last_ig, last_og = ig == d.in_groups - 1, og == d.og_passes - 1
+        last_ig = ig == last_index(m, d.in_groups, name="ig_last")
+        last_og = og == last_index(m, d.og_passes, name="og_last")
         # The tile's pixel count, two registered steps behind c0w. c0w changes only when a
         # pass starts and the next one starts at least min_pass >= 3 cycles later (and the first
         # pass waits for DDR), so npix is always settled when it is used.
@@ -107,8 +110,15 @@ class Compute(wiring.Component):
         handing_over = self._weights(m, ctrl, start, shadow_valid, mac)
         m.d.comb += [self.more.eq(more), self.input_ready.eq(input_ok),
                      self.weights_ready.eq(shadow_valid & ~handing_over)]
-        can_start = (self.more & input_ok & shadow_valid & ~handing_over
-                     & (~first | self.bank_free.bit_select(bslot, 1)))
+        # Whether the next pass may start, registered: `start` is then one gate behind the
+        # window generator's `end` register, and it fans out to every pass counter. A value a
+        # cycle old is safe: each condition falls only through a start of ours (its chunk
+        # released, its weights handed over, its bank claimed, its counters advanced), which
+        # shows in the condition within three cycles, and the next start comes no sooner than
+        # min_pass >= 5 cycles after it.
+        can_start = Signal()
+        ctrl.d.sync += can_start.eq(self.more & input_ok & shadow_valid & ~handing_over
+                                    & (~first | self.bank_free.bit_select(bslot, 1)))
         # the running pass: the window generator walks the pixels; these tag it
         m.submodules.window = wg = ResetInserter(self.clear)(WindowGen(min_pass=cfg.min_pass))
         r_first, r_lastog, r_release, r_islot, r_bslot = (

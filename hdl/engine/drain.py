@@ -5,7 +5,7 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hdl.bram import BRAM_READ_LATENCY
-from hdl.descriptor import Descriptor
+from hdl.descriptor import Descriptor, last_index
 from hdl.engine.loader import min_of
 from hdl.fanout import Replicated
 from hdl.pool import PoolMax, PoolWalker
@@ -44,6 +44,8 @@ class Drain(wiring.Component):
     Attributes
     ----------
     desc : In(Descriptor)
+        The layer; stable from one cycle before ``run`` rises until the layer ends
+        (:func:`hdl.descriptor.last_index`).
     run : In(1)
     full : In(2)
         Bit ``b``: bank ``b`` holds a complete output-channel group.
@@ -91,6 +93,7 @@ class Drain(wiring.Component):
         og = Signal(8)
         slot = Signal()
         flush = Signal(range(DRAIN_FLUSH))
+        og_last = last_index(m, d.og_passes, name="og_last")
         # Output rows of this tile, registered: p0 changes at the end of FLUSH and the walker
         # takes `rows` in START, two cycles later at the earliest.
         rows = Signal(16)
@@ -129,7 +132,7 @@ class Drain(wiring.Component):
                 with m.If(flush == DRAIN_FLUSH - 1):
                     m.d.comb += self.free.eq(Mux(slot, 0b10, 0b01))
                     m.d.sync += [slot.eq(~slot), og.eq(og + 1)]
-                    with m.If(og == d.og_passes - 1):
+                    with m.If(og == og_last):
                         m.d.sync += [og.eq(0), p0.eq(p0 + d.tile_rows),
                                      c0.eq(c0 + d.tile_conv_rows)]
                     m.next = "WAIT"

@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from hdl.axi import ReadRequestSignature, burst_beats, last_burst
 from hdl.bram import BRAM_READ_LATENCY, BlockRAM
-from hdl.descriptor import Descriptor, Pool
+from hdl.descriptor import Descriptor, Pool, last_index
 from hdl.fanout import Replicated
 
 __all__ = ["IBUF_MAX_BANK", "IBUF_READ_LATENCY", "InputBuffer", "InputLoader", "ReadBeat",
@@ -145,7 +145,8 @@ class InputLoader(wiring.Component):
     Attributes
     ----------
     desc : In(Descriptor)
-        The layer; stable while ``run``.
+        The layer; stable from one cycle before ``run`` rises until the layer ends
+        (:func:`hdl.descriptor.last_index`).
     run : In(1)
         Requests are issued only while high.
     req : Out(ReadRequestSignature)
@@ -200,7 +201,8 @@ class InputLoader(wiring.Component):
         end = Signal(25)  # conv end, then input end, before clipping to the plane
         blen = Signal(range(cfg.max_burst + 1))
         last = Signal()
-        last_ig = ig == d.in_groups - 1
+        last_ig = ig == last_index(m, d.in_groups, name="ig_last")
+        last_og = og == last_index(m, d.og_passes, name="og_last")
         unit_end = Signal()  # this chunk ends its unit
         opens = ~d.resident | (ig == 0)  # this chunk opens a unit: it claims the half
         free = Mux(d.single_region, busy == 0, ~busy.bit_select(slot, 1))
@@ -234,20 +236,21 @@ class InputLoader(wiring.Component):
                     m.d.sync += [addr.eq(addr + blen * beat_bytes), rem.eq(rem - blen)]
                     m.next = "CALC"
                     with m.If(last):
-                        self._advance(m, d, og, ig, igbase, c0, c0w, slot, unit_end, last_ig)
+                        self._advance(m, d, og, ig, igbase, c0, c0w, slot, unit_end, last_ig,
+                                      last_og)
                         m.next = "SLOT"
         self._receive(m, d, buf, tags)
         return m
 
     @staticmethod
-    def _advance(m, d, og, ig, igbase, c0, c0w, slot, unit_end, last_ig):
+    def _advance(m, d, og, ig, igbase, c0, c0w, slot, unit_end, last_ig, last_og):
         """The next chunk: input group, then output group (streaming only), then tile."""
         m.d.sync += [igbase.eq(igbase + d.in_plane), ig.eq(ig + 1)]
         with m.If(unit_end):
             m.d.sync += slot.eq(~slot)
         with m.If(last_ig):
             m.d.sync += [ig.eq(0), igbase.eq(0), og.eq(og + 1)]
-            with m.If(d.resident | (og == d.og_passes - 1)):
+            with m.If(d.resident | last_og):
                 m.d.sync += [og.eq(0), c0.eq(c0 + d.tile_conv_rows), c0w.eq(c0w + d.tile_pix)]
 
     def _receive(self, m, d, buf, tags):

@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from hdl.axi import ReadRequestSignature, burst_beats, last_burst
 from hdl.bram import BRAM_READ_LATENCY, BlockRAM
-from hdl.descriptor import Descriptor
+from hdl.descriptor import Descriptor, last_index
 from hdl.engine.loader import ReadBeat
 
 __all__ = ["WEIGHT_STORE_LATENCY", "ParamBeat", "WeightLoader", "WeightStore"]
@@ -99,6 +99,8 @@ class WeightLoader(wiring.Component):
     Attributes
     ----------
     desc : In(Descriptor)
+        The layer; stable from one cycle before ``run`` rises until the layer ends
+        (:func:`hdl.descriptor.last_index`).
     run : In(1)
     req : Out(ReadRequestSignature)
     r : In(stream.Signature(ReadBeat, always_ready=True))
@@ -148,6 +150,7 @@ class WeightLoader(wiring.Component):
 
         c0w = Signal(24)
         og = Signal(8)
+        og_last = last_index(m, d.og_passes, name="og_last")
         slot = Signal()
         paddr = Signal(cfg.addr_width)  # next table / weight-stream burst
         waddr = Signal(cfg.addr_width)
@@ -187,7 +190,7 @@ class WeightLoader(wiring.Component):
                         m.d.sync += rem.eq(d.og_weight_beats)
                         m.next = "WCALC"
                         with m.If(d.weights_resident & (c0w != 0)):  # replayed from the store
-                            self._advance(m, d, og, slot, c0w)
+                            self._advance(m, d, og, og_last, slot, c0w)
                             m.next = "SLOT"
             with m.State("WCALC"):
                 calc(waddr)
@@ -201,8 +204,8 @@ class WeightLoader(wiring.Component):
                 with m.If(self.req.ready):
                     m.next = "WCALC"
                     with m.If(last):
-                        self._advance(m, d, og, slot, c0w)
-                        with m.If((c0w == 0) & (og == d.og_passes - 1)):
+                        self._advance(m, d, og, og_last, slot, c0w)
+                        with m.If((c0w == 0) & (og == og_last)):
                             m.d.sync += complete.eq(1)
                         m.next = "SLOT"
         # Receive: table beats out with their slot and index, weights into the FIFO.
@@ -225,8 +228,8 @@ class WeightLoader(wiring.Component):
         return m
 
     @staticmethod
-    def _advance(m, d, og, slot, c0w):
+    def _advance(m, d, og, og_last, slot, c0w):
         """The next (tile, output group) and its parameter slot."""
         m.d.sync += [slot.eq(~slot), og.eq(og + 1)]
-        with m.If(og == d.og_passes - 1):
+        with m.If(og == og_last):
             m.d.sync += [og.eq(0), c0w.eq(c0w + d.tile_pix)]

@@ -5,7 +5,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from hdl.axi import AXI4Signature, burst_beats
-from hdl.descriptor import Descriptor
+from hdl.descriptor import Descriptor, last_index
 from hdl.engine.loader import min_of
 
 __all__ = ["Writer"]
@@ -30,6 +30,8 @@ class Writer(wiring.Component):
     Attributes
     ----------
     desc : In(Descriptor)
+        The layer; stable from one cycle before ``run`` rises until the layer ends
+        (:func:`hdl.descriptor.last_index`).
     run, abort : In(1)
     aw*, w*, b* : the write channels of :class:`hdl.axi.AXI4Signature`
     fifo_data, fifo_level : In
@@ -61,6 +63,7 @@ class Writer(wiring.Component):
         p0b = Signal(24)  # tile's first output beat within a channel-group plane
         p1b = Signal(25)  # p0b + tile_out_beats, before clipping to the plane
         og = Signal(8)
+        og_last = last_index(m, d.og_passes, name="og_last")
         sub = Signal(range(n_sub))
         g_base = Signal(32)  # group * out_plane
         addr = Signal(cfg.addr_width)
@@ -127,7 +130,7 @@ class Writer(wiring.Component):
                 m.d.sync += g_base.eq(g_base + d.out_plane)
                 with m.If(sub == n_sub - 1):
                     m.d.sync += sub.eq(0)
-                    with m.If(og == d.og_passes - 1):
+                    with m.If(og == og_last):
                         m.d.sync += [og.eq(0), g_base.eq(0), p0b.eq(p0b + d.tile_out_beats)]
                     with m.Else():
                         m.d.sync += og.eq(og + 1)
