@@ -12,14 +12,15 @@ __all__ = [
     "RESP_DECERR",
     "RESP_OKAY",
     "RESP_SLVERR",
+    "BURST_PLAN_LATENCY",
     "WISHBONE_SLICE_LATENCY",
     "AXI4Signature",
+    "BurstPlanner",
     "ReadArbiter",
     "ReadRequestSignature",
     "WishboneRegisterSlice",
     "WishboneSignature",
     "burst_beats",
-    "last_burst",
 ]
 
 # Ref: AMBA AXI4 spec A3.4.4 (RRESP/BRESP encoding).
@@ -140,23 +141,68 @@ class ReadRequestSignature(wiring.Signature):
         })
 
 
+def _to_boundary(addr, beat_bytes):
+    """Beats from the beat-aligned ``addr`` to the next 4 KB boundary: 1 ... 4096 / beat_bytes."""
+    return (4096 - addr[:12]) // beat_bytes
+
+
 def burst_beats(addr, remaining, max_beats, beat_bytes):
     """Beats of the next INCR burst from ``addr``: at most ``remaining`` and ``max_beats``, and
     never across a 4 KB boundary (Ref: AMBA AXI4 spec A3.4.1). ``addr`` is beat-aligned.
 
-    Returns an Amaranth expression of width ``max(remaining.width, 10)``.
+    Returns an Amaranth expression of width ``max(remaining.width, 10)``; :class:`BurstPlanner`
+    is the same in two registered stages.
     """
-    to_boundary = (4096 - addr[:12]) // beat_bytes  # 1..4096/beat_bytes
+    to_boundary = _to_boundary(addr, beat_bytes)
     first = Mux(remaining < max_beats, remaining, max_beats)
     return Mux(first < to_boundary, first, to_boundary)
 
 
-def last_burst(addr, remaining, max_beats, beat_bytes):
-    """``remaining`` beats from ``addr`` fit one burst of :func:`burst_beats`: the same answer as
-    ``burst_beats(...) == remaining``, as two compares side by side instead of in series.
+#: Cycles from ``addr`` and ``remaining`` of a :class:`BurstPlanner` to its ``beats`` and
+#: ``last``.
+BURST_PLAN_LATENCY = 2
+
+
+class BurstPlanner(wiring.Component):
+    """The next INCR burst of a transfer, :func:`burst_beats` over two registered stages: one
+    carry chain and a mux per stage (the bounds, then the smaller of them).
+
+    ``beats`` is the burst's length from ``addr`` with ``remaining`` beats to go, and ``last``
+    says it is the transfer's last burst (``beats == remaining``, from two compares side by
+    side), both :data:`BURST_PLAN_LATENCY` cycles after ``addr`` and ``remaining``: a client
+    holds them that long after changing them before it uses the plan.
+
+    Parameters
+    ----------
+    addr_width, remaining_width, max_beats, beat_bytes : int
+
+    Attributes
+    ----------
+    addr : In(addr_width), beat-aligned
+    remaining : In(remaining_width)
+    beats : Out(range(max_beats + 1))
+    last : Out(1)
     """
-    to_boundary = (4096 - addr[:12]) // beat_bytes
-    return (remaining <= max_beats) & (remaining <= to_boundary)
+
+    def __init__(self, *, addr_width, remaining_width, max_beats, beat_bytes):
+        self.max_beats, self.beat_bytes = max_beats, beat_bytes
+        super().__init__({"addr": In(addr_width), "remaining": In(remaining_width),
+                          "beats": Out(range(max_beats + 1)), "last": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        to_boundary = Signal(range(4096 // self.beat_bytes + 1))
+        first = Signal(range(self.max_beats + 1))
+        within_max = Signal()
+        remaining = Signal.like(self.remaining)
+        m.d.sync += [
+            to_boundary.eq(_to_boundary(self.addr, self.beat_bytes)),
+            first.eq(Mux(self.remaining < self.max_beats, self.remaining, self.max_beats)),
+            within_max.eq(self.remaining <= self.max_beats), remaining.eq(self.remaining),
+            self.beats.eq(Mux(first < to_boundary, first, to_boundary)),
+            self.last.eq(within_max & (remaining <= to_boundary)),
+        ]
+        return m
 
 
 class ReadArbiter(wiring.Component):

@@ -14,6 +14,7 @@ from amaranth import Signal, signed, unsigned
 from amaranth.lib import data, enum
 
 from hdl.bram import BRAM_READ_LATENCY
+from hdl.fanout import Replicated
 
 __all__ = [
     "DESCRIPTOR_WORDS",
@@ -24,6 +25,7 @@ __all__ = [
     "LayerPlan",
     "Pool",
     "last_index",
+    "unit_descriptor",
     "pack_descriptor",
     "plan_layer",
 ]
@@ -41,6 +43,23 @@ def last_index(m, count, *, name):
     last = Signal(len(count), name=name, reset_less=True)
     m.d.sync += last.eq(count - 1)
     return last
+
+
+def unit_descriptor(m, desc):
+    """A unit's own registered copy of the descriptor ``desc``, as a :class:`Descriptor` view.
+
+    The engine's one descriptor register drives every unit, spread over the chip: a field's net
+    to the farthest of them was the routed worst path (``in_plane``, 8.1 ns of routing in one
+    hop). A copy per unit is placed among that unit's loads. It is a
+    :class:`hdl.fanout.Replicated` copy, which yosys does not merge with the other units'
+    identical copies; the bits a unit never reads are removed with their loads.
+
+    One cycle behind ``desc``, which changes only at a launch: the units are reset the cycle
+    after it and run from the next, when the copy holds the layer (as :func:`last_index`).
+    """
+    m.submodules.desc_copy = copy = Replicated(1, width=len(desc.as_value()))
+    m.d.comb += copy.i.eq(desc)
+    return Descriptor(copy.o[0])
 
 
 class Pool(enum.Enum, shape=2):

@@ -1,6 +1,6 @@
 """A register copied for fanout: one copy per group of the loads a control value drives."""
 
-from amaranth import ClockSignal, Const, Instance, Module
+from amaranth import ClockSignal, Const, Instance, Module, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -18,7 +18,8 @@ class Replicated(wiring.Component):
     one cell, whatever the attributes on their wires), so on the ECP5 (a platform whose
     ``family`` is ``"ecp5"``) each copy is a ``TRELLIS_FF`` instance, which ``opt_merge`` leaves
     alone (it shares only yosys's internal cell types), configured as yosys maps a plain
-    register (no clock enable, no set/reset). Elsewhere the copies are plain registers.
+    register (no clock enable, no set/reset). Elsewhere the copies are plain registers, without
+    reset like those.
 
     Parameters
     ----------
@@ -51,6 +52,8 @@ class Replicated(wiring.Component):
                         i_CLK=ClockSignal(), i_LSR=Const(0, 1), i_DI=self.i[b],
                         o_Q=self.o[k][b])
             else:
-                m.d.sync += self.o[k].eq(self.i)
+                copy = Signal(self.width, name=f"copy{k}", reset_less=True)
+                m.d.sync += copy.eq(self.i)
+                m.d.comb += self.o[k].eq(copy)
         return m
 

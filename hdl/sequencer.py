@@ -29,7 +29,7 @@ from amaranth import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import Flow, In, Out, connect
 
-from hdl.axi import AXI4Signature, WishboneRegisterSlice, WishboneSignature, burst_beats
+from hdl.axi import AXI4Signature, BurstPlanner, WishboneRegisterSlice, WishboneSignature
 from hdl.descriptor import DESCRIPTOR_WORDS, EngineConfig
 from hdl.engine import COUNTERS, CSR, Engine
 from hdl.watchdog import Watchdog
@@ -181,14 +181,18 @@ class Sequencer(wiring.Component):
             own.awlen.eq(record_beats - 1), own.awaddr.eq(r.rec_addr), own.wstrb.eq(-1),
             own.rready.eq(1), own.bready.eq(1),
         ]
-        blen = burst_beats(r.desc_addr, r.remaining, desc_beats, beat_bytes)
+        m.submodules.plan = plan = BurstPlanner(addr_width=cfg.addr_width, remaining_width=len(
+            r.remaining), max_beats=desc_beats, beat_bytes=beat_bytes)
+        m.d.comb += [plan.addr.eq(r.desc_addr), plan.remaining.eq(r.remaining)]
+        blen = plan.beats  # valid in AR: PLAN1, PLAN2 follow every change of the two
 
         # ---- engine Wishbone master ------------------------------------------------------------
         wb_go = Signal()  # hold CYC/STB with the payload below until ACK
         m.d.comb += [wb.cyc.eq(wb_go), wb.stb.eq(wb_go)]
 
-        start = Signal()
-        self._csr_slave(m, r, start)
+        decoded_start, start = Signal(), Signal()
+        self._csr_slave(m, r, decoded_start)
+        m.d.sync += start.eq(decoded_start)  # registered: it steers the whole layer loop
 
         # ---- the layer loop -------------------------------------------------------------------
         r_fire = own.rvalid & own.rready
@@ -208,6 +212,10 @@ class Sequencer(wiring.Component):
             with m.State("FETCH"):  # a new layer: first descriptor beat
                 m.d.sync += [r.remaining.eq(desc_beats), r.received.eq(0), r.layer_cycles.eq(0),
                              r.stopping.eq(0)]
+                m.next = "PLAN1"
+            with m.State("PLAN1"):  # the burst planner's two stages see desc_addr, remaining
+                m.next = "PLAN2"
+            with m.State("PLAN2"):
                 m.next = "AR"
             with m.State("AR"):  # ARVALID stays until ARREADY, watchdog or not (AXI4 A3.2.1)
                 m.d.comb += [own.arvalid.eq(1), own.araddr.eq(r.desc_addr),
@@ -233,7 +241,7 @@ class Sequencer(wiring.Component):
                             m.d.sync += r.idx.eq(0)
                             m.next = "PROGRAM"
                         with m.Else():
-                            m.next = "AR"
+                            m.next = "PLAN1"
             with m.State("PROGRAM"):  # descriptor words, then CTRL.start, to the engine
                 last = r.idx == DESCRIPTOR_WORDS
                 m.d.comb += [

@@ -9,12 +9,13 @@ from amaranth.lib.wiring import In, connect
 from amaranth.sim import Simulator
 
 from hdl.axi import (
+    BURST_PLAN_LATENCY,
     WISHBONE_SLICE_LATENCY,
+    BurstPlanner,
     ReadArbiter,
     WishboneRegisterSlice,
     WishboneSignature,
     burst_beats,
-    last_burst,
 )
 from hdl.descriptor import Descriptor, EngineConfig, Pool, plan_layer
 
@@ -25,21 +26,29 @@ from hdl.descriptor import Descriptor, EngineConfig, Pool, plan_layer
     (0x0F00, 1000, 32),  # 256 bytes to the boundary
     (0x1000, 5, 5),  # remainder
     (0x2F80, 16, 16),  # fits exactly before the boundary
+    (0x0F00, 40, 32),  # under max_beats, over the boundary: not the last burst
 ])
 def test_burst_beats_never_crosses_4k(addr, remaining, expected):
     m = Module()
-    a, r, out, last = Signal(32), Signal(24), Signal(16), Signal()
-    m.d.comb += [out.eq(burst_beats(a, r, 128, 8)), last.eq(last_burst(a, r, 128, 8))]
+    a, r, out = Signal(32), Signal(24), Signal(16)
+    m.d.comb += out.eq(burst_beats(a, r, 128, 8))
+    m.submodules.planner = planner = BurstPlanner(addr_width=32, remaining_width=24,
+                                                  max_beats=128, beat_bytes=8)
+    m.d.comb += [planner.addr.eq(a), planner.remaining.eq(r)]
 
     async def bench(ctx):
         ctx.set(a, addr)
         ctx.set(r, remaining)
         assert ctx.get(out) == expected
-        assert ctx.get(last) == (expected == remaining), f"last_burst at {addr:#x}, {remaining}"
         # Ref: AMBA AXI4 spec A3.4.1: the burst ends at or before the 4 KB boundary.
         assert (addr % 4096) + 8 * expected <= 4096
+        await ctx.tick().repeat(BURST_PLAN_LATENCY)
+        assert ctx.get(planner.beats) == expected, f"BurstPlanner at {addr:#x}, {remaining}"
+        assert ctx.get(planner.last) == (expected == remaining), \
+            f"BurstPlanner's last at {addr:#x}, {remaining}"
 
     sim = Simulator(m)
+    sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
 

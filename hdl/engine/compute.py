@@ -4,7 +4,7 @@ from amaranth import Cat, Module, Mux, ResetInserter, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hdl.descriptor import Descriptor, Pool, last_index
+from hdl.descriptor import Descriptor, Pool, last_index, unit_descriptor
 from hdl.engine.accum import ACC_READ_LEAD, AccBeat, ReadAhead
 from hdl.engine.loader import IBUF_READ_LATENCY, min_of
 from hdl.engine.mac import MacArray, mac_latency
@@ -81,7 +81,7 @@ class Compute(wiring.Component):
         m = Module()
         ctrl = Module()  # sequencing state: cleared at a layer start
         m.submodules.ctrl = ResetInserter(self.clear)(ctrl)
-        cfg, d = self.cfg, self.desc
+        cfg, d = self.cfg, unit_descriptor(m, self.desc)
         k3 = d.kernel3
         # "next" counters name the next pass to start; they advance when it starts.
         c0, c0w, og, ig = Signal(16), Signal(24), Signal(8), Signal(8)
@@ -89,8 +89,8 @@ class Compute(wiring.Component):
         first = (ig == 0) & (ky == 0) & (kx == 0)
         kmax = Mux(k3, 2, 0)
         lastk = (ky == kmax) & (kx == kmax)
-        last_ig = ig == last_index(m, d.in_groups, name="ig_last")
-        last_og = og == last_index(m, d.og_passes, name="og_last")
+        last_ig = ig == last_index(m, self.desc.in_groups, name="ig_last")
+        last_og = og == last_index(m, self.desc.og_passes, name="og_last")
         # The tile's pixel count, two registered steps behind c0w. c0w changes only when a
         # pass starts and the next one starts at least min_pass >= 3 cycles later (and the first
         # pass waits for DDR), so npix is always settled when it is used.
@@ -150,7 +150,7 @@ class Compute(wiring.Component):
                         with ctrl.If(last_og):
                             ctrl.d.sync += [og.eq(0), c0.eq(c0 + d.tile_conv_rows),
                                             c0w.eq(c0w + d.tile_pix), islot.eq(~islot)]
-        self._datapath(m, ctrl, wg, mac, r_first, r_lastog, r_bslot)
+        self._datapath(m, ctrl, d, wg, mac, r_first, r_lastog, r_bslot)
         return m
 
     def _input(self, ctrl, d, start, c0, c0w, c1w, islot, ig, lastk, last_ig):
@@ -181,10 +181,9 @@ class Compute(wiring.Component):
                         input_ok.eq(self.ready[islot] > Mux(d.resident, ig, 0))]
         return base, input_ok
 
-    def _datapath(self, m, ctrl, wg, mac, r_first, r_lastog, r_bslot):
+    def _datapath(self, m, ctrl, d, wg, mac, r_first, r_lastog, r_bslot):
         """Buffer address → read → operands → MAC array → the ``acc`` and ``read`` streams."""
-        cfg, d = self.cfg, self.desc
-        p_ic = cfg.p_ic
+        cfg, p_ic = self.cfg, self.cfg.p_ic
         # A → the registered address (it fans out to every bank of the buffer) → the buffer
         # read; the pixel's tag travels beside the data from here on, delayed to meet it.
         buf_addr = Signal.like(self.buf_addr)

@@ -5,7 +5,7 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hdl.bram import BRAM_READ_LATENCY
-from hdl.descriptor import Descriptor, last_index
+from hdl.descriptor import Descriptor, last_index, unit_descriptor
 from hdl.engine.loader import min_of
 from hdl.fanout import Replicated
 from hdl.pool import PoolMax, PoolWalker
@@ -82,7 +82,7 @@ class Drain(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        cfg, d, n_sub = self.cfg, self.desc, self.n_sub
+        cfg, d, n_sub = self.cfg, unit_descriptor(m, self.desc), self.n_sub
         m.submodules.ofifo = ofifo = fifo.SyncFIFOBuffered(width=cfg.data_width,
                                                            depth=cfg.out_fifo_depth)
         wiring.connect(m, ofifo.r_stream, wiring.flipped(self.o))
@@ -93,7 +93,7 @@ class Drain(wiring.Component):
         og = Signal(8)
         slot = Signal()
         flush = Signal(range(DRAIN_FLUSH))
-        og_last = last_index(m, d.og_passes, name="og_last")
+        og_last = last_index(m, self.desc.og_passes, name="og_last")
         # Output rows of this tile, registered: p0 changes at the end of FLUSH and the walker
         # takes `rows` in START, two cycles later at the earliest.
         rows = Signal(16)
@@ -105,8 +105,10 @@ class Drain(wiring.Component):
         ]
         # E0: the bank address, registered: it fans out to every block RAM of both banks
         m.d.sync += self.bank_addr.eq(pw.addr)
-        # Room for every window position in flight (bank read + requant) to land in the FIFO.
-        room = ofifo.w_level + DRAIN_LATENCY + 5 < cfg.out_fifo_depth
+        # Room for every window position in flight (bank read + requant) to land in the FIFO,
+        # registered: a level a cycle old is at most one beat short of today's.
+        room = Signal()
+        m.d.sync += room.eq(ofifo.w_level + DRAIN_LATENCY + 6 < cfg.out_fifo_depth)
         with m.FSM():
             with m.State("WAIT"):
                 with m.If(self.run & (p0 < d.out_height) & self.full.bit_select(slot, 1)):
@@ -136,11 +138,11 @@ class Drain(wiring.Component):
                         m.d.sync += [og.eq(0), p0.eq(p0 + d.tile_rows),
                                      c0.eq(c0 + d.tile_conv_rows)]
                     m.next = "WAIT"
-        self._datapath(m, pw, slot, ofifo)
+        self._datapath(m, d, pw, slot, ofifo)
         return m
 
-    def _datapath(self, m, pw, slot, ofifo):
-        cfg, d, n_sub, p_ic = self.cfg, self.desc, self.n_sub, self.cfg.p_ic
+    def _datapath(self, m, d, pw, slot, ofifo):
+        cfg, n_sub, p_ic = self.cfg, self.n_sub, self.cfg.p_ic
         # E0 (the registered address) → E2 (BRAM_READ_LATENCY later): the bank words arrive;
         # the drained bank's is registered (E3). Then select the p_ic channels of the walker's
         # sub-group and their parameters (a mux over the sub-groups and the two slots, not over

@@ -4,9 +4,9 @@ from amaranth import Array, Cat, Module, Mux, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hdl.axi import ReadRequestSignature, burst_beats, last_burst
+from hdl.axi import BurstPlanner, ReadRequestSignature
 from hdl.bram import BRAM_READ_LATENCY, BlockRAM
-from hdl.descriptor import Descriptor, Pool, last_index
+from hdl.descriptor import Descriptor, Pool, last_index, unit_descriptor
 from hdl.fanout import Replicated
 
 __all__ = ["IBUF_MAX_BANK", "IBUF_READ_LATENCY", "InputBuffer", "InputLoader", "ReadBeat",
@@ -131,8 +131,9 @@ class InputLoader(wiring.Component):
     A unit's half is claimed when free (``single_region``: when both are), its chunks are filled
     by bursts of at most ``max_burst`` beats that never cross 4 KB (Ref: AMBA AXI4 spec A3.4.1),
     ``ready[h]`` counts the chunks of half ``h`` whose last beat arrived, and ``release`` frees
-    the half (and clears its count). The run's bounds are registered over three states and each
-    burst's length in a fourth, so no state chains more than two carry chains.
+    the half (and clears its count). The run's bounds are registered over three states, so no
+    state chains more than two carry chains, and each burst's length is planned over two more
+    (:class:`hdl.axi.BurstPlanner`).
 
     Counts and flags rather than a stream towards the compute unit: the compute unit reads a
     chunk many times (once per kernel tap and output group) in its own order, so what it needs
@@ -175,7 +176,7 @@ class InputLoader(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        cfg, d = self.cfg, self.desc
+        cfg, d = self.cfg, unit_descriptor(m, self.desc)
         beat_bytes = cfg.data_width // 8
         k3 = d.kernel3
         m.submodules.buf = buf = InputBuffer(cfg.data_width, cfg.ibuf_depth)
@@ -199,10 +200,12 @@ class InputLoader(wiring.Component):
         rem = Signal(24)
         i0w = Signal(24)  # first input row × W (the halo row above the tile, if any)
         end = Signal(25)  # conv end, then input end, before clipping to the plane
-        blen = Signal(range(cfg.max_burst + 1))
-        last = Signal()
-        last_ig = ig == last_index(m, d.in_groups, name="ig_last")
-        last_og = og == last_index(m, d.og_passes, name="og_last")
+        m.submodules.plan = plan = BurstPlanner(addr_width=cfg.addr_width, remaining_width=24,
+                                                max_beats=cfg.max_burst, beat_bytes=beat_bytes)
+        m.d.comb += [plan.addr.eq(addr), plan.remaining.eq(rem)]
+        blen, last = plan.beats, plan.last
+        last_ig = ig == last_index(m, self.desc.in_groups, name="ig_last")
+        last_og = og == last_index(m, self.desc.og_passes, name="og_last")
         unit_end = Signal()  # this chunk ends its unit
         opens = ~d.resident | (ig == 0)  # this chunk opens a unit: it claims the half
         free = Mux(d.single_region, busy == 0, ~busy.bit_select(slot, 1))
@@ -221,10 +224,10 @@ class InputLoader(wiring.Component):
                 m.next = "SPAN2"
             with m.State("SPAN2"):
                 m.d.sync += rem.eq(min_of(end, d.in_plane) - i0w)
-                m.next = "CALC"
-            with m.State("CALC"):
-                m.d.sync += [blen.eq(burst_beats(addr, rem, cfg.max_burst, beat_bytes)),
-                             last.eq(last_burst(addr, rem, cfg.max_burst, beat_bytes))]
+                m.next = "PLAN1"
+            with m.State("PLAN1"):  # the planner's two stages see addr and rem
+                m.next = "PLAN2"
+            with m.State("PLAN2"):
                 m.next = "BURST"
             with m.State("BURST"):
                 m.d.comb += [
@@ -234,7 +237,7 @@ class InputLoader(wiring.Component):
                 ]
                 with m.If(self.req.ready):
                     m.d.sync += [addr.eq(addr + blen * beat_bytes), rem.eq(rem - blen)]
-                    m.next = "CALC"
+                    m.next = "PLAN1"
                     with m.If(last):
                         self._advance(m, d, og, ig, igbase, c0, c0w, slot, unit_end, last_ig,
                                       last_og)

@@ -4,9 +4,9 @@ from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hdl.axi import ReadRequestSignature, burst_beats, last_burst
+from hdl.axi import BurstPlanner, ReadRequestSignature
 from hdl.bram import BRAM_READ_LATENCY, BlockRAM
-from hdl.descriptor import Descriptor, last_index
+from hdl.descriptor import Descriptor, last_index, unit_descriptor
 from hdl.engine.loader import ReadBeat
 
 __all__ = ["WEIGHT_STORE_LATENCY", "ParamBeat", "WeightLoader", "WeightStore"]
@@ -89,8 +89,8 @@ class WeightLoader(wiring.Component):
     when the FIFO has room for all their beats (credits), so read data is always accepted. The
     table is re-read for every row tile, and so are the weights unless ``weights_resident``: then
     the layer's whole weight stream fits the :class:`WeightStore`, is read from DDR during the
-    first tile only and replayed from the store for the others. Each burst's length is registered
-    one state before its request (PCALC, WCALC).
+    first tile only and replayed from the store for the others. Each burst's length is planned
+    over the two states before its request (:class:`hdl.axi.BurstPlanner`; PPLAN, WPLAN).
 
     Parameters
     ----------
@@ -130,7 +130,7 @@ class WeightLoader(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        cfg, d = self.cfg, self.desc
+        cfg, d = self.cfg, unit_descriptor(m, self.desc)
         beat_bytes = cfg.data_width // 8
         param_beats = 2 * cfg.p_oc
         # Table burst or weight burst? Unbuffered, as the input loader's tags (latency-1 reads).
@@ -150,17 +150,16 @@ class WeightLoader(wiring.Component):
 
         c0w = Signal(24)
         og = Signal(8)
-        og_last = last_index(m, d.og_passes, name="og_last")
+        og_last = last_index(m, self.desc.og_passes, name="og_last")
         slot = Signal()
         paddr = Signal(cfg.addr_width)  # next table / weight-stream burst
         waddr = Signal(cfg.addr_width)
         rem = Signal(24)
-        blen = Signal(range(cfg.max_burst + 1))
-        last = Signal()
-
-        def calc(addr):  # the next burst's length, registered
-            m.d.sync += [blen.eq(burst_beats(addr, rem, cfg.max_burst, beat_bytes)),
-                         last.eq(last_burst(addr, rem, cfg.max_burst, beat_bytes))]
+        tables = Signal()  # the bursts to plan are the table's (else the weights')
+        m.submodules.plan = plan = BurstPlanner(addr_width=cfg.addr_width, remaining_width=24,
+                                                max_beats=cfg.max_burst, beat_bytes=beat_bytes)
+        m.d.comb += [plan.addr.eq(Mux(tables, paddr, waddr)), plan.remaining.eq(rem)]
+        blen, last = plan.beats, plan.last
 
         def request(addr, table):  # request the burst; on the grant, advance past it
             m.d.comb += [self.req.addr.eq(addr), self.req.len.eq(blen - 1),
@@ -172,28 +171,30 @@ class WeightLoader(wiring.Component):
             with m.State("SLOT"):
                 with m.If(self.run & (c0w < d.in_plane) & ~busy.bit_select(slot, 1)):
                     m.d.comb += claim.eq(Mux(slot, 0b10, 0b01))
-                    m.d.sync += rem.eq(param_beats)
+                    m.d.sync += [rem.eq(param_beats), tables.eq(1)]
                     with m.If(og == 0):  # each tile re-reads the table (and the weights)
                         m.d.sync += [paddr.eq(d.param_addr), waddr.eq(d.w_addr)]
                     with m.If(c0w == 0):
                         m.d.sync += total.eq(total + d.og_weight_beats)
-                    m.next = "PCALC"
-            with m.State("PCALC"):
-                calc(paddr)
+                    m.next = "PPLAN1"
+            with m.State("PPLAN1"):  # the planner's two stages see the address and rem
+                m.next = "PPLAN2"
+            with m.State("PPLAN2"):
                 m.next = "PARAMS"
             with m.State("PARAMS"):
                 m.d.comb += self.req.valid.eq(self.run & tags.w_rdy)
                 request(paddr, 1)
                 with m.If(self.req.ready):
-                    m.next = "PCALC"
+                    m.next = "PPLAN1"
                     with m.If(last):
-                        m.d.sync += rem.eq(d.og_weight_beats)
-                        m.next = "WCALC"
+                        m.d.sync += [rem.eq(d.og_weight_beats), tables.eq(0)]
+                        m.next = "WPLAN1"
                         with m.If(d.weights_resident & (c0w != 0)):  # replayed from the store
                             self._advance(m, d, og, og_last, slot, c0w)
                             m.next = "SLOT"
-            with m.State("WCALC"):
-                calc(waddr)
+            with m.State("WPLAN1"):
+                m.next = "WPLAN2"
+            with m.State("WPLAN2"):
                 m.next = "WEIGHTS"
             with m.State("WEIGHTS"):
                 # replay: the store holds the whole stream, no credits needed
@@ -202,7 +203,7 @@ class WeightLoader(wiring.Component):
                              take.eq(Mux(self.req.ready, blen, 0))]
                 request(waddr, 0)
                 with m.If(self.req.ready):
-                    m.next = "WCALC"
+                    m.next = "WPLAN1"
                     with m.If(last):
                         self._advance(m, d, og, og_last, slot, c0w)
                         with m.If((c0w == 0) & (og == og_last)):

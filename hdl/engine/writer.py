@@ -4,8 +4,8 @@ from amaranth import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from hdl.axi import AXI4Signature, burst_beats
-from hdl.descriptor import Descriptor, last_index
+from hdl.axi import AXI4Signature, BurstPlanner
+from hdl.descriptor import Descriptor, last_index, unit_descriptor
 from hdl.engine.loader import min_of
 
 __all__ = ["Writer"]
@@ -57,19 +57,22 @@ class Writer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        cfg, d = self.cfg, self.desc
+        cfg, d = self.cfg, unit_descriptor(m, self.desc)
         beat_bytes = cfg.data_width // 8
         n_sub = cfg.p_oc // cfg.p_ic
         p0b = Signal(24)  # tile's first output beat within a channel-group plane
         p1b = Signal(25)  # p0b + tile_out_beats, before clipping to the plane
         og = Signal(8)
-        og_last = last_index(m, d.og_passes, name="og_last")
+        og_last = last_index(m, self.desc.og_passes, name="og_last")
         sub = Signal(range(n_sub))
         g_base = Signal(32)  # group * out_plane
         addr = Signal(cfg.addr_width)
         remaining = Signal(24)
         count = Signal(8)
-        blen = Signal(range(cfg.max_burst + 1))
+        m.submodules.plan = plan = BurstPlanner(addr_width=cfg.addr_width, remaining_width=24,
+                                                max_beats=cfg.max_burst, beat_bytes=beat_bytes)
+        m.d.comb += [plan.addr.eq(addr), plan.remaining.eq(remaining)]
+        blen = plan.beats  # valid in ISSUE: PLAN and DATA follow every change of addr, remaining
         m.d.comb += [
             self.awsize.eq((beat_bytes).bit_length() - 1), self.awburst.eq(0b01),
             self.wstrb.eq(-1), self.bready.eq(1), self.wdata.eq(self.fifo_data),
@@ -91,10 +94,12 @@ class Writer(wiring.Component):
             with m.State("PREP"):
                 m.d.comb += self.idle.eq(1)
                 m.d.sync += remaining.eq(min_of(p1b, d.out_plane) - p0b)
+                m.next = "PLAN"
+            with m.State("PLAN"):
+                m.d.comb += self.idle.eq(1)
                 m.next = "DATA"
             with m.State("DATA"):
                 m.d.comb += self.idle.eq(1)
-                m.d.sync += blen.eq(burst_beats(addr, remaining, cfg.max_burst, beat_bytes))
                 with m.If(self.abort):
                     m.next = "STOP"
                 with m.Elif(remaining == 0):
@@ -124,7 +129,7 @@ class Writer(wiring.Component):
                         m.d.sync += [
                             addr.eq(addr + blen * beat_bytes), remaining.eq(remaining - blen),
                         ]
-                        m.next = "DATA"
+                        m.next = "PLAN"
             with m.State("NEXT"):
                 m.d.comb += self.idle.eq(1)
                 m.d.sync += g_base.eq(g_base + d.out_plane)
