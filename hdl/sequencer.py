@@ -247,10 +247,13 @@ class Sequencer(wiring.Component):
                 m.d.comb += [
                     wb_go.eq(1), wb.we.eq(1),
                     wb.adr.eq(Mux(last, CSR.CTRL, CSR.DESC + r.idx)),
-                    wb.dat_w.eq(Mux(last, 1, r.desc[r.idx])),
+                    wb.dat_w.eq(Mux(last, 1, r.desc[0])),
                 ]
                 with m.If(wb.ack):
-                    m.d.sync += r.idx.eq(r.idx + 1)
+                    # the words move up one place per write, so the next is always desc[0]
+                    # (a select by idx over 12 words fed the CSR slice's data register)
+                    m.d.sync += [r.idx.eq(r.idx + 1),
+                                 *(r.desc[i].eq(r.desc[i + 1]) for i in range(len(r.desc) - 1))]
                     with m.If(r.idx == DESCRIPTOR_WORDS - 1):
                         # Hand the bus over before the start is written: the sequencer has no
                         # transaction in flight, and the engine may issue right after its start.

@@ -22,8 +22,9 @@ class WindowGen(wiring.Component):
     the pass the next cycle; it may coincide with ``end`` of the previous pass (no bubble). The
     pass lasts ``max(npix, min_pass)`` cycles: ``valid`` is low on the padding cycles. ``k3``,
     ``width`` and ``height`` must be stable for the whole layer, from one cycle before the first
-    ``start``; ``ky``, ``kx``, ``c0`` and ``base`` from one cycle before each ``start`` (the pass's
-    first address is computed from them a cycle ahead, so that ``start`` only loads it).
+    ``start``; ``ky``, ``kx``, ``c0`` and ``base`` from two cycles before each ``start`` (the
+    pass's first address is computed from them over two cycles ahead, so that ``start`` only
+    loads it).
 
     ``valid``, ``last_pix`` and ``end`` are registers, each set a cycle ahead from a compare with a
     value registered at the start (``start`` of the next pass, in the compute unit, is one gate
@@ -72,9 +73,10 @@ class WindowGen(wiring.Component):
         m.d.comb += [row.eq(Mux(k3, (self.c0 != 0) + self.ky, 1) - 1),
                      col.eq(Mux(k3, self.kx, 1) - 1)]
         row_base = Mux(row == -1, w_neg, Mux(row == 1, w, Mux(row == 2, w << 1, 0)))
-        # the next pass's first address, from inputs stable since the cycle before its start
-        first_addr = Signal.like(rowaddr)
-        m.d.sync += first_addr.eq(row_base + col + self.base)  # two carry chains
+        # the next pass's first address, from inputs stable since two cycles before its start:
+        # the tap's offset, then the base added (one carry chain per cycle)
+        tap_offset, first_addr = Signal.like(rowaddr), Signal.like(rowaddr)
+        m.d.sync += [tap_offset.eq(row_base + col), first_addr.eq(tap_offset + self.base)]
         m.d.comb += [
             self.end.eq(end), self.valid.eq(valid), self.last_pix.eq(last_pix),
             self.addr.eq(rowaddr + x),

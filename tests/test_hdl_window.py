@@ -29,12 +29,12 @@ def _walk(x, k, c0, rows, pad_value):
         ctx.set(dut.height, h)
         await ctx.tick()  # the layer's shape is stable from one cycle before the first start
         for ky, kx in taps:
-            # the pass's tap and tile are stable from one cycle before its start
+            # the pass's tap and tile are stable from two cycles before its start
             ctx.set(dut.ky, ky)
             ctx.set(dut.kx, kx)
             ctx.set(dut.c0, c0)
             ctx.set(dut.npix, npix)
-            await ctx.tick()
+            await ctx.tick().repeat(2)
             ctx.set(dut.start, 1)
             await ctx.tick()
             ctx.set(dut.start, 0)

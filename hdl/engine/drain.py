@@ -13,10 +13,10 @@ from hdl.requant import REQUANT_LATENCY, RequantUnit
 
 __all__ = ["DRAIN_FLUSH", "DRAIN_LATENCY", "Drain"]
 
-#: Cycles from a walker step to its requantized lanes: the registered bank address, the bank
-#: read (:data:`~hdl.bram.BRAM_READ_LATENCY`), the drained bank's word registered, then the
-#: requantization.
-DRAIN_LATENCY = 1 + BRAM_READ_LATENCY + 1 + REQUANT_LATENCY
+#: Cycles from a walker step to its output FIFO write: the registered bank address, the bank
+#: read (:data:`~hdl.bram.BRAM_READ_LATENCY`), the drained bank's word registered, the
+#: requantization, then the FIFO's write registered.
+DRAIN_LATENCY = 1 + BRAM_READ_LATENCY + 1 + REQUANT_LATENCY + 1
 #: Cycles the drain waits after a bank's last read before freeing it: every read has landed.
 DRAIN_FLUSH = DRAIN_LATENCY + 2
 
@@ -108,6 +108,10 @@ class Drain(wiring.Component):
         # Room for every window position in flight (bank read + requant) to land in the FIFO,
         # registered: a level a cycle old is at most one beat short of today's.
         room = Signal()
+        # The real sub-groups of output group og (the last group may have fewer than n_sub),
+        # registered: og changes at the end of FLUSH, two states before RUN.
+        real_subs = Signal(range(n_sub + 1))
+        m.d.sync += real_subs.eq(min_of(d.out_groups - og * n_sub, n_sub))
         m.d.sync += room.eq(ofifo.w_level + DRAIN_LATENCY + 6 < cfg.out_fifo_depth)
         with m.FSM():
             with m.State("WAIT"):
@@ -118,7 +122,7 @@ class Drain(wiring.Component):
                 m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += self.draining.eq(1)
-                with m.If((og * n_sub + pw.sub) >= d.out_groups):  # padding sub-group
+                with m.If(pw.sub >= real_subs):  # padding sub-group
                     m.next = "FLUSH"
                     m.d.sync += flush.eq(0)
                 with m.Elif(~room):
@@ -193,6 +197,8 @@ class Drain(wiring.Component):
         m.d.comb += [
             pm.valid.eq(rq.valid_o), pm.pos.eq(tags[0]), pm.first.eq(tags[1]),
             pm.last.eq(tags[2]), pm.y.eq(rq.y),
-            ofifo.w_data.eq(Mux(d.out_int32, wide, pm.out)),
-            ofifo.w_en.eq(Mux(d.out_int32, rq.valid_o, pm.out_valid)),
         ]
+        # the FIFO's write, registered: the pooling compares and the int32 select end here, and
+        # the FIFO's block RAMs may sit far away
+        m.d.sync += [ofifo.w_data.eq(Mux(d.out_int32, wide, pm.out)),
+                     ofifo.w_en.eq(Mux(d.out_int32, rq.valid_o, pm.out_valid))]

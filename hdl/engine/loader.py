@@ -63,9 +63,11 @@ class InputBuffer(wiring.Component):
     with the block RAM access.
     Addresses at or beyond ``depth`` read an unspecified word and write nothing.
 
-    A word read in the cycle it is written is unspecified (:class:`hdl.bram.BlockRAM`): the
-    compute unit reads a chunk only once the loader counts it whole, and the loader writes a
-    half only once the compute unit has released it, so a used read never meets a write.
+    A write lands in the bank the cycle after ``wr_en`` (it is registered there). A word read in
+    the cycle it is written is unspecified (:class:`hdl.bram.BlockRAM`): the compute unit reads
+    a chunk only once the loader counts it whole (which takes it at least four cycles after the
+    last word's ``wr_en``), and the loader writes a half only once the compute unit has released
+    it, so a used read never meets a write.
 
     Attributes
     ----------
@@ -88,9 +90,11 @@ class InputBuffer(wiring.Component):
         for i, (base, size) in enumerate(banks):
             low = (size - 1).bit_length()
             m.submodules[f"bank{i}"] = mem = BlockRAM(self.width, size)
-            m.d.comb += [mem.wr_addr.eq(self.wr_addr[:low]), mem.wr_data.eq(self.wr_data),
-                         mem.wr_en.eq(self.wr_en & (self.wr_addr[low:] == base >> low)),
-                         mem.rd_addr.eq(self.rd_addr[:low])]
+            # the write, registered per bank with its bank decoded: nothing but routing between
+            # these registers and the bank's block RAMs
+            m.d.sync += [mem.wr_addr.eq(self.wr_addr[:low]), mem.wr_data.eq(self.wr_data),
+                         mem.wr_en.eq(self.wr_en & (self.wr_addr[low:] == base >> low))]
+            m.d.comb += mem.rd_addr.eq(self.rd_addr[:low])
             words.append(mem.rd_data)
             hits.append(self.rd_addr[low:] == base >> low)
         if len(banks) == 1:
