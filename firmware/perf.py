@@ -359,9 +359,8 @@ def _simulate(d: dict, cfg: EngineConfig, perf: PerfConfig) -> tuple[int, int, i
             if p:
                 yield _known(pass_start, p - 1)
                 # the shadow refills from the cycle the MAC array takes the previous pass's
-                # weights, with its first pixel at X: A, the buffer address register, the buffer
-                # read, X
-                start = pass_start[p - 1] + 3 + IBUF_READ_LATENCY
+                # weights, with its first pixel at X: A, the buffer read, X
+                start = pass_start[p - 1] + 2 + IBUF_READ_LATENCY
             prev = start - 1
             for b in range(p * cfg.p_oc, (p + 1) * cfg.p_oc):
                 b %= total  # replayed: the first tile's beats, already in the store

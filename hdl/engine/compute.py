@@ -23,8 +23,8 @@ class Compute(wiring.Component):
     :class:`~hdl.engine.loader.InputLoader`: chunk ``ig`` of the unit in its half when resident,
     else the unit's only chunk), its weights are in the shadow register (``p_oc`` beats of the
     ``weights`` stream) and — first pass of a group — its bank is ``bank_free``. Pipeline: A
-    (window generator → buffer address) → the address registered (it fans out to every bank of
-    the buffer) → the buffer read (:data:`~hdl.engine.loader.IBUF_READ_LATENCY`) → X (operands
+    (window generator → buffer address) → the buffer read
+    (:data:`~hdl.engine.loader.IBUF_READ_LATENCY`, from the address registered) → X (operands
     registered: the pad value or the buffer word) → the MAC array
     (:func:`mac_latency`) → the ``acc`` beat; ``read`` names the same pixel
     :data:`~hdl.engine.accum.ACC_READ_LEAD` cycles earlier. The weights of a pass wait in the
@@ -184,15 +184,13 @@ class Compute(wiring.Component):
     def _datapath(self, m, ctrl, d, wg, mac, r_first, r_lastog, r_bslot):
         """Buffer address → read → operands → MAC array → the ``acc`` and ``read`` streams."""
         cfg, p_ic = self.cfg, self.cfg.p_ic
-        # A → the registered address (it fans out to every bank of the buffer) → the buffer
-        # read; the pixel's tag travels beside the data from here on, delayed to meet it.
-        buf_addr = Signal.like(self.buf_addr)
-        ctrl.d.sync += buf_addr.eq(wg.addr[:len(buf_addr)])
-        m.d.comb += self.buf_addr.eq(buf_addr)
+        # A → the buffer read (the buffer registers the address, a copy per byte lane); the
+        # pixel's tag travels beside the data from here on, delayed to meet it.
+        m.d.comb += self.buf_addr.eq(wg.addr[:len(self.buf_addr)])
         tag = Signal(data.StructLayout({"valid": 1, "first": 1, "last": 1, "bank": 1,
                                         "pad": 1, "pix": range(cfg.acc_depth)}))
-        ctrl.d.sync += tag.eq(Cat(wg.valid, r_first, r_lastog & wg.last_pix, r_bslot, wg.pad,
-                                  wg.pix))
+        m.d.comb += tag.eq(Cat(wg.valid, r_first, r_lastog & wg.last_pix, r_bslot, wg.pad,
+                               wg.pix))
         for k in range(IBUF_READ_LATENCY):
             tag_q = Signal.like(tag, name=f"tag_b{k}")
             ctrl.d.sync += tag_q.eq(tag)
@@ -218,14 +216,14 @@ class Compute(wiring.Component):
 
     def _weights(self, m, ctrl, start, shadow_valid, mac):
         """Shadow register: ``p_oc`` beats of the stream, held until the MAC array takes them
-        with the pass's first pixel at X (``load``: the start delayed by A, the registered
-        address, the :data:`~hdl.engine.loader.IBUF_READ_LATENCY` cycles of the buffer read and
-        X); it refills from that cycle on. Returns "a start is still handing its weights over"."""
+        with the pass's first pixel at X (``load``: the start delayed by A, the
+        :data:`~hdl.engine.loader.IBUF_READ_LATENCY` cycles of the buffer read and X); it
+        refills from that cycle on. Returns "a start is still handing its weights over"."""
         p_ic, p_oc = self.cfg.p_ic, self.cfg.p_oc
         w_layout = data.ArrayLayout(data.ArrayLayout(signed(8), p_ic), p_oc)
         shadow = Signal(w_layout, reset_less=True)
         fill = Signal(range(p_oc))
-        started = Signal(3 + IBUF_READ_LATENCY)  # the start, delayed by 1, 2, ... cycles
+        started = Signal(2 + IBUF_READ_LATENCY)  # the start, delayed by 1, 2, ... cycles
         ctrl.d.sync += started.eq(Cat(start, started[:-1]))
         load = started[-1]
         # the load drives the clock enables of all p_ic · p_oc multipliers: a copy per channel

@@ -12,9 +12,9 @@ from hdl.fanout import Replicated
 __all__ = ["IBUF_MAX_BANK", "IBUF_READ_LATENCY", "InputBuffer", "InputLoader", "ReadBeat",
            "buffer_banks", "min_of"]
 
-#: Cycles from ``rd_addr`` to ``rd_data`` of the input buffer: the banks' read
-#: (:class:`hdl.bram.BlockRAM`) and the registered mux over them.
-IBUF_READ_LATENCY = BRAM_READ_LATENCY + 1
+#: Cycles from ``rd_addr`` to ``rd_data`` of the input buffer: the address registered (a copy
+#: per byte lane), the banks' read (:class:`hdl.bram.BlockRAM`), the registered mux over them.
+IBUF_READ_LATENCY = 1 + BRAM_READ_LATENCY + 1
 
 #: The largest input-buffer bank: one DP16KD per bit of the word, in its 16K × 1 configuration.
 IBUF_MAX_BANK = 16384
@@ -48,7 +48,7 @@ def buffer_banks(depth):
 
 class InputBuffer(wiring.Component):
     """``depth`` words of ``width`` bits in power-of-two banks (:func:`buffer_banks`), one write
-    and one read port.
+    and one read port, each byte lane of the word a memory of its own in every bank.
 
     A bank of 2^k words maps onto DP16KD in their 2^k × (18 / 2^(k - 10)) configuration, one
     block RAM per 1, 2, 4 or 8 bits of the word (16K × 1 up to 2K × 9): no bank needs a mux of
@@ -56,12 +56,13 @@ class InputBuffer(wiring.Component):
     for the default, against eleven for banks of 2048 words: 704 wires from block RAMs spread
     over the chip into one mux was the routed worst path).
 
-    A read takes :data:`IBUF_READ_LATENCY` cycles: every bank reads ``rd_addr``
-    (:class:`hdl.bram.BlockRAM`: the block RAM and its output register), then the word of the
-    addressed bank is selected into a register, its select in one copy per byte
-    (:class:`hdl.fanout.Replicated`). The mux is a path of its own: it must not share a cycle
-    with the block RAM access.
-    Addresses at or beyond ``depth`` read an unspecified word and write nothing.
+    A read takes :data:`IBUF_READ_LATENCY` cycles: ``rd_addr`` is registered in one copy per
+    byte lane (:class:`hdl.fanout.Replicated`), each copy reads its lane's memories in every
+    bank (:class:`hdl.bram.BlockRAM`: the block RAM and its output register) and selects its
+    lane's byte of the addressed bank into a register. A lane is 11 block RAMs at the default
+    (8 + 2 + 1) and its own copy of the address and select: one address register driving all 88
+    block RAMs was the routed worst path (16.7 ns, all routing). Addresses at or beyond
+    ``depth`` read an unspecified word and write nothing.
 
     A write lands in the bank the cycle after ``wr_en`` (it is registered there). A word read in
     the cycle it is written is unspecified (:class:`hdl.bram.BlockRAM`): the compute unit reads
@@ -74,6 +75,7 @@ class InputBuffer(wiring.Component):
     wr_addr, wr_data, wr_en : In
     rd_addr : In(range(depth))
     rd_data : Out(width)
+        The word at ``rd_addr`` of :data:`IBUF_READ_LATENCY` cycles before.
     """
 
     def __init__(self, width, depth):
@@ -86,35 +88,36 @@ class InputBuffer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         banks = buffer_banks(self.depth)
-        words, hits = [], []
-        for i, (base, size) in enumerate(banks):
-            low = (size - 1).bit_length()
-            m.submodules[f"bank{i}"] = mem = BlockRAM(self.width, size)
-            # the write, registered per bank with its bank decoded: nothing but routing between
-            # these registers and the bank's block RAMs
-            m.d.sync += [mem.wr_addr.eq(self.wr_addr[:low]), mem.wr_data.eq(self.wr_data),
-                         mem.wr_en.eq(self.wr_en & (self.wr_addr[low:] == base >> low))]
-            m.d.comb += mem.rd_addr.eq(self.rd_addr[:low])
-            words.append(mem.rd_data)
-            hits.append(self.rd_addr[low:] == base >> low)
-        if len(banks) == 1:
-            m.d.sync += self.rd_data.eq(words[0])
-            return m
-        # the bank of the word the banks now deliver (a register, then one copy per byte of
-        # the word: BRAM_READ_LATENCY cycles behind rd_addr)
         lanes = self.width // 8
-        m.submodules.sel = sel = Replicated(lanes, width=(len(banks) - 1).bit_length())
-        index = 0
-        for i, hit in enumerate(hits):
-            index = Mux(hit, i, index)
-        for _ in range(BRAM_READ_LATENCY - 1):
-            index_q = Signal(len(sel.i))
-            m.d.sync += index_q.eq(index)
-            index = index_q
-        m.d.comb += sel.i.eq(index)
+        m.submodules.rd_addr = addr = Replicated(lanes, width=len(self.rd_addr))
+        m.d.comb += addr.i.eq(self.rd_addr)
+        # the write, registered per bank with its bank decoded: nothing but routing between
+        # these registers and the bank's block RAMs
+        writes = []
+        for base, size in banks:
+            low = (size - 1).bit_length()
+            w_addr, w_data, w_en = Signal(low), Signal(self.width), Signal()
+            m.d.sync += [w_addr.eq(self.wr_addr[:low]), w_data.eq(self.wr_data),
+                         w_en.eq(self.wr_en & (self.wr_addr[low:] == base >> low))]
+            writes.append((w_addr, w_data, w_en))
         for lane in range(lanes):
             byte = slice(8 * lane, 8 * lane + 8)
-            m.d.sync += self.rd_data[byte].eq(Array(w[byte] for w in words)[sel.o[lane]])
+            lane_addr = addr.o[lane]
+            words, index = [], 0  # the lane's byte in each bank; the addressed bank
+            for i, ((base, size), (w_addr, w_data, w_en)) in enumerate(zip(banks, writes,
+                                                                           strict=True)):
+                low = (size - 1).bit_length()
+                m.submodules[f"bank{i}_lane{lane}"] = mem = BlockRAM(8, size)
+                m.d.comb += [mem.wr_addr.eq(w_addr), mem.wr_data.eq(w_data[byte]),
+                             mem.wr_en.eq(w_en), mem.rd_addr.eq(lane_addr[:low])]
+                words.append(mem.rd_data)
+                index = Mux(lane_addr[low:] == base >> low, i, index)
+            # the select follows the block RAMs' read, BRAM_READ_LATENCY cycles
+            for _ in range(BRAM_READ_LATENCY):
+                index_q = Signal(range(len(banks)), name=f"sel{lane}")
+                m.d.sync += index_q.eq(index)
+                index = index_q
+            m.d.sync += self.rd_data[byte].eq(Array(words)[index])
         return m
 
 
