@@ -91,28 +91,27 @@ class InputBuffer(wiring.Component):
         lanes = self.width // 8
         m.submodules.rd_addr = addr = Replicated(lanes, width=len(self.rd_addr))
         m.d.comb += addr.i.eq(self.rd_addr)
-        # The write, registered like the read: the address and the banks' enables in one copy
-        # per lane (one write-address register driving all 88 block RAMs was the routed worst
-        # path once the reads had their copies), each data bit in a register of its own.
-        low = [(size - 1).bit_length() for _, size in banks]
-        m.submodules.wr_addr = w_addr = Replicated(lanes, width=len(self.wr_addr))
-        m.submodules.wr_en = w_en = Replicated(lanes, width=len(banks))
-        w_data = Signal(self.width)
-        m.d.comb += [w_addr.i.eq(self.wr_addr),
-                     w_en.i.eq(Cat(self.wr_en & (self.wr_addr[lo:] == base >> lo)
-                                   for (base, _), lo in zip(banks, low, strict=True)))]
-        m.d.sync += w_data.eq(self.wr_data)
+        # the write, registered per bank with its bank decoded: nothing but routing between
+        # these registers and the bank's block RAMs
+        writes = []
+        for base, size in banks:
+            low = (size - 1).bit_length()
+            w_addr, w_data, w_en = Signal(low), Signal(self.width), Signal()
+            m.d.sync += [w_addr.eq(self.wr_addr[:low]), w_data.eq(self.wr_data),
+                         w_en.eq(self.wr_en & (self.wr_addr[low:] == base >> low))]
+            writes.append((w_addr, w_data, w_en))
         for lane in range(lanes):
             byte = slice(8 * lane, 8 * lane + 8)
             lane_addr = addr.o[lane]
             words, index = [], 0  # the lane's byte in each bank; the addressed bank
-            for i, (base, _) in enumerate(banks):
-                m.submodules[f"bank{i}_lane{lane}"] = mem = BlockRAM(8, banks[i][1])
-                m.d.comb += [mem.wr_addr.eq(w_addr.o[lane][:low[i]]),
-                             mem.wr_data.eq(w_data[byte]), mem.wr_en.eq(w_en.o[lane][i]),
-                             mem.rd_addr.eq(lane_addr[:low[i]])]
+            for i, ((base, size), (w_addr, w_data, w_en)) in enumerate(zip(banks, writes,
+                                                                           strict=True)):
+                low = (size - 1).bit_length()
+                m.submodules[f"bank{i}_lane{lane}"] = mem = BlockRAM(8, size)
+                m.d.comb += [mem.wr_addr.eq(w_addr), mem.wr_data.eq(w_data[byte]),
+                             mem.wr_en.eq(w_en), mem.rd_addr.eq(lane_addr[:low])]
                 words.append(mem.rd_data)
-                index = Mux(lane_addr[low[i]:] == base >> low[i], i, index)
+                index = Mux(lane_addr[low:] == base >> low, i, index)
             # the select follows the block RAMs' read, BRAM_READ_LATENCY cycles
             for _ in range(BRAM_READ_LATENCY):
                 index_q = Signal(range(len(banks)), name=f"sel{lane}")
