@@ -171,7 +171,7 @@ def program_cycles(layers: list[LayerPerf], cfg: EngineConfig, perf: PerfConfig)
 
 
 def _bursts(addr: int, beats: int, max_burst: int):
-    """INCR bursts of at most ``max_burst`` beats that never cross 4 KB (hdl.axi.burst_beats)."""
+    """INCR bursts of at most ``max_burst`` beats that never cross 4 KB (hdl.axi.BurstPlanner)."""
     out = []
     while beats:
         n = min(beats, max_burst, (4096 - addr % 4096) // _BEAT)

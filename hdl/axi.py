@@ -20,7 +20,6 @@ __all__ = [
     "ReadRequestSignature",
     "WishboneRegisterSlice",
     "WishboneSignature",
-    "burst_beats",
 ]
 
 # Ref: AMBA AXI4 spec A3.4.4 (RRESP/BRESP encoding).
@@ -141,31 +140,15 @@ class ReadRequestSignature(wiring.Signature):
         })
 
 
-def _to_boundary(addr, beat_bytes):
-    """Beats from the beat-aligned ``addr`` to the next 4 KB boundary: 1 ... 4096 / beat_bytes."""
-    return (4096 - addr[:12]) // beat_bytes
-
-
-def burst_beats(addr, remaining, max_beats, beat_bytes):
-    """Beats of the next INCR burst from ``addr``: at most ``remaining`` and ``max_beats``, and
-    never across a 4 KB boundary (Ref: AMBA AXI4 spec A3.4.1). ``addr`` is beat-aligned.
-
-    Returns an Amaranth expression of width ``max(remaining.width, 10)``; :class:`BurstPlanner`
-    is the same in two registered stages.
-    """
-    to_boundary = _to_boundary(addr, beat_bytes)
-    first = Mux(remaining < max_beats, remaining, max_beats)
-    return Mux(first < to_boundary, first, to_boundary)
-
-
 #: Cycles from ``addr`` and ``remaining`` of a :class:`BurstPlanner` to its ``beats`` and
 #: ``last``.
 BURST_PLAN_LATENCY = 2
 
 
 class BurstPlanner(wiring.Component):
-    """The next INCR burst of a transfer, :func:`burst_beats` over two registered stages: one
-    carry chain and a mux per stage (the bounds, then the smaller of them).
+    """The next INCR burst of a transfer: at most ``remaining`` and ``max_beats`` beats, and
+    never across a 4 KB boundary (Ref: AMBA AXI4 spec A3.4.1), over two registered stages of
+    one carry chain and a mux each (the bounds, then the smaller of them).
 
     ``beats`` is the burst's length from ``addr`` with ``remaining`` beats to go, and ``last``
     says it is the transfer's last burst (``beats == remaining``, from two compares side by
@@ -196,7 +179,7 @@ class BurstPlanner(wiring.Component):
         within_max = Signal()
         remaining = Signal.like(self.remaining)
         m.d.sync += [
-            to_boundary.eq(_to_boundary(self.addr, self.beat_bytes)),
+            to_boundary.eq((4096 - self.addr[:12]) // self.beat_bytes),  # 1 ... 4096 / beat
             first.eq(Mux(self.remaining < self.max_beats, self.remaining, self.max_beats)),
             within_max.eq(self.remaining <= self.max_beats), remaining.eq(self.remaining),
             self.beats.eq(Mux(first < to_boundary, first, to_boundary)),
