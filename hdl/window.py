@@ -53,8 +53,8 @@ class WindowGen(wiring.Component):
         w, h, k3 = self.width, self.height, self.k3
         # The indices one before the pass's last pixel and its last real pixel, registered at
         # the start: `end` and `last_pix` are set when `pix` reaches them, for the next cycle.
-        # (`pix - 1` wraps for a one-pixel pass, which never reaches it: `last_pix` is then set
-        # by the start itself.)
+        # (`npix - 2` wraps for a one-pixel pass, which `pix` never reaches: `last_pix` is then
+        # set by the start itself.)
         end, last_pix, valid = Signal(), Signal(), Signal()
         before_last = Signal.like(self.npix)
         before_last_pix = Signal.like(self.npix)

@@ -108,11 +108,11 @@ class Drain(wiring.Component):
         # Room for every window position in flight (bank read + requant) to land in the FIFO,
         # registered: a level a cycle old is at most one beat short of today's.
         room = Signal()
+        m.d.sync += room.eq(ofifo.w_level + DRAIN_LATENCY + 6 < cfg.out_fifo_depth)
         # The real sub-groups of output group og (the last group may have fewer than n_sub),
         # registered: og changes at the end of FLUSH, two states before RUN.
         real_subs = Signal(range(n_sub + 1))
         m.d.sync += real_subs.eq(min_of(d.out_groups - og * n_sub, n_sub))
-        m.d.sync += room.eq(ofifo.w_level + DRAIN_LATENCY + 6 < cfg.out_fifo_depth)
         with m.FSM():
             with m.State("WAIT"):
                 with m.If(self.run & (p0 < d.out_height) & self.full.bit_select(slot, 1)):

@@ -91,25 +91,23 @@ class InputBuffer(wiring.Component):
         lanes = self.width // 8
         m.submodules.rd_addr = addr = Replicated(lanes, width=len(self.rd_addr))
         m.d.comb += addr.i.eq(self.rd_addr)
-        # the write, registered per bank with its bank decoded: nothing but routing between
-        # these registers and the bank's block RAMs
-        writes = []
-        for base, size in banks:
-            low = (size - 1).bit_length()
-            w_addr, w_data, w_en = Signal(low), Signal(self.width), Signal()
-            m.d.sync += [w_addr.eq(self.wr_addr[:low]), w_data.eq(self.wr_data),
-                         w_en.eq(self.wr_en & (self.wr_addr[low:] == base >> low))]
-            writes.append((w_addr, w_data, w_en))
+        # The write, registered with each bank's enable decoded: nothing but routing between
+        # these registers and the block RAMs. (One address and data register serves every
+        # bank: yosys merges registers with the same input, so copies per bank would be one.)
+        lows = [(size - 1).bit_length() for _, size in banks]  # a bank's word-address bits
+        w_addr, w_data = Signal.like(self.wr_addr), Signal.like(self.wr_data)
+        w_en = Signal(len(banks))
+        m.d.sync += [w_addr.eq(self.wr_addr), w_data.eq(self.wr_data),
+                     w_en.eq(Cat(self.wr_en & (self.wr_addr[low:] == base >> low)
+                                 for (base, _), low in zip(banks, lows, strict=True)))]
         for lane in range(lanes):
             byte = slice(8 * lane, 8 * lane + 8)
             lane_addr = addr.o[lane]
             words, index = [], 0  # the lane's byte in each bank; the addressed bank
-            for i, ((base, size), (w_addr, w_data, w_en)) in enumerate(zip(banks, writes,
-                                                                           strict=True)):
-                low = (size - 1).bit_length()
+            for i, ((base, size), low) in enumerate(zip(banks, lows, strict=True)):
                 m.submodules[f"bank{i}_lane{lane}"] = mem = BlockRAM(8, size)
-                m.d.comb += [mem.wr_addr.eq(w_addr), mem.wr_data.eq(w_data[byte]),
-                             mem.wr_en.eq(w_en), mem.rd_addr.eq(lane_addr[:low])]
+                m.d.comb += [mem.wr_addr.eq(w_addr[:low]), mem.wr_data.eq(w_data[byte]),
+                             mem.wr_en.eq(w_en[i]), mem.rd_addr.eq(lane_addr[:low])]
                 words.append(mem.rd_data)
                 index = Mux(lane_addr[low:] == base >> low, i, index)
             # the select follows the block RAMs' read, BRAM_READ_LATENCY cycles
