@@ -32,7 +32,7 @@ from hdl.engine.drain import DRAIN_FLUSH, DRAIN_LATENCY
 from hdl.engine.loader import IBUF_READ_LATENCY
 from hdl.engine.mac import mac_latency
 from hdl.engine.weights import WEIGHT_STORE_LATENCY
-from hdl.sequencer import RECORD_WORDS
+from hdl.sequencer import CSR_SLICES, RECORD_WORDS
 
 __all__ = [
     "BOARD_MEMORY",
@@ -152,13 +152,13 @@ def sequencer_overhead(cfg: EngineConfig, perf: PerfConfig) -> int:
     The descriptor fetch (read latency, then its beats), the descriptor and start writes and the
     error, status and counter reads on the engine's Wishbone port (three cycles per write, four
     per read: the engine registers the request, a read's group and the ACK; plus the
-    sequencer's register stage in front of it), the record burst
-    and its write response, two state transitions and the registered start (176 cycles per layer
-    at the default latencies, plus one per run).
+    sequencer's ``CSR_SLICES`` register stages in front of it), the record burst and its write
+    response, two state transitions and the registered start (222 cycles per layer at the
+    default latencies, plus one per run).
     """
     beats = cfg.data_width // 32
     desc_beats = -(-DESCRIPTOR_WORDS // beats)
-    slice_ = WISHBONE_SLICE_LATENCY
+    slice_ = CSR_SLICES * WISHBONE_SLICE_LATENCY
     wishbone = (3 + slice_) * (DESCRIPTOR_WORDS + 1) + (4 + slice_) * (len(COUNTERS) + 2)
     return (perf.ddr_latency + desc_beats + wishbone + RECORD_WORDS // beats
             + perf.write_latency + 3)

@@ -9,14 +9,15 @@ from hdl.descriptor import Descriptor, last_index, unit_descriptor
 from hdl.engine.loader import min_of
 from hdl.fanout import Replicated
 from hdl.pool import PoolMax, PoolWalker
-from hdl.requant import REQUANT_LATENCY, RequantUnit
+from hdl.requant import REQUANT_LATENCY, RequantLane, RequantUnit
 
 __all__ = ["DRAIN_FLUSH", "DRAIN_LATENCY", "Drain"]
 
 #: Cycles from a walker step to its output FIFO write: the registered bank address, the bank
 #: read (:data:`~hdl.bram.BRAM_READ_LATENCY`), the drained bank's word registered, the
-#: requantization, then the FIFO's write registered.
-DRAIN_LATENCY = 1 + BRAM_READ_LATENCY + 1 + REQUANT_LATENCY + 1
+#: sub-group's lanes and parameters registered, the requantization, then the FIFO's write
+#: registered.
+DRAIN_LATENCY = 1 + BRAM_READ_LATENCY + 1 + 1 + REQUANT_LATENCY + 1
 #: Cycles the drain waits after a bank's last read before freeing it: every read has landed.
 DRAIN_FLUSH = DRAIN_LATENCY + 2
 
@@ -150,15 +151,17 @@ class Drain(wiring.Component):
         # E0 (the registered address) → E2 (BRAM_READ_LATENCY later): the bank words arrive;
         # the drained bank's is registered (E3). Then select the p_ic channels of the walker's
         # sub-group and their parameters (a mux over the sub-groups and the two slots, not over
-        # all 4·p_oc words); the requant unit registers them on entry. The selects steer
-        # hundreds of bits: every output channel has its own copy of the slot at E2, every lane
-        # its own slot and sub-group at E3.
+        # all 4·p_oc words) into registers (E4): the bank words and the parameter tables are
+        # spread over the chip, the requant unit's multipliers sit in the DSP rows, and the
+        # select and that distance in one cycle were 12.5 ns. The selects steer hundreds of
+        # bits: every output channel has its own copy of the slot at E2, every lane its own slot
+        # and sub-group at E3.
         e = [Signal(data.StructLayout({"valid": 1, "pos": 1, "first": 1, "last": 1, "slot": 1,
                                        "sub": range(n_sub), "j": 2}), name=f"e{k}")
-             for k in range(BRAM_READ_LATENCY + 2)]
+             for k in range(BRAM_READ_LATENCY + 3)]
         m.d.sync += e[0].eq(Cat(pw.step, pw.pos, pw.first, pw.last, slot, pw.sub, pw.j))
         m.d.sync += [e[k + 1].eq(e[k]) for k in range(len(e) - 1)]
-        arrive, e_word = e[BRAM_READ_LATENCY], e[BRAM_READ_LATENCY + 1]
+        arrive, e_word, e_sel = e[BRAM_READ_LATENCY:]
         m.submodules.slot1 = slot1 = Replicated(cfg.p_oc)
         m.submodules.lane_sel = lane_sel = Replicated(p_ic, width=1 + len(arrive.sub))
         m.d.comb += [slot1.i.eq(e[BRAM_READ_LATENCY - 1].slot),
@@ -167,28 +170,30 @@ class Drain(wiring.Component):
         for o in range(cfg.p_oc):
             m.d.sync += word[o].eq(Mux(slot1.o[o], self.bank_data[1][o], self.bank_data[0][o]))
         m.submodules.requant = rq = RequantUnit(p_ic)
-        m.d.comb += rq.valid_i.eq(e_word.valid)
+        m.d.comb += rq.valid_i.eq(e_sel.valid)
         param_beats = 2 * cfg.p_oc
-        lanes = Signal(data.ArrayLayout(signed(32), p_ic))  # the sub-group's accumulators
+        sel = Signal(data.ArrayLayout(RequantLane, p_ic), reset_less=True)  # E4
         for i in range(p_ic):
             slot2, sub = lane_sel.o[i][0], lane_sel.o[i][1:]  # lane i's copy of E3's selects
-            m.d.comb += lanes[i].eq(Array(word[g * p_ic + i] for g in range(n_sub))[sub])
 
             def param(w, i=i, slot2=slot2, sub=sub):  # word `w` of channel sub·p_ic + i
                 return Mux(slot2, *(
                     Array(self.params[s * param_beats + 2 * (g * p_ic + i) + w]
                           for g in range(n_sub))[sub] for s in (1, 0)))
-            m.d.comb += [
-                rq.lane[i].acc.eq(lanes[i]),
-                rq.lane[i].shift.eq(param(0)[32:38]),
-                rq.lane[i].m_pos.eq(param(1)[:16]),
-                rq.lane[i].m_neg.eq(param(1)[16:32]),
+            m.d.sync += [
+                sel[i].acc.eq(Array(word[g * p_ic + i] for g in range(n_sub))[sub]),
+                sel[i].shift.eq(param(0)[32:38]),
+                sel[i].m_pos.eq(param(1)[:16]),
+                sel[i].m_neg.eq(param(1)[16:32]),
             ]
+        m.d.comb += rq.lane.eq(sel)
         # int32 output: beat j carries channels 2j, 2j+1; delayed to line up with requant.
+        lanes = Signal(data.ArrayLayout(signed(32), p_ic))  # the sub-group's accumulators
+        m.d.comb += [lanes[i].eq(sel[i].acc) for i in range(p_ic)]
         wide = Signal(cfg.data_width)
-        m.d.comb += wide.eq(lanes.as_value().word_select(e_word.j, cfg.data_width))
+        m.d.comb += wide.eq(lanes.as_value().word_select(e_sel.j, cfg.data_width))
         tags = Signal(3)
-        m.d.comb += tags.eq(Cat(e_word.pos, e_word.first, e_word.last))
+        m.d.comb += tags.eq(Cat(e_sel.pos, e_sel.first, e_sel.last))
         for _ in range(REQUANT_LATENCY):
             wide_q, tags_q = Signal.like(wide, reset_less=True), Signal.like(tags)
             m.d.sync += [wide_q.eq(wide), tags_q.eq(tags)]
