@@ -315,11 +315,11 @@ def _simulate(d: dict, cfg: EngineConfig, perf: PerfConfig) -> tuple[int, int, i
                     yield _known(slot_free, u - unit_gap)
                     t = max(t, slot_free[u - unit_gap])
             yield t
-            t += 4  # SLOT (claim), SPAN1, SPAN2, CALC -> BURST
+            t += 5  # SLOT (claim), SPAN0, SPAN1, SPAN2, CALC -> BURST
             for n in _bursts(addr, beats, cfg.max_burst):
                 hs, last_beat = yield from grant_wait(0, t, n, "input")
                 t = hs + 2  # CALC -> BURST
-            t -= 1  # the last burst returns to SLOT directly
+            # the last burst returns to SLOT through NEXT (as the others through CALC)
             # the chunk count, then the compute unit's registered "input ready" compare
             slot_full.append(last_beat + 2 + _R_REGISTER)
 
@@ -340,8 +340,7 @@ def _simulate(d: dict, cfg: EngineConfig, perf: PerfConfig) -> tuple[int, int, i
                 t = hs + 2  # PCALC or WCALC
             table_ready.append(last_beat + 1 + _R_REGISTER)  # the slot's "table whole" flag
             if replay and t_index:
-                t -= 1  # PARAMS returns to SLOT: the store replays the weights
-                continue
+                continue  # PARAMS returns to SLOT through NEXT: the store replays the weights
             for n in _bursts(d["w_addr"] + woff * _BEAT, d["og_weight_beats"], cfg.max_burst):
                 need = taken + n - credits  # pops needed before this burst fits the FIFO
                 if need > 0 and not replay:
@@ -351,7 +350,7 @@ def _simulate(d: dict, cfg: EngineConfig, perf: PerfConfig) -> tuple[int, int, i
                 taken += n
                 woff += n
                 t = hs + 2  # WCALC
-            t -= 1  # the last burst returns to SLOT directly
+            # the last burst returns to SLOT through NEXT (as the others through WCALC)
 
     def shadow():
         for p in range(len(ogs) * passes_per_og):

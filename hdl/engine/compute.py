@@ -13,6 +13,10 @@ from hdl.window import WindowGen
 
 __all__ = ["Compute"]
 
+#: Copies of the MAC array's input lanes (:class:`MacArray` ``x_copies``), at most one per
+#: output channel (P_oc is a power of two).
+MAC_X_COPIES = 4
+
 
 class Compute(wiring.Component):
     """Runs the passes of a layer (``docs/engine.md``, loop nest): for each tile, output-channel
@@ -91,11 +95,13 @@ class Compute(wiring.Component):
         lastk = (ky == kmax) & (kx == kmax)
         last_ig = ig == last_index(m, self.desc.in_groups, name="ig_last")
         last_og = og == last_index(m, self.desc.og_passes, name="og_last")
-        # The tile's pixel count, two registered steps behind c0w. c0w changes only when a
-        # pass starts and the next one starts at least min_pass >= 3 cycles later (and the first
-        # pass waits for DDR), so npix is always settled when it is used.
-        c1w, npix = Signal(25), Signal(24)
-        ctrl.d.sync += [c1w.eq(c0w + d.tile_pix + Mux(d.pool == Pool.P2S1, d.width, 0)),
+        # The tile's pixel count, three registered steps behind c0w, one carry chain each.
+        # c0w changes only when a pass starts and the next one starts at least min_pass >= 3
+        # cycles later (and the first pass waits for DDR), so npix is always settled when it is
+        # used.
+        c1t, c1w, npix = Signal(25), Signal(25), Signal(24)
+        ctrl.d.sync += [c1t.eq(c0w + d.tile_pix),
+                        c1w.eq(c1t + Mux(d.pool == Pool.P2S1, d.width, 0)),
                         npix.eq(min_of(c1w, d.in_plane) - c0w)]
         start = Signal()  # the next pass starts
         base, input_ok = self._input(ctrl, d, start, c0, c0w, c1w, islot, ig, lastk, last_ig)
@@ -104,7 +110,8 @@ class Compute(wiring.Component):
         # later); true at a layer start, since every layer has a pixel.
         more = Signal(init=1)
         ctrl.d.sync += more.eq(c0w < d.in_plane)
-        m.submodules.mac = mac = MacArray(cfg.p_ic, cfg.p_oc)
+        m.submodules.mac = mac = MacArray(cfg.p_ic, cfg.p_oc,
+                                           x_copies=min(MAC_X_COPIES, cfg.p_oc))
         # The shadow holds the next pass's weights once it is valid and no start is still
         # waiting to hand it to the array.
         handing_over = self._weights(m, ctrl, start, shadow_valid, mac)
@@ -157,9 +164,11 @@ class Compute(wiring.Component):
         """The next pass's chunk in the input buffer: its base address and whether it is whole.
 
         Resident, chunk ``ig`` of a tile starts ``ig`` chunk lengths into the unit's half; the
-        length (the tile's input rows × W) follows c0w in three registered steps, like the
-        loader's run bounds, and is used at the earliest by the start after the next one (a tile
-        changes at a start, its first chunk ends at least ``min_pass`` cycles later). The base
+        length (the tile's input rows × W) follows c0w in four registered steps (c1w's two,
+        then ``end`` and ``length``), like the loader's run bounds, and is used at the earliest
+        by the next start, with the tile's first pass: c0w changes at a start, the new value
+        shows the cycle after, and the length four cycles after that, in time for a start
+        ``min_pass`` >= 5 cycles after the one that changed c0w. The base
         and the "chunk whole" compare are registered too: the counters change only at a start,
         and the next start is ``min_pass`` >= 4 cycles later.
         """
@@ -196,10 +205,11 @@ class Compute(wiring.Component):
             ctrl.d.sync += tag_q.eq(tag)
             tag = tag_q
         # X: the operands, registered in front of the multipliers (Ref: TN1267: the slice's
-        # input registers follow, so only routing lies between these and the multiplier).
-        x_vec = Signal(data.ArrayLayout(signed(8), p_ic), reset_less=True)
-        m.d.sync += x_vec.eq(Mux(tag.pad, Cat(*[d.pad_value] * p_ic), self.buf_data))
-        m.d.comb += mac.x.eq(x_vec)
+        # input registers follow, so only routing lies between these and the multiplier), in
+        # copies, each for its share of the output channels.
+        m.submodules.x = x_copies = Replicated(mac.x_copies, width=8 * p_ic)
+        m.d.comb += [x_copies.i.eq(Mux(tag.pad, Cat(*[d.pad_value] * p_ic), self.buf_data)),
+                     mac.x.eq(x_copies.o)]
         tags = [tag]  # tags[k]: the tag of the pixel whose operands were at X k - 1 cycles ago
         for k in range(mac_latency(p_ic) + 1):
             tag_q = Signal.like(tag, name=f"tag_x{k}")

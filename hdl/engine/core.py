@@ -150,16 +150,20 @@ class EngineCore(wiring.Component):
         param_beats = 2 * p_oc
         params = Signal(data.ArrayLayout(cfg.data_width, 2 * param_beats), reset_less=True)
         # The tables are 2·param_beats words of flip-flops read across the drain and the banks:
-        # a table beat takes a register of its own on its way there (R beat → table was 19.7 ns
-        # of routing alone in the routed 128-MAC build), and so does each word's write enable,
-        # decoded a cycle ahead (the decode into 64 × 64 clock enables was 12.5 ns once the
-        # block RAMs' output registers were absorbed). Its group's first pass needs the bias no
-        # earlier than its weights, which follow the table in the same burst order.
+        # a table beat takes two registers on its way there (R beat → table was 19.7 ns of
+        # routing alone in the routed 128-MAC build), the second beside each word's write
+        # enable, decoded from the first (the decode into 64 × 64 clock enables was 12.5 ns
+        # once the block RAMs' output registers were absorbed, 11.5 ns from the loader's tag
+        # FIFO). Its group's first pass needs the bias no earlier than its weights, which
+        # follow the table in the same burst order and then pass the weight store.
+        p_beat = Signal.like(lw.params.p, reset_less=True)
+        p_valid = Signal()
+        m.d.sync += [p_beat.eq(lw.params.p), p_valid.eq(lw.params.valid)]
         p_data = Signal(cfg.data_width, reset_less=True)
-        p_we = Signal(2 * param_beats)  # one-hot: the word the registered beat goes to
-        word = Cat(lw.params.p.index, lw.params.p.slot)
-        m.d.sync += [p_data.eq(lw.params.p.data),
-                     p_we.eq(Cat(lw.params.valid & (word == k) for k in range(len(p_we))))]
+        p_we = Signal(2 * param_beats)  # one-hot: the word the beat in p_data goes to
+        word = Cat(p_beat.index, p_beat.slot)
+        m.d.sync += [p_data.eq(p_beat.data),
+                     p_we.eq(Cat(p_valid & (word == k) for k in range(len(p_we))))]
         for k in range(len(p_we)):
             with top.If(p_we[k]):  # data registers: not reset
                 top.d.sync += params[k].eq(p_data)

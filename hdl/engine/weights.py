@@ -167,16 +167,23 @@ class WeightLoader(wiring.Component):
             with m.If(self.req.ready):
                 m.d.sync += [addr.eq(addr + blen * beat_bytes), rem.eq(rem - blen)]
 
+        # The (tile, group) tests, registered: compares of c0w against the descriptor ahead of
+        # the clock enables of every address and count register were 12.7 ns routed. c0w and og
+        # change only in _advance, which goes through NEXT (a cycle for these to follow) to SLOT.
+        more, first_tile, first_og = Signal(), Signal(), Signal()
+        m.d.sync += [more.eq(c0w < d.in_plane), first_tile.eq(c0w == 0), first_og.eq(og == 0)]
         with m.FSM():
             with m.State("SLOT"):
-                with m.If(self.run & (c0w < d.in_plane) & ~busy.bit_select(slot, 1)):
+                with m.If(self.run & more & ~busy.bit_select(slot, 1)):
                     m.d.comb += claim.eq(Mux(slot, 0b10, 0b01))
                     m.d.sync += [rem.eq(param_beats), tables.eq(1)]
-                    with m.If(og == 0):  # each tile re-reads the table (and the weights)
+                    with m.If(first_og):  # each tile re-reads the table (and the weights)
                         m.d.sync += [paddr.eq(d.param_addr), waddr.eq(d.w_addr)]
-                    with m.If(c0w == 0):
+                    with m.If(first_tile):
                         m.d.sync += total.eq(total + d.og_weight_beats)
                     m.next = "PPLAN1"
+            with m.State("NEXT"):  # `more` and the first-tile/group flags see the new c0w, og
+                m.next = "SLOT"
             with m.State("PPLAN1"):  # the planner's two stages see the address and rem
                 m.next = "PPLAN2"
             with m.State("PPLAN2"):
@@ -189,9 +196,9 @@ class WeightLoader(wiring.Component):
                     with m.If(last):
                         m.d.sync += [rem.eq(d.og_weight_beats), tables.eq(0)]
                         m.next = "WPLAN1"
-                        with m.If(d.weights_resident & (c0w != 0)):  # replayed from the store
+                        with m.If(d.weights_resident & ~first_tile):  # replayed from the store
                             self._advance(m, d, og, og_last, slot, c0w)
-                            m.next = "SLOT"
+                            m.next = "NEXT"
             with m.State("WPLAN1"):
                 m.next = "WPLAN2"
             with m.State("WPLAN2"):
@@ -206,9 +213,9 @@ class WeightLoader(wiring.Component):
                     m.next = "WPLAN1"
                     with m.If(last):
                         self._advance(m, d, og, og_last, slot, c0w)
-                        with m.If((c0w == 0) & (og == og_last)):
+                        with m.If(first_tile & (og == og_last)):
                             m.d.sync += complete.eq(1)
-                        m.next = "SLOT"
+                        m.next = "NEXT"
         # Receive: table beats out with their slot and index, weights into the FIFO.
         r_slot = Signal()
         r_idx = Signal(range(param_beats))
