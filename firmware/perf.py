@@ -413,22 +413,22 @@ def _simulate(d: dict, cfg: EngineConfig, perf: PerfConfig) -> tuple[int, int, i
         ready = 0
         for q, (tile, og) in enumerate(ogs):
             yield _known(bank_full, q)
-            w = max(bank_full[q], ready)
+            w = max(bank_full[q], ready) + 1  # PREP: the walker's first bounds registered
             drain_start.append(w)
             n = active_subs(og)
             issue = n * rows_of(tile) * out_w * bpp * cpb
-            ready = w + issue + (1 if n < n_sub else 0) + _FLUSH + 1
+            ready = w + issue + _FLUSH + 1  # the walk ends with the last real sub-group
             og_free.append(ready)
 
     def writer():
-        t, last_w, written = _START, 0, 0
+        t, last_w, written = _START + 1, 0, 0  # RUN waits a cycle for its registered tests
         for q, (tile, og) in enumerate(ogs):
             beats = rows_of(tile) * out_w * bpp
             p0b = tile * d["tile_rows"] * out_w * bpp
             for sub in range(n_sub):
                 group = og * n_sub + sub
                 if group >= d["out_groups"]:
-                    t += 2  # RUN -> NEXT
+                    t += 3  # RUN -> NEXT -> SETTLE
                     continue
                 t += 2  # RUN, PREP
                 yield _known(drain_start, q)
@@ -442,7 +442,7 @@ def _simulate(d: dict, cfg: EngineConfig, perf: PerfConfig) -> tuple[int, int, i
                     t += 2 + n  # ISSUE, ADDR, BURST
                     last_w = t - 1
                     written += n * _BEAT
-                t += 2  # DATA (nothing left), NEXT
+                t += 3  # DATA (nothing left), NEXT, SETTLE
         # Done when the writer is idle (DONE state after RUN) and the last response is in.
         done["cycles"] = max(t, last_w + perf.write_latency)
         done["written"] = written

@@ -25,8 +25,12 @@ class PoolWalker(wiring.Component):
     for positions past the bottom or right edge (they must never win). The bank holds conv rows
     from ``c0`` on, ``width`` pixels each: ``addr = (cy - c0)·width + cx``.
 
-    ``start`` rewinds to the first position and takes the inputs: they are read at ``start``
-    only. ``done`` is ``step`` at the last position.
+    ``start`` rewinds to the first position and takes the inputs: they must hold still from the
+    cycle before ``start`` (the walk's first bounds are computed from them into registers the
+    cycle before, so that ``start``, which fans out to every counter, meets no carry chain), and
+    are read at ``start`` only. ``done`` is ``step`` at the last position of sub-group
+    ``last_sub`` (the walk skips the sub-groups after it: the padding channels of a layer's
+    last output-channel group).
 
     Every decision is a registered flag or a compare of two bits, and every address one adder
     from registers (the 125 MHz budget, ``docs/engine.md``): the loops count down to registered
@@ -40,6 +44,7 @@ class PoolWalker(wiring.Component):
         super().__init__({
             "start": In(1), "step": In(1), "pool": In(Pool), "out_int32": In(1), "upsample": In(1),
             "width": In(16), "height": In(16), "out_width": In(16), "rows": In(16), "c0": In(16),
+            "last_sub": In(range(n_sub)),
             "addr": Out(24), "pos": Out(1), "first": Out(1), "last": Out(1), "j": Out(2),
             "sub": Out(range(n_sub)), "done": Out(1),
         })
@@ -50,9 +55,11 @@ class PoolWalker(wiring.Component):
         pooled, step2, up = Signal(), Signal(), Signal()
         j_last, width, height, c0 = Signal(2), Signal(16), Signal(16), Signal(16)
         cols_m1, rows_m1 = Signal(16), Signal(16)
+        last_sub = Signal(range(self.n_sub))
         is_pool = self.pool != Pool.NONE
         with m.If(self.start):
             m.d.sync += [
+                last_sub.eq(self.last_sub),
                 pooled.eq(is_pool), step2.eq(self.pool == Pool.P2S2), up.eq(self.upsample),
                 j_last.eq(Mux(is_pool | self.out_int32, 3, Mux(self.upsample, 1, 0))),
                 width.eq(self.width), height.eq(self.height), c0.eq(self.c0),
@@ -78,7 +85,7 @@ class PoolWalker(wiring.Component):
             self.pos.eq(cy_in.bit_select(dy, 1) & cx_in.bit_select(dx, 1)),
             self.first.eq((self.j == 0) | up),
             self.last.eq(pix_end | up),
-            self.done.eq(self.step & pix_end & tile_end & (self.sub == self.n_sub - 1)),
+            self.done.eq(self.step & pix_end & tile_end & (self.sub == last_sub)),
         ]
 
         def first_column(cols_m1, width):
@@ -90,10 +97,18 @@ class PoolWalker(wiring.Component):
                     cy_in.eq(Cat(c0 < height, c0 + 1 < height)),
                     row_addr.eq(0), next_row_addr.eq(width)]
 
+        # The first bounds from the inputs, registered every cycle (the inputs hold still from
+        # the cycle before start): the first column's and row's counts, flags and in-map tests
+        first = [(cols_left, self.out_width - 1), (col_last, self.out_width == 1),
+                 (cx_in, Cat(self.width > 0, self.width > 1)),
+                 (rows_left, self.rows - 1), (row_last, self.rows == 1),
+                 (cy_in, Cat(self.c0 < self.height, self.c0 + 1 < self.height))]
+        ahead = [Signal.like(reg, name=f"{reg.name}_first") for reg, _ in first]
+        m.d.sync += [q.eq(value) for q, (_, value) in zip(ahead, first, strict=True)]
         with m.If(self.start):
-            m.d.sync += [self.sub.eq(0), self.j.eq(0), rep.eq(0),
-                         *first_column(self.out_width - 1, self.width),
-                         *first_row(self.rows - 1, self.c0, self.width, self.height)]
+            m.d.sync += [self.sub.eq(0), self.j.eq(0), rep.eq(0), cx.eq(0), cx1.eq(1),
+                         cy.eq(self.c0), row_addr.eq(0), next_row_addr.eq(self.width),
+                         *(reg.eq(q) for (reg, _), q in zip(first, ahead, strict=True))]
         with m.Elif(self.step):
             m.d.sync += self.j.eq(self.j + 1)
             with m.If(pix_end):

@@ -60,8 +60,9 @@ class TimingHarness(wiring.Component):
     sin : In(1)
         Serial data shifted through a chain with one flip-flop per sequencer input bit.
     sout : Out(1)
-        The parity of every sequencer output bit, through a tree of registers: pairs of
-        output bits are XORed into a register, pairs of those into the next level and so on,
+        The parity of every sequencer output bit, through a tree of registers: each output bit
+        is registered, pairs of those are XORed into a register, pairs of those into the next
+        level and so on,
         so no harness path spans more than two neighbouring registers (an output shift
         register's chain ran between outputs far apart on the chip, and was among the routed
         worst paths), and yosys can drop no output's logic.
@@ -88,7 +89,11 @@ class TimingHarness(wiring.Component):
         chain = Signal(width_in, reset_less=True)
         m.d.sync += chain.eq(Cat(self.sin, chain[:-1]))
         m.d.comb += Cat(*inputs).eq(chain)
-        level = list(Cat(*outputs))
+        # each output bit first into a register of its own, as a board's AXI port or bridge
+        # takes it: XORing two raw outputs from far-apart units was itself a 12 ns path
+        taken = Signal(len(Cat(*outputs)), reset_less=True)
+        m.d.sync += taken.eq(Cat(*outputs))
+        level = list(taken)
         while len(level) > 1:
             pairs = [level[k] ^ level[k + 1] if k + 1 < len(level) else level[k]
                      for k in range(0, len(level), 2)]

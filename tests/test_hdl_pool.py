@@ -12,9 +12,10 @@ from model.golden import maxpool_int
 LANES, N_SUB = 8, 2
 
 
-def _drain(y, pool, p0, rows, out_w, out_int32=False, upsample=False):
-    """Walk the bank of the tile whose first output row is p0 and pool it; return the beats
-    (one int8 per lane) in walk order, and the raw (addr, j) sequence."""
+def _drain(y, pool, p0, rows, out_w, out_int32=False, upsample=False, subs=N_SUB):
+    """Walk the bank of the tile whose first output row is p0 and pool it (its first ``subs``
+    sub-groups); return the beats (one int8 per lane) in walk order, and the raw (sub, addr,
+    j, pos) sequence."""
     c, h, w = y.shape
     step = 2 if pool == Pool.P2S2 else 1
     c0 = p0 * step
@@ -27,8 +28,9 @@ def _drain(y, pool, p0, rows, out_w, out_int32=False, upsample=False):
     async def bench(ctx):
         for name, value in (("pool", pool), ("out_int32", out_int32), ("upsample", upsample),
                             ("width", w), ("height", h), ("out_width", out_w), ("rows", rows),
-                            ("c0", c0)):
+                            ("c0", c0), ("last_sub", subs - 1)):
             ctx.set(getattr(walker, name), value)
+        await ctx.tick()  # the inputs hold still from the cycle before start
         ctx.set(walker.start, 1)
         await ctx.tick()
         ctx.set(walker.start, 0)
@@ -106,3 +108,15 @@ def test_pool_walk_upsample_emits_the_nearest_x2_map(h, w, tile_rows):
             assert np.array_equal(got, exp), (
                 f"tile at row {p0}: channels {sub * LANES}-{sub * LANES + LANES - 1}, upsampled "
                 f"row {2 * p0 + r}, column {rest}: expected {exp.tolist()}, got {got.tolist()}")
+
+
+@pytest.mark.parametrize("pool", [Pool.P2S2, Pool.NONE])
+def test_pool_walk_ends_after_the_last_real_sub_group(pool):
+    """A layer's last output-channel group may hold fewer real channels than the bank: the walk
+    with ``last_sub`` 0 is the full walk's first sub-group, and ``done`` comes at its end."""
+    y = np.zeros((N_SUB * LANES, 5, 4), dtype=np.int8)
+    out_w = 2 if pool == Pool.P2S2 else 4
+    _, full = _drain(y, pool, 0, 2, out_w)
+    _, first = _drain(y, pool, 0, 2, out_w, subs=1)
+    assert first == [step for step in full if step[0] == 0]
+    assert len(first) < len(full)
