@@ -13,10 +13,6 @@ from hdl.window import WindowGen
 
 __all__ = ["Compute"]
 
-#: Copies of the MAC array's input lanes (:class:`MacArray` ``x_copies``), at most one per
-#: output channel (P_oc is a power of two).
-MAC_X_COPIES = 4
-
 
 class Compute(wiring.Component):
     """Runs the passes of a layer (``docs/engine.md``, loop nest): for each tile, output-channel
@@ -110,8 +106,7 @@ class Compute(wiring.Component):
         # later); true at a layer start, since every layer has a pixel.
         more = Signal(init=1)
         ctrl.d.sync += more.eq(c0w < d.in_plane)
-        m.submodules.mac = mac = MacArray(cfg.p_ic, cfg.p_oc,
-                                           x_copies=min(MAC_X_COPIES, cfg.p_oc))
+        m.submodules.mac = mac = MacArray(cfg.p_ic, cfg.p_oc)
         # The shadow holds the next pass's weights once it is valid and no start is still
         # waiting to hand it to the array.
         handing_over = self._weights(m, ctrl, start, shadow_valid, mac)
@@ -205,11 +200,11 @@ class Compute(wiring.Component):
             ctrl.d.sync += tag_q.eq(tag)
             tag = tag_q
         # X: the operands, registered in front of the multipliers (Ref: TN1267: the slice's
-        # input registers follow, so only routing lies between these and the multiplier), in
-        # copies, each for its share of the output channels.
-        m.submodules.x = x_copies = Replicated(mac.x_copies, width=8 * p_ic)
-        m.d.comb += [x_copies.i.eq(Mux(tag.pad, Cat(*[d.pad_value] * p_ic), self.buf_data)),
-                     mac.x.eq(x_copies.o)]
+        # input registers follow, so only routing lies between these and the multiplier). (Four
+        # copies, each for a quarter of the output channels, made routing worse.)
+        x_vec = Signal(data.ArrayLayout(signed(8), p_ic), reset_less=True)
+        m.d.sync += x_vec.eq(Mux(tag.pad, Cat(*[d.pad_value] * p_ic), self.buf_data))
+        m.d.comb += mac.x.eq(x_vec)
         tags = [tag]  # tags[k]: the tag of the pixel whose operands were at X k - 1 cycles ago
         for k in range(mac_latency(p_ic) + 1):
             tag_q = Signal.like(tag, name=f"tag_x{k}")

@@ -30,7 +30,6 @@ from hdl.engine.drain import Drain
 from hdl.engine.loader import InputLoader
 from hdl.engine.weights import WeightLoader
 from hdl.engine.writer import Writer
-from hdl.fanout import Replicated
 
 __all__ = ["COUNTERS", "CSR", "ERR", "Engine", "EngineCore"]
 
@@ -160,16 +159,16 @@ class EngineCore(wiring.Component):
         p_beat = Signal.like(lw.params.p, reset_less=True)
         p_valid = Signal()
         m.d.sync += [p_beat.eq(lw.params.p), p_valid.eq(lw.params.valid)]
-        # The second register in four copies, each for a quarter of the words (one copy's bits
-        # drove 64 words across the drain and the banks: 12.6 ns).
-        m.submodules.p_data = p_data = Replicated(4, width=cfg.data_width)
+        # (Copies of p_data, each for a quarter of the words, made routing worse: a word's
+        # loads are the drain's lanes and the banks, all over the chip, whatever its index.)
+        p_data = Signal(cfg.data_width, reset_less=True)
         p_we = Signal(2 * param_beats)  # one-hot: the word the beat in p_data goes to
         word = Cat(p_beat.index, p_beat.slot)
-        m.d.comb += p_data.i.eq(p_beat.data)
-        m.d.sync += p_we.eq(Cat(p_valid & (word == k) for k in range(len(p_we))))
+        m.d.sync += [p_data.eq(p_beat.data),
+                     p_we.eq(Cat(p_valid & (word == k) for k in range(len(p_we))))]
         for k in range(len(p_we)):
             with top.If(p_we[k]):  # data registers: not reset
-                top.d.sync += params[k].eq(p_data.o[k * 4 // len(p_we)])
+                top.d.sync += params[k].eq(p_data)
 
         # ---- compute → accumulator banks → drain ------------------------------------------
         m.submodules.compute = comp = Compute(cfg)

@@ -29,15 +29,11 @@ class MacArray(wiring.Component):
     Parameters
     ----------
     p_ic, p_oc : int
-    x_copies : int
-        Copies of the input lanes, each for ``p_oc / x_copies`` output channels: one register
-        driving all ``p_ic · p_oc`` multipliers spans the DSP rows (10.9 ns routed at 128 MACs).
 
     Attributes
     ----------
-    x : In(ArrayLayout(ArrayLayout(signed(8), p_ic), x_copies))
-        Input lanes, ``x[c]`` for output channels ``o`` with ``o · x_copies // p_oc == c``
-        (copies of the same lanes in the engine).
+    x : In(ArrayLayout(signed(8), p_ic))
+        Input lanes.
     w : In(ArrayLayout(ArrayLayout(signed(8), p_ic), p_oc))
         Weights, ``w[o][i]``.
     w_load : In(ArrayLayout(1, p_oc))
@@ -49,16 +45,14 @@ class MacArray(wiring.Component):
         weights taken before it.
     """
 
-    def __init__(self, p_ic, p_oc, *, x_copies=1):
-        for name, value in (("p_ic", p_ic), ("p_oc", p_oc), ("x_copies", x_copies)):
+    def __init__(self, p_ic, p_oc):
+        for name, value in (("p_ic", p_ic), ("p_oc", p_oc)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, not {value!r}")
-        if p_oc % x_copies:
-            raise ValueError(f"x_copies ({x_copies}) must divide p_oc ({p_oc})")
-        self.p_ic, self.p_oc, self.x_copies = p_ic, p_oc, x_copies
+        self.p_ic, self.p_oc = p_ic, p_oc
         self.levels = (p_ic - 1).bit_length()
         super().__init__({
-            "x": In(data.ArrayLayout(data.ArrayLayout(signed(8), p_ic), x_copies)),
+            "x": In(data.ArrayLayout(signed(8), p_ic)),
             "w": In(data.ArrayLayout(data.ArrayLayout(signed(8), p_ic), p_oc)),
             "w_load": In(data.ArrayLayout(1, p_oc)),
             "sums": Out(data.ArrayLayout(signed(16 + self.levels), p_oc)),
@@ -71,8 +65,7 @@ class MacArray(wiring.Component):
             for i in range(self.p_ic):
                 mult = Multiplier(8, 8, b_hold=True)
                 m.submodules[f"mult_{o}_{i}"] = mult
-                x = self.x[o * self.x_copies // self.p_oc]
-                m.d.comb += [mult.a.eq(x[i]), mult.b.eq(self.w[o][i]),
+                m.d.comb += [mult.a.eq(self.x[i]), mult.b.eq(self.w[o][i]),
                              mult.b_en.eq(self.w_load[o])]
                 terms.append(mult.p)
             # Adder tree: level k adds pairs into registers one bit wider; an odd term out
