@@ -315,7 +315,7 @@ def _simulate(d: dict, cfg: EngineConfig, perf: PerfConfig) -> tuple[int, int, i
                     yield _known(slot_free, u - unit_gap)
                     t = max(t, slot_free[u - unit_gap])
             yield t
-            t += 5  # SLOT (claim), SPAN0, SPAN1, SPAN2, CALC -> BURST
+            t += 6  # SLOT (claim), SPAN0, SPAN1, SPAN1B, SPAN2, CALC -> BURST
             for n in _bursts(addr, beats, cfg.max_burst):
                 hs, last_beat = yield from grant_wait(0, t, n, "input")
                 t = hs + 2  # CALC -> BURST

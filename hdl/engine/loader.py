@@ -136,9 +136,9 @@ class InputLoader(wiring.Component):
     A unit's half is claimed when free (``single_region``: when both are), its chunks are filled
     by bursts of at most ``max_burst`` beats that never cross 4 KB (Ref: AMBA AXI4 spec A3.4.1),
     ``ready[h]`` counts the chunks of half ``h`` whose last beat arrived, and ``release`` frees
-    the half (and clears its count). The run's bounds are registered over four states, so no
-    state chains more than two carry chains, and each burst's length is planned over two more
-    (:class:`hdl.axi.BurstPlanner`).
+    the half (and clears its count). The run's bounds are registered over five states, so no
+    state holds more than one carry chain and a compare, and each burst's length is planned
+    over two more (:class:`hdl.axi.BurstPlanner`).
 
     Counts and flags rather than a stream towards the compute unit: the compute unit reads a
     chunk many times (once per kernel tap and output group) in its own order, so what it needs
@@ -205,6 +205,7 @@ class InputLoader(wiring.Component):
         rem = Signal(24)
         i0w = Signal(24)  # first input row × W (the halo row above the tile, if any)
         end = Signal(25)  # conv end, then input end, before clipping to the plane
+        offset = Signal(32)  # the chunk's first beat from the input map's start
         m.submodules.plan = plan = BurstPlanner(addr_width=cfg.addr_width, remaining_width=24,
                                                 max_beats=cfg.max_burst, beat_bytes=beat_bytes)
         m.d.comb += [plan.addr.eq(addr), plan.remaining.eq(rem)]
@@ -233,9 +234,12 @@ class InputLoader(wiring.Component):
                 m.d.sync += [i0w.eq(Mux(k3 & (c0 != 0), i0w - d.width, i0w)),
                              end.eq(end + Mux(d.pool == Pool.P2S1, d.width, 0))]
                 m.next = "SPAN1"
-            with m.State("SPAN1"):
-                m.d.sync += [end.eq(min_of(end, d.in_plane) + Mux(k3, d.width, 0)),
-                             addr.eq(d.in_addr + (igbase + i0w) * beat_bytes)]
+            with m.State("SPAN1"):  # the conv end clipped to the plane; the chunk's offset
+                m.d.sync += [end.eq(min_of(end, d.in_plane)), offset.eq(igbase + i0w)]
+                m.next = "SPAN1B"
+            with m.State("SPAN1B"):  # the halo row below; the chunk's address
+                m.d.sync += [end.eq(end + Mux(k3, d.width, 0)),
+                             addr.eq(d.in_addr + offset * beat_bytes)]
                 m.next = "SPAN2"
             with m.State("SPAN2"):
                 m.d.sync += rem.eq(min_of(end, d.in_plane) - i0w)
