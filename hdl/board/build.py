@@ -26,7 +26,7 @@ from pathlib import Path
 from hdl.board.boards import BOARDS
 from hdl.board.top import BoardTop
 from hdl.descriptor import EngineConfig
-from hdl.ecp5 import absorb_bram_output_registers
+from hdl.ecp5 import absorb_in_netlist_file
 
 __all__ = ["DEFAULT_ENGINE_MHZ", "BuildSummary", "build", "check_constraints", "main",
            "pack_report", "summarize"]
@@ -102,11 +102,7 @@ def _synthesize(out_dir):
     """The build script's synthesis, then the block RAMs' read registers moved into the block
     RAMs in ``owlet.json``; returns how many flip-flops that saved."""
     subprocess.run([_tool("YOSYS"), *_script_args(out_dir, "YOSYS")], cwd=out_dir, check=True)
-    path = Path(out_dir) / "owlet.json"
-    netlist = json.loads(path.read_text())
-    absorbed = absorb_bram_output_registers(netlist)
-    path.write_text(json.dumps(netlist))
-    return absorbed
+    return absorb_in_netlist_file(Path(out_dir) / "owlet.json")
 
 
 def build(board_name, engine_mhz, *, cfg=None, seed=1, out_dir=None):

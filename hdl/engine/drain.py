@@ -192,10 +192,8 @@ class Drain(wiring.Component):
             ]
         m.d.comb += rq.lane.eq(sel)
         # int32 output: beat j carries channels 2j, 2j+1; delayed to line up with requant.
-        lanes = Signal(data.ArrayLayout(signed(32), p_ic))  # the sub-group's accumulators
-        m.d.comb += [lanes[i].eq(sel[i].acc) for i in range(p_ic)]
         wide = Signal(cfg.data_width)
-        m.d.comb += wide.eq(lanes.as_value().word_select(e_sel.j, cfg.data_width))
+        m.d.comb += wide.eq(Cat(lane.acc for lane in sel).word_select(e_sel.j, cfg.data_width))
         tags = Signal(3)
         m.d.comb += tags.eq(Cat(e_sel.pos, e_sel.first, e_sel.last))
         for _ in range(REQUANT_LATENCY):
