@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from firmware.executor import descriptors
 from firmware.program import Program, ProgramLayer
 from hdl.axi import WISHBONE_SLICE_LATENCY
-from hdl.descriptor import DESCRIPTOR_WORDS, EngineConfig, Pool
+from hdl.descriptor import DESC_LATENCY, DESCRIPTOR_WORDS, EngineConfig, Pool
 from hdl.engine import COUNTERS
 from hdl.engine.drain import DRAIN_FLUSH, DRAIN_LATENCY
 from hdl.engine.loader import IBUF_READ_LATENCY
@@ -55,7 +55,9 @@ _FIFO_LATENCY = 2  # SyncFIFOBuffered: a beat written in cycle c can be read in 
 _R_REGISTER = 1  # read data is registered before it reaches the loaders
 _DRAIN_TO_FIFO = DRAIN_LATENCY  # drain issue -> the output FIFO's write
 _FLUSH = DRAIN_FLUSH  # drain flush cycles
-_START = 2  # first cycle a unit acts: the cycle after launch resets the datapath
+# first cycle a unit acts: the units' copies of the descriptor hold the layer DESC_LATENCY
+# cycles after the launch, and the last of those cycles resets the datapath
+_START = 1 + DESC_LATENCY
 _TAGS = 16  # bursts a loader may have outstanding (its tag FIFO)
 
 

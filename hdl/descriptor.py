@@ -18,6 +18,7 @@ from hdl.fanout import Replicated
 
 __all__ = [
     "DESCRIPTOR_WORDS",
+    "DESC_LATENCY",
     "Descriptor",
     "EngineConfig",
     "IBUF_BANK",
@@ -31,14 +32,20 @@ __all__ = [
 ]
 
 
+#: Registers between the engine's descriptor and a unit's copy of it (:func:`unit_descriptor`):
+#: a unit's ``desc`` input must hold the layer from this many cycles before ``run`` rises.
+DESC_LATENCY = 2
+
+
 def last_index(m, count, *, name):
     """``count - 1`` (``count`` a descriptor field) in a register of its own, so that a unit's
     "last index" test is an equality against a register instead of a subtraction's carry chain
     and then a compare.
 
     Reloaded every cycle, and without reset: the engine loads the descriptor at the launch, the
-    units run from the cycle after the next (that cycle resets them), so the register holds the
-    layer's value from their first running cycle on, and the reset cannot clear it.
+    units run from ``DESC_LATENCY + 1`` >= 3 cycles after it (the cycle after it resets them),
+    so the register holds the layer's value from their first running cycle on, and the reset
+    cannot clear it.
     """
     last = Signal(len(count), name=name, reset_less=True)
     m.d.sync += last.eq(count - 1)
@@ -46,20 +53,29 @@ def last_index(m, count, *, name):
 
 
 def unit_descriptor(m, desc):
-    """A unit's own registered copy of the descriptor ``desc``, as a :class:`Descriptor` view.
+    """A unit's own copy of the descriptor ``desc``, :data:`DESC_LATENCY` registers behind it, as
+    a :class:`Descriptor` view.
 
     The engine's one descriptor register drives every unit, spread over the chip: a field's net
     to the farthest of them was the routed worst path (``in_plane``, 8.1 ns of routing in one
-    hop). A copy per unit is placed among that unit's loads. It is a
-    :class:`hdl.fanout.Replicated` copy, which yosys does not merge with the other units'
+    hop). A copy per unit is placed among that unit's loads. Its registers are
+    :class:`hdl.fanout.Replicated` copies, which yosys does not merge with the other units'
     identical copies; the bits a unit never reads are removed with their loads.
 
-    One cycle behind ``desc``, which changes only at a launch: the units are reset the cycle
-    after it and run from the next, when the copy holds the layer (as :func:`last_index`).
+    Two registers, because a placer puts a register between the ends of its nets: one copy sat
+    halfway between the engine's register and the unit's loads, and the compute unit's
+    ``tile_pix`` took 13.7 ns from its copy to its adders (routed ``0d95c01``). With two, each
+    half of the distance has a cycle.
+
+    ``desc`` changes only at a launch; the units are reset the cycle after it and run from
+    ``DESC_LATENCY + 1`` cycles after it, when the copy holds the layer.
     """
-    m.submodules.desc_copy = copy = Replicated(1, width=len(desc.as_value()))
-    m.d.comb += copy.i.eq(desc)
-    return Descriptor(copy.o[0])
+    value = desc.as_value()
+    for k in range(DESC_LATENCY):
+        m.submodules[f"desc_copy{k}"] = copy = Replicated(1, width=len(value))
+        m.d.comb += copy.i.eq(value)
+        value = copy.o[0]
+    return Descriptor(value)
 
 
 class Pool(enum.Enum, shape=2):

@@ -65,8 +65,12 @@ class WindowGen(wiring.Component):
         # Per-layer constants, registered (width and height are stable for the layer): -W and
         # the last column and row, so the start and the row wrap need one adder each.
         w_neg = Signal(signed(17))
-        w_last, h_last = Signal(16), Signal(16)
-        m.d.sync += [w_neg.eq(-w), w_last.eq(w - 1), h_last.eq(h - 1)]
+        w_last, h_last, w_before_last = Signal(16), Signal(16), Signal(16)
+        m.d.sync += [w_neg.eq(-w), w_last.eq(w - 1), h_last.eq(h - 1), w_before_last.eq(w - 2)]
+        # `x == w_last`, set a cycle ahead, so the row wrap (x, cr and rowaddr) waits on a
+        # register instead of a 16-bit compare (rowaddr's add after the compare was a routed
+        # worst path). `w - 2` wraps for a one-pixel row, which the start sets it for.
+        row_end = Signal()
         # Buffer row of conv row c0's tap ky: row c0 - 1 is stored first unless c0 == 0 (3x3),
         # so the tap's row is (c0 != 0) + ky - 1, in -1 ... 2; its column offset is kx - 1.
         row, col = Signal(signed(3)), Signal(signed(3))  # two's complement by truncation
@@ -89,14 +93,16 @@ class WindowGen(wiring.Component):
                 before_last.eq(Mux(self.npix < self.min_pass, self.min_pass, self.npix) - 2),
                 before_last_pix.eq(self.npix - 2),
                 ky.eq(self.ky), kx.eq(self.kx), self.pix.eq(0), x.eq(0), cr.eq(self.c0),
-                rowaddr.eq(first_addr),
+                rowaddr.eq(first_addr), row_end.eq(w_last == 0),
             ]
         with m.Elif(self.running):
             m.d.sync += [self.pix.eq(self.pix + 1), x.eq(x + 1),
                          valid.eq(valid & ~last_pix), last_pix.eq(self.pix == before_last_pix),
-                         end.eq(self.pix == before_last)]
-            with m.If(x == w_last):
-                m.d.sync += [x.eq(0), cr.eq(cr + 1), rowaddr.eq(rowaddr + w)]
+                         end.eq(self.pix == before_last),
+                         row_end.eq(x == w_before_last)]
+            with m.If(row_end):
+                m.d.sync += [x.eq(0), cr.eq(cr + 1), rowaddr.eq(rowaddr + w),
+                             row_end.eq(w_last == 0)]
             with m.If(end):
                 m.d.sync += [self.running.eq(0), valid.eq(0), last_pix.eq(0), end.eq(0)]
         return m

@@ -9,7 +9,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from firmware.layout import fm_to_ddr, weights_to_ddr
-from hdl.descriptor import Buffering, EngineConfig, Pool, plan_layer
+from hdl.descriptor import DESC_LATENCY, Buffering, EngineConfig, Pool, plan_layer
 from hdl.engine.accum import ACC_READ_LEAD
 from hdl.engine.compute import Compute
 from hdl.engine.loader import IBUF_READ_LATENCY
@@ -63,7 +63,7 @@ def test_pass_sums_add_up_to_the_convolution(shape, out_ch, kernel, rows, buffer
 
     async def bench(ctx):
         ctx.set(dut.desc, f)
-        await ctx.tick()  # the descriptor is stable from a cycle before run
+        await ctx.tick().repeat(DESC_LATENCY)  # the descriptor holds from DESC_LATENCY before run
         ctx.set(dut.run, 1)
         held = [None, None]  # the unit in each half, and its whole chunks
         mem = [0] * cfg.ibuf_depth

@@ -10,7 +10,7 @@ from amaranth.sim import Simulator
 
 from firmware.layout import fm_to_ddr
 from hdl.bram import BRAM_READ_LATENCY
-from hdl.descriptor import EngineConfig, Pool, plan_layer
+from hdl.descriptor import DESC_LATENCY, EngineConfig, Pool, plan_layer
 from hdl.engine.drain import Drain
 from model.golden import maxpool_int, requantize
 
@@ -73,7 +73,7 @@ def test_drain_matches_requantize_and_maxpool(channels, hw, pool, int32, rows, u
 
     async def bench(ctx):
         ctx.set(dut.desc, f)
-        await ctx.tick()  # the descriptor is stable from a cycle before run
+        await ctx.tick().repeat(DESC_LATENCY)  # the descriptor holds from DESC_LATENCY before run
         ctx.set(dut.run, 1)
         got, fifo_ready = [], False
         # the banks' words read in the last cycles, delivered BRAM_READ_LATENCY cycles after

@@ -11,7 +11,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from firmware.layout import fm_to_ddr
-from hdl.descriptor import Buffering, EngineConfig, Pool, plan_layer
+from hdl.descriptor import DESC_LATENCY, Buffering, EngineConfig, Pool, plan_layer
 from hdl.engine.loader import IBUF_READ_LATENCY, InputBuffer, InputLoader, buffer_banks
 from hdl.synth import synthesize_design
 
@@ -69,7 +69,7 @@ def test_every_unit_holds_its_tile_rows(cfg, shape, out_ch, kernel, pool, rows, 
 
     async def bench(ctx):
         ctx.set(dut.desc, plan.fields)
-        await ctx.tick()  # the descriptor is stable from a cycle before run
+        await ctx.tick().repeat(DESC_LATENCY)  # the descriptor holds from DESC_LATENCY before run
         ctx.set(dut.run, 1)
         pending = []  # (cycle the data starts, address, beats) of granted bursts, in order
         beat = 0

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from hdl.descriptor import EngineConfig, Pool, plan_layer
+from hdl.descriptor import DESC_LATENCY, EngineConfig, Pool, plan_layer
 from hdl.engine.weights import WeightLoader
 
 W_ADDR, PARAM_ADDR = 0x1F40, 0x7FC0  # runs cross 4 KB boundaries; regions apart
@@ -39,7 +39,7 @@ def test_tables_and_weights_arrive_in_order(shape, out_ch, kernel, rows, depth):
 
     async def bench(ctx):
         ctx.set(dut.desc, f)
-        await ctx.tick()  # the descriptor is stable from a cycle before run
+        await ctx.tick().repeat(DESC_LATENCY)  # the descriptor holds from DESC_LATENCY before run
         ctx.set(dut.run, 1)
         pending, beat = [], 0
         w_read = 0  # weight beats requested from DDR

@@ -64,6 +64,7 @@ def _walk(x, k, c0, rows, pad_value):
     (9, 6, 3, 3, 3),  # a middle tile
     (9, 6, 3, 6, 3),  # the bottom tile
     (4, 1, 3, 0, 4),  # one column: left and right taps both pad
+    (3, 2, 3, 0, 3),  # two columns: every pixel ends or starts a row
     (1, 1, 3, 0, 1),  # one pixel: pass padded to min_pass
     (6, 5, 1, 2, 2),  # 1x1 kernel, no padding
 ])

@@ -8,7 +8,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from firmware.layout import fm_to_ddr
-from hdl.descriptor import EngineConfig, Pool, plan_layer
+from hdl.descriptor import DESC_LATENCY, EngineConfig, Pool, plan_layer
 from hdl.engine.writer import Writer
 
 OUT_ADDR = 0xF40  # not 4 KB aligned: runs cross a 4 KB boundary
@@ -56,7 +56,7 @@ def test_writer_puts_every_beat_where_the_layout_says(channels, hw, pool, int32,
 
     async def bench(ctx):
         ctx.set(dut.desc, plan.fields)
-        await ctx.tick()  # the descriptor is stable from a cycle before run
+        await ctx.tick().repeat(DESC_LATENCY)  # the descriptor holds from DESC_LATENCY before run
         ctx.set(dut.run, 1)
         fifo, pushed, aw, count = [], 0, None, 0
         for cycle in range(40_000):

@@ -40,8 +40,8 @@ class Compute(wiring.Component):
     Attributes
     ----------
     desc : In(Descriptor)
-        The layer; stable from one cycle before ``run`` rises until the layer ends
-        (:func:`hdl.descriptor.last_index`).
+        The layer; stable from :data:`~hdl.descriptor.DESC_LATENCY` cycles before ``run`` rises
+        until the layer ends (:func:`hdl.descriptor.last_index`).
     run, clear : In(1)
     weights : In(stream.Signature(data_width))
     ready : In(ArrayLayout(8, 2))

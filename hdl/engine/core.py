@@ -23,7 +23,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out, connect
 
 from hdl.axi import AXI4Signature, ReadArbiter, WishboneSignature
-from hdl.descriptor import DESCRIPTOR_WORDS, Descriptor, EngineConfig
+from hdl.descriptor import DESC_LATENCY, DESCRIPTOR_WORDS, Descriptor, EngineConfig
 from hdl.engine.accum import AccumulatorBanks
 from hdl.engine.compute import Compute
 from hdl.engine.drain import Drain
@@ -94,11 +94,12 @@ class EngineCore(wiring.Component):
         axi = self.axi
         # `top` holds layer control, errors and counters, reset by the domain's reset. `m` holds
         # the units, in a domain of their own on the same clock whose only reset is `starting`:
-        # the cycle after a layer is launched (so an aborted layer leaves no state) or after the
-        # domain's reset. A register, not the CSR decode nor an OR with the domain's reset,
-        # drives those ~1.8k reset inputs (the units' own `clear` inputs are the same signal,
-        # which yosys folds into it). The wide data registers (weights, requant parameters,
-        # sums) are `reset_less`: their validity travels in control state.
+        # the last cycle before the units run a launched layer (so an aborted layer leaves no
+        # state), or the cycle after the domain's reset. A register, not the CSR decode nor an
+        # OR with the domain's reset, drives those ~1.8k reset inputs (the units' own `clear`
+        # inputs are the same signal, which yosys folds into it). The wide data registers
+        # (weights, requant parameters, sums) are `reset_less`: their validity travels in
+        # control state.
         top = Module()
         m = Module()
 
@@ -107,10 +108,15 @@ class EngineCore(wiring.Component):
         abort = Signal()
         run = Signal()
         launch = Signal()  # the accepted start pulse
-        starting = Signal(init=1)  # the cycle after launch or reset: the datapath is cleared
-        top.d.comb += [launch.eq(self.start & ~self.busy),
-                       run.eq(self.busy & ~abort & ~starting)]
-        top.d.sync += starting.eq(launch)
+        # The cycles after a launch until the units' copies of the descriptor hold the layer
+        # (`woken[k]`: the launch was k + 1 cycles ago). The datapath is cleared in the last of
+        # them (`starting`, initially 1: the domain's reset clears it a cycle later too), so
+        # that registers the units reload from their copies every cycle start from the layer's.
+        woken = Signal(DESC_LATENCY, init=1 << (DESC_LATENCY - 1))
+        starting, waking = woken[-1], Signal()
+        top.d.comb += [launch.eq(self.start & ~self.busy), waking.eq(woken.any()),
+                       run.eq(self.busy & ~abort & ~waking)]
+        top.d.sync += woken.eq(Cat(launch, woken[:-1]))
         with top.If(launch):
             top.d.sync += [d.eq(self.desc), self.busy.eq(1), abort.eq(0), self.error.eq(0)]
 
@@ -216,19 +222,19 @@ class EngineCore(wiring.Component):
 
         # ---- completion ------------------------------------------------------------------
         quiet = (rd_outstanding == 0) & (wr_outstanding == 0) & ~axi.arvalid
-        finished = self.busy & ~launch & ~starting & (
+        finished = self.busy & ~launch & ~waking & (
             (writer.done & (wr_outstanding == 0)) | (abort & quiet & writer.idle))
         with top.If(finished):
             top.d.sync += self.busy.eq(0)
             top.d.comb += self.done.eq(1)
 
-        self._counters(top, launch, starting, comp, drain, r_fire)
+        self._counters(top, launch, waking, comp, drain, r_fire)
         top.domains.datapath = datapath = ClockDomain("datapath", local=True)
         top.d.comb += [datapath.clk.eq(ClockSignal()), datapath.rst.eq(starting)]
         top.submodules.datapath = DomainRenamer("datapath")(m)
         return top
 
-    def _counters(self, top, launch, starting, comp, drain, r_fire):
+    def _counters(self, top, launch, waking, comp, drain, r_fire):
         """Performance counters: each busy cycle in at most one of the six after ``cycles``
         (``docs/engine.md`` defines the attribution)."""
         cnt, axi, beat_bytes = self.counters, self.axi, self.cfg.data_width // 8
@@ -236,8 +242,8 @@ class EngineCore(wiring.Component):
             top.d.sync += cnt.eq(0)
         with top.Elif(self.busy):
             top.d.sync += cnt[0].eq(cnt[0] + 1)
-            with top.If(starting):
-                pass  # the units are being cleared: their flags may be an aborted layer's
+            with top.If(waking):
+                pass  # the units are cleared and wait for the layer: their flags are not its own
             with top.Elif(comp.issuing):
                 top.d.sync += cnt[1].eq(cnt[1] + 1)
             with top.Elif(~comp.running & comp.more):

@@ -45,8 +45,8 @@ class Drain(wiring.Component):
     Attributes
     ----------
     desc : In(Descriptor)
-        The layer; stable from one cycle before ``run`` rises until the layer ends
-        (:func:`hdl.descriptor.last_index`).
+        The layer; stable from :data:`~hdl.descriptor.DESC_LATENCY` cycles before ``run`` rises
+        until the layer ends (:func:`hdl.descriptor.last_index`).
     run : In(1)
     full : In(2)
         Bit ``b``: bank ``b`` holds a complete output-channel group.

@@ -151,8 +151,8 @@ class InputLoader(wiring.Component):
     Attributes
     ----------
     desc : In(Descriptor)
-        The layer; stable from one cycle before ``run`` rises until the layer ends
-        (:func:`hdl.descriptor.last_index`).
+        The layer; stable from :data:`~hdl.descriptor.DESC_LATENCY` cycles before ``run`` rises
+        until the layer ends (:func:`hdl.descriptor.last_index`).
     run : In(1)
         Requests are issued only while high.
     req : Out(ReadRequestSignature)

@@ -99,8 +99,8 @@ class WeightLoader(wiring.Component):
     Attributes
     ----------
     desc : In(Descriptor)
-        The layer; stable from one cycle before ``run`` rises until the layer ends
-        (:func:`hdl.descriptor.last_index`).
+        The layer; stable from :data:`~hdl.descriptor.DESC_LATENCY` cycles before ``run`` rises
+        until the layer ends (:func:`hdl.descriptor.last_index`).
     run : In(1)
     req : Out(ReadRequestSignature)
     r : In(stream.Signature(ReadBeat, always_ready=True))

@@ -30,8 +30,8 @@ class Writer(wiring.Component):
     Attributes
     ----------
     desc : In(Descriptor)
-        The layer; stable from one cycle before ``run`` rises until the layer ends
-        (:func:`hdl.descriptor.last_index`).
+        The layer; stable from :data:`~hdl.descriptor.DESC_LATENCY` cycles before ``run`` rises
+        until the layer ends (:func:`hdl.descriptor.last_index`).
     run, abort : In(1)
     aw*, w*, b* : the write channels of :class:`hdl.axi.AXI4Signature`
     fifo_data, fifo_level : In
