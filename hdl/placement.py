@@ -1,0 +1,96 @@
+"""Where nextpnr put each unit of the engine: a PNG map of the placed netlist and each unit's
+extent, for reading a timing run at a glance (``make timing`` writes both).
+
+nextpnr's JSON after placement (``--write``) keeps every cell under its netlist name, which
+starts with the RTL hierarchy (``sequencer.engine.core.datapath.compute.window.…``), and records
+its site in the ``NEXTPNR_BEL`` attribute (``X<column>/Y<row>/<bel>``). The routed delays of the
+slowest paths follow the distances on this map far more than their logic depth.
+"""
+
+import re
+from collections import defaultdict
+from pathlib import Path
+
+__all__ = ["placed_units", "plot_placement", "unit_of", "unit_extents"]
+
+_DATAPATH = "sequencer.engine.core.datapath."
+#: Units of the compute unit shown on their own: the rest of it is its pass control.
+_COMPUTE_PARTS = ("window", "mac")
+_BEL = re.compile(r"X(\d+)/Y(\d+)/")
+
+
+def unit_of(cell: str) -> str:
+    """The unit a netlist cell belongs to, from its hierarchical name: a datapath unit
+    (``drain``, ``compute.window``), ``engine`` (the engine's layer control, CSRs, parameter
+    tables and the datapath's own registers), ``sequencer``, or ``harness`` (anything outside
+    the sequencer)."""
+    name = cell.lstrip("\\")
+    if name.startswith(_DATAPATH):
+        parts = name[len(_DATAPATH):].split(".")
+        if len(parts) == 1:  # the datapath's own registers (the parameter tables' beats)
+            return "engine"
+        if parts[0] == "compute" and parts[1] in _COMPUTE_PARTS:
+            return f"compute.{parts[1]}"
+        return parts[0]
+    if name.startswith("sequencer.engine."):
+        return "engine"
+    if name.startswith("sequencer."):
+        return "sequencer"
+    return "harness"
+
+
+def placed_units(netlist: dict) -> dict[str, list[tuple[int, int, str]]]:
+    """``{unit: [(column, row, cell type), ...]}`` of every placed cell of nextpnr's JSON
+    ``netlist`` (cells without a site are left out)."""
+    units = defaultdict(list)
+    for module in netlist["modules"].values():
+        for name, cell in module.get("cells", {}).items():
+            found = _BEL.match(str(cell.get("attributes", {}).get("NEXTPNR_BEL", "")))
+            if found:
+                units[unit_of(name)].append((int(found[1]), int(found[2]), cell["type"]))
+    return dict(units)
+
+
+def unit_extents(units: dict) -> dict[str, dict]:
+    """Each unit's cell count and the columns and rows holding its middle 80 % of cells:
+    ``{unit: {"cells": n, "x": (lo, hi), "y": (lo, hi)}}`` (10th and 90th percentiles, so a few
+    far cells, such as a block RAM at the chip's edge, do not hide where the unit is)."""
+    extents = {}
+    for unit, cells in units.items():
+        n = len(cells)
+        xs, ys = sorted(c[0] for c in cells), sorted(c[1] for c in cells)
+        lo, hi = n // 10, (9 * n) // 10 if n >= 10 else n - 1
+        extents[unit] = {"cells": n, "x": (xs[lo], xs[hi]), "y": (ys[lo], ys[hi])}
+    return extents
+
+
+def plot_placement(units: dict, path, title: str) -> Path:
+    """Draw ``units`` (from :func:`placed_units`) as a map, one colour per unit, hard blocks
+    (DSP slices, block RAMs) as larger squares; write it to ``path`` (PNG) and return it."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(13, 9))
+    colours = plt.get_cmap("tab20")
+    for k, (unit, cells) in enumerate(sorted(units.items(), key=lambda u: -len(u[1]))):
+        colour = colours(k % 20)
+        soft = [(x, y) for x, y, kind in cells if kind not in ("MULT18X18D", "DP16KD")]
+        hard = [(x, y) for x, y, kind in cells if kind in ("MULT18X18D", "DP16KD")]
+        if soft:
+            ax.scatter(*zip(*soft, strict=True), s=3, color=colour, alpha=0.5,
+                       label=f"{unit} ({len(cells)})")
+        if hard:
+            ax.scatter(*zip(*hard, strict=True), s=40, marker="s", color=colour,
+                       edgecolors="black", linewidths=0.5,
+                       label=None if soft else f"{unit} ({len(cells)})")
+    ax.invert_yaxis()  # row 0 at the top, as nextpnr numbers them
+    ax.set_xlabel("column")
+    ax.set_ylabel("row")
+    ax.set_title(title + " (squares: DSP slices and block RAMs)")
+    ax.legend(markerscale=3, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
