@@ -11,7 +11,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-__all__ = ["placed_units", "plot_placement", "unit_of", "unit_extents"]
+__all__ = ["placed_units", "plot_placement", "unit_of", "unit_extents", "widest_signals"]
 
 _DATAPATH = "sequencer.engine.core.datapath."
 #: Units of the compute unit shown on their own: the rest of it is its pass control.
@@ -94,3 +94,56 @@ def plot_placement(units: dict, path, title: str) -> Path:
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
+
+
+def _signal_of(net: str) -> str:
+    """The RTL signal a netlist net comes from: the name without yosys's and nextpnr's
+    suffixes and without the bit index (``sequencer.engine.core.p_data``)."""
+    name = net.lstrip("\\").split("$")[0].rstrip(".")
+    name = re.sub(r"_TRELLIS_\w+$", "", name)
+    return re.sub(r"(\[\d+\]|__\d+)+$", "", name) or net
+
+
+def widest_signals(netlist: dict, n: int = 8) -> list[dict]:
+    """The ``n`` RTL signals whose placed nets demand the most routing: for every net, the
+    half-perimeter of the box around its driver and loads (in tiles), summed over the nets of
+    one signal (its bits, its copies). ``[{"signal", "nets", "loads", "widest", "total"}]``,
+    largest ``total`` first; ``widest`` is the largest single net's half-perimeter.
+
+    The placer minimises exactly this sum, so a signal high in this list is one whose
+    connections the design itself spreads over the die (a broadcast to every DSP row, a table
+    read by every lane), which no placement can shorten."""
+    sites = {}
+    for module in netlist["modules"].values():
+        for name, cell in module.get("cells", {}).items():
+            found = _BEL.match(str(cell.get("attributes", {}).get("NEXTPNR_BEL", "")))
+            if found:
+                sites[name] = (int(found[1]), int(found[2]))
+    signals = {}
+    for module in netlist["modules"].values():
+        pins = defaultdict(list)  # net bit -> sites of the cells on it
+        for name, cell in module.get("cells", {}).items():
+            if name not in sites:
+                continue
+            for bits in cell["connections"].values():
+                for bit in bits:
+                    if isinstance(bit, int):
+                        pins[bit].append(sites[name])
+        names = {}
+        for net, info in module.get("netnames", {}).items():
+            for bit in info["bits"]:
+                if isinstance(bit, int) and (bit not in names or len(net) < len(names[bit])):
+                    names[bit] = net
+        for bit, at in pins.items():
+            if len(at) < 2 or bit not in names:
+                continue
+            xs, ys = [p[0] for p in at], [p[1] for p in at]
+            span = max(xs) - min(xs) + max(ys) - min(ys)
+            entry = signals.setdefault(_signal_of(names[bit]), {"nets": 0, "loads": 0,
+                                                                 "widest": 0, "total": 0})
+            entry["nets"] += 1
+            entry["loads"] += len(at) - 1
+            entry["widest"] = max(entry["widest"], span)
+            entry["total"] += span
+    ranked = sorted(signals.items(), key=lambda kv: -kv[1]["total"])[:n]
+    return [{"signal": name, **entry} for name, entry in ranked]

