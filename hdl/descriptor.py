@@ -43,9 +43,9 @@ def last_index(m, count, *, name):
     and then a compare.
 
     Reloaded every cycle, and without reset: the engine loads the descriptor at the launch, the
-    units run from ``DESC_LATENCY + 1`` >= 3 cycles after it (the cycle after it resets them),
-    so the register holds the layer's value from their first running cycle on, and the reset
-    cannot clear it.
+    units run from ``DESC_LATENCY + 1`` >= 3 cycles after it (the cycle before that resets
+    them), so the register holds the layer's value from their first running cycle on, and the
+    reset cannot clear it.
     """
     last = Signal(len(count), name=name, reset_less=True)
     m.d.sync += last.eq(count - 1)
@@ -67,8 +67,8 @@ def unit_descriptor(m, desc):
     ``tile_pix`` took 13.7 ns from its copy to its adders (routed ``0d95c01``). With two, each
     half of the distance has a cycle.
 
-    ``desc`` changes only at a launch; the units are reset the cycle after it and run from
-    ``DESC_LATENCY + 1`` cycles after it, when the copy holds the layer.
+    ``desc`` changes only at a launch; the units are reset ``DESC_LATENCY`` cycles after it and
+    run from the next cycle, the first in which the copy holds the layer.
     """
     value = desc.as_value()
     for k in range(DESC_LATENCY):

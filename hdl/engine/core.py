@@ -110,8 +110,10 @@ class EngineCore(wiring.Component):
         launch = Signal()  # the accepted start pulse
         # The cycles after a launch until the units' copies of the descriptor hold the layer
         # (`woken[k]`: the launch was k + 1 cycles ago). The datapath is cleared in the last of
-        # them (`starting`, initially 1: the domain's reset clears it a cycle later too), so
-        # that registers the units reload from their copies every cycle start from the layer's.
+        # them (`starting`, initially 1: the domain's reset clears it a cycle later too): the
+        # units leave reset in the first cycle their copies hold the layer. (Cleared earlier, a
+        # register with a reset that the units reload from their copy every cycle would carry
+        # the previous layer's value into the run: the same job took 427 or 426 cycles.)
         woken = Signal(DESC_LATENCY, init=1 << (DESC_LATENCY - 1))
         starting, waking = woken[-1], Signal()
         top.d.comb += [launch.eq(self.start & ~self.busy), waking.eq(woken.any()),
