@@ -47,6 +47,10 @@ def register_cli(subparsers) -> None:
                              "stay in DDR after the run")
     parser.add_argument("--image", type=Path,
                         help="letterbox and quantize this image into the input segment")
+    parser.add_argument("--no-pack-taps", dest="pack_taps", action="store_false",
+                        help="run a first 3x3 layer of fewer channels than P_ic unpacked "
+                             "(docs/engine.md, \"Tap packing\"): more passes, a 4x smaller "
+                             "input map")
     parser.set_defaults(func=cmd_compile)
 
 
@@ -66,7 +70,7 @@ def cmd_compile(args) -> int:
     if args.image is not None:
         x_q = quantize_input(prepare_input(args.image, qnet.input_shape)[0])
     program = compile_network(qnet, cfg, memory_size=args.memory_size, reuse=not args.no_reuse,
-                              alignment=args.alignment, x_q=x_q)
+                              alignment=args.alignment, x_q=x_q, pack_taps=args.pack_taps)
     blob = program_to_bytes(program)
     args.output.write_bytes(blob)
 
@@ -78,16 +82,20 @@ def cmd_compile(args) -> int:
         print(f"{seg.name:<16} {seg.kind.name.lower():<12} {seg.addr:>#10x} {seg.size:>10}  "
               f"{first}..{last}")
     print()
-    print(f"{'#':>2} {'darknet':<8} {'in':<13} {'out':<13} {'k':>1} {'pool':<4} {'out':<5} "
+    print(f"{'#':>2} {'darknet':<8} {'in':<13} {'out':<13} {'k':<2} {'pool':<4} {'out':<5} "
           f"{'tiles':>5} {'og':>3}  {'in_addr':>10} {'out_addr':>10} {'w_addr':>10} "
           f"{'param_addr':>10}")
     for i, (layer, d) in enumerate(zip(program.layers, descriptors(program), strict=True)):
         tiles = -(-d["out_height"] // d["tile_rows"])
         print(f"{i:>2} {layer.covers:<8} {'x'.join(map(str, layer.in_shape)):<13} "
-              f"{'x'.join(map(str, layer.out_shape)):<13} {layer.kernel:>1} "
+              f"{'x'.join(map(str, layer.out_shape)):<13} {layer.kernel:>1}"
+              f"{'p' if layer.taps_packed else ' '}"
               f"{Pool(d['pool']).name:<4} {'int32' if d['out_int32'] else 'int8':<5} "
               f"{tiles:>5} {d['og_passes']:>3}  {d['in_addr']:>#10x} {d['out_addr']:>#10x} "
               f"{d['w_addr']:>#10x} {d['param_addr']:>#10x}")
+    if any(layer.taps_packed for layer in program.layers):
+        print("k = 3p: tap-packed, a 1x1 convolution of the input's 3x3 neighbourhoods "
+              "(docs/engine.md, \"Tap packing\")")
     print()
     saved = program.footprint_without_reuse - program.footprint
     print(f"DDR footprint: {program.footprint} bytes ({program.footprint / 2**20:.2f} MiB) "

@@ -2,7 +2,9 @@
 
 Three steps:
 
-1. **Fuse.** Each convolution becomes one engine layer, together with the maxpool that follows it
+1. **Fuse.** Each convolution becomes one engine layer (a first 3x3 layer of fewer channels than
+   ``p_ic`` tap-packed: a 1x1 convolution of its input's neighbourhoods, ``docs/engine.md``,
+   "Tap packing"), together with the maxpool that follows it
    (the engine pools after requantization: size 2 stride 2 is ``Pool.P2S2``, size 2 stride 1 is
    ``Pool.P2S1``) or the x2 upsample that follows it (on the write). A maxpool whose input is
    also read elsewhere runs as identity 1x1 convolutions instead (:func:`_fuse`). Convolutions
@@ -23,12 +25,13 @@ completes.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
 
-from firmware.layout import fm_to_ddr, params_to_ddr, weights_to_ddr
+from firmware.layout import fm_to_ddr, pack_tap_weights, params_to_ddr, weights_to_ddr
 from firmware.program import (
     HOST_BEFORE,
     Program,
@@ -131,6 +134,16 @@ class _Step(NamedTuple):
     source: int  # darknet index of the map it reads; -1: the network input
     upsample: bool = False
     group: int = 0  # first channel group it reads and writes within those maps (identity slices)
+    taps_packed: bool = False  # reads the network input tap-packed, as a 1x1 convolution
+
+    @property
+    def engine_conv(self) -> QuantConv:
+        """The convolution the engine runs: ``conv``, or its 1x1 form on the tap-packed map."""
+        if not self.taps_packed:
+            return self.conv
+        c, h, w = self.conv.in_shape
+        return dataclasses.replace(self.conv, in_shape=(c * self.conv.size ** 2, h, w), size=1,
+                                   padding=0, weight=pack_tap_weights(self.conv.weight))
 
     @property
     def out_index(self) -> int:
@@ -175,7 +188,15 @@ def _identity_conv(channels: int, hw: tuple[int, int], scale: float) -> QuantCon
                      ones.astype(np.float64), scale, False)
 
 
-def _fuse(qnet: QuantizedNetwork, cfg: EngineConfig) -> list[_Step]:
+def _packs_taps(index: int, conv: QuantConv, cfg: EngineConfig) -> bool:
+    """Whether convolution ``index`` runs tap-packed: it reads the network input, which the host
+    then writes packed (only layer 0 does: a darknet route names layers, not the input), and
+    packing its taps into lanes takes fewer passes."""
+    c, k = conv.in_shape[0], conv.size
+    return index == 0 and -(-c * k * k // cfg.p_ic) < -(-c // cfg.p_ic) * k * k
+
+
+def _fuse(qnet: QuantizedNetwork, cfg: EngineConfig, pack_taps: bool) -> list[_Step]:
     """The engine layers of ``qnet``, or a :class:`CompileError` naming the layer it cannot map.
 
     A maxpool fuses into the convolution before it, unless something else reads that
@@ -198,7 +219,8 @@ def _fuse(qnet: QuantizedNetwork, cfg: EngineConfig) -> list[_Step]:
                 raise CompileError(
                     f"layer {index}: the engine runs 1x1 and 3x3 stride-1 'same' convolutions, "
                     f"not size {layer.size} stride {layer.stride} padding {layer.padding}")
-            steps.append(_Step(index, layer, None, Pool.NONE, index - 1))
+            packed = pack_taps and _packs_taps(index, layer, cfg)
+            steps.append(_Step(index, layer, None, Pool.NONE, index - 1, taps_packed=packed))
         elif isinstance(layer, QuantMaxpool):
             if not plain:
                 raise CompileError(f"layer {index}: a maxpool must follow a convolution to be "
@@ -273,7 +295,8 @@ def _place(qnet: QuantizedNetwork, steps: list[_Step],
         Darknet index (-1: the input) -> (index into ``buffers``, first channel group).
     """
     layers = qnet.layers
-    every = [_Buffer(-1, qnet.input_shape, 1)]
+    packed = [step.engine_conv.in_shape for step in steps if step.taps_packed]
+    every = [_Buffer(-1, packed[0] if packed else qnet.input_shape, 1)]
     views = {-1: (0, 0)}
     for step in steps:
         if step.out_index not in views:
@@ -336,7 +359,8 @@ def _place(qnet: QuantizedNetwork, steps: list[_Step],
 
 def compile_network(qnet: QuantizedNetwork, cfg: EngineConfig, *,
                     memory_size: int = DEFAULT_MEMORY_SIZE, reuse: bool = True,
-                    alignment: int = DEFAULT_ALIGNMENT, x_q: np.ndarray | None = None) -> Program:
+                    alignment: int = DEFAULT_ALIGNMENT, x_q: np.ndarray | None = None,
+                    pack_taps: bool = True) -> Program:
     """Compile ``qnet`` for the engine ``cfg``.
 
     Parameters
@@ -353,6 +377,10 @@ def compile_network(qnet: QuantizedNetwork, cfg: EngineConfig, *,
         Byte alignment of every segment, a multiple of the AXI beat (``cfg.p_ic`` bytes).
     x_q : int8 array, shape ``qnet.input_shape``, optional
         Network input to place in the image; without it the input segment has no payload.
+    pack_taps : bool
+        Run a first 3x3 layer of fewer channels than ``p_ic`` tap-packed (``docs/engine.md``,
+        "Tap packing"): about 2.2x fewer of its passes, for an input map ``K·K`` channels wide
+        that the host writes (4x the bytes of the plain one at 3 channels).
 
     Returns
     -------
@@ -368,7 +396,7 @@ def compile_network(qnet: QuantizedNetwork, cfg: EngineConfig, *,
         raise CompileError(f"alignment {alignment} is not a multiple of the {cfg.p_ic}-byte beat")
     if x_q is not None and tuple(x_q.shape) != tuple(qnet.input_shape):
         raise CompileError(f"input shape {x_q.shape}, the network expects {qnet.input_shape}")
-    steps = _fuse(qnet, cfg)
+    steps = _fuse(qnet, cfg, pack_taps)
     n = len(steps)
     group = cfg.p_ic
     segments: list[Segment] = []
@@ -383,7 +411,7 @@ def compile_network(qnet: QuantizedNetwork, cfg: EngineConfig, *,
     cursor = desc_bytes
     const_ids: dict[str, list[int]] = {}
     for step in steps:
-        conv, name = step.conv, step.constants
+        conv, name = step.engine_conv, step.constants
         if name in const_ids:
             continue
         wts = weights_to_ddr(conv.weight, cfg.p_ic, cfg.p_oc)
@@ -402,11 +430,10 @@ def compile_network(qnet: QuantizedNetwork, cfg: EngineConfig, *,
     buffers, views = _place(qnet, steps, group)
     offsets = allocate([(_fm_bytes(b.shape, b.itemsize, group), b.first, b.last)
                         for b in buffers], alignment, reuse)
-    input_data = None if x_q is None else fm_to_ddr(np.asarray(x_q, np.int8), group)
     buffer_ids = []
     for buf, offset in zip(buffers, offsets, strict=True):
         if buf.index == -1:
-            name, kind, data = "input", SegmentKind.INPUT, input_data
+            name, kind, data = "input", SegmentKind.INPUT, None
         else:
             name, data = f"layer{buf.index:02d}.out", None
             kind = SegmentKind.OUTPUT if buf.last == n else SegmentKind.FEATURE_MAP
@@ -424,13 +451,15 @@ def compile_network(qnet: QuantizedNetwork, cfg: EngineConfig, *,
             step.conv_index, step.pool_index, tuple(conv.in_shape), out_shape, conv.size,
             step.pool, conv.output_int32, buffer_ids[in_buf], buffer_ids[out_buf],
             *const_ids[step.constants],
-            step.upsample, in_group + step.group, out_group + step.group)
+            step.upsample, in_group + step.group, out_group + step.group, step.taps_packed)
+        engine = step.engine_conv
         w_seg, p_seg = segments[layer.weight_segment], segments[layer.param_segment]
         try:
             plan = plan_layer(
-                cfg, conv.in_shape, conv.out_shape[0], conv.size, step.pool, conv.output_int32,
+                cfg, engine.in_shape, conv.out_shape[0], engine.size, step.pool,
+                conv.output_int32,
                 in_addr=map_addr(segments[layer.input_segment], layer.input_group,
-                                 layer.in_shape, group, np.int8),
+                                 layer.engine_in_shape, group, np.int8),
                 out_addr=map_addr(segments[layer.output_segment], layer.output_group,
                                   layer.out_shape, group, layer.out_dtype),
                 w_addr=w_seg.addr, param_addr=p_seg.addr, upsample=step.upsample)
@@ -438,6 +467,11 @@ def compile_network(qnet: QuantizedNetwork, cfg: EngineConfig, *,
         except ValueError as exc:
             raise CompileError(f"layer {step.index}: {exc}") from exc
         layers.append(layer)
+    if x_q is not None:
+        seg = segments[layers[0].input_segment]
+        x = np.asarray(x_q, np.int8)
+        segments[layers[0].input_segment] = dataclasses.replace(
+            seg, data=fm_to_ddr(layers[0].engine_input(x), group))
     desc = add(Segment("descriptors", SegmentKind.DESCRIPTORS, 0, desc_bytes, HOST_BEFORE, n,
                        np.asarray(words, "<u4").tobytes()))
     program = Program(cfg, layers, segments, desc, alignment)

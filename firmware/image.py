@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 MAGIC = b"OWLETPRG"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _PAYLOAD_ALIGN = 8
 
 
@@ -84,7 +84,8 @@ LAYER_ENTRY = _struct([
     ("param_segment", "<u2", 26),
     ("input_group", "<u2", 28),
     ("output_group", "<u2", 30),
-], 32)
+    ("taps_packed", "u1", 32),
+], 36)
 #: One DDR segment of the memory map.
 SEGMENT_ENTRY = _struct([
     ("name", "S24", 0),
@@ -142,6 +143,7 @@ def program_to_bytes(program: Program) -> bytes:
         entry["pool_index"] = -1 if layer.pool_index is None else layer.pool_index
         entry["kernel"], entry["pool"] = layer.kernel, layer.pool.value
         entry["out_int32"], entry["upsample"] = layer.out_int32, layer.upsample
+        entry["taps_packed"] = layer.taps_packed
         entry["in_shape"], entry["out_shape"] = layer.in_shape, layer.out_shape
         for name in ("input_segment", "output_segment", "weight_segment", "param_segment",
                      "input_group", "output_group"):
@@ -281,7 +283,7 @@ def program_from_bytes(blob: bytes, cfg: EngineConfig, memory_size: int = DEFAUL
             input_segment=int(e["input_segment"]), output_segment=int(e["output_segment"]),
             weight_segment=int(e["weight_segment"]), param_segment=int(e["param_segment"]),
             upsample=bool(e["upsample"]), input_group=int(e["input_group"]),
-            output_group=int(e["output_group"]),
+            output_group=int(e["output_group"]), taps_packed=bool(e["taps_packed"]),
         ) for e in layers],
         segments=[Segment(
             name=e["name"].decode("ascii"), kind=SegmentKind(int(e["kind"])),

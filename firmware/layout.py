@@ -9,6 +9,9 @@ executor read them back. Every ``*_to_ddr`` has its inverse ``*_from_ddr`` here.
   An int8 pixel group is one 64-bit beat; an int32 group is four.
 - **Weights** (int8): ``[ceil(O/P_oc)][ceil(C/P_ic)][K*K][P_oc][P_ic]``, zero-padded channels:
   the order in which the weight loader streams them into the MAC array.
+- **Tap-packed input** (a first layer of fewer channels than ``P_ic``, docs/engine.md, "Tap
+  packing"): the feature-map layout of :func:`pack_taps`'s ``C·K·K``-channel map, which a 1x1
+  convolution with :func:`pack_tap_weights` turns into the layer's ``K × K`` convolution.
 - **Requant table**: per output channel (padded to a multiple of ``P_oc``) two little-endian
   64-bit words, ``bias | shift << 32`` and ``m_pos | m_neg << 16``. Padded channels hold shift 1
   and zeros elsewhere, so they requantize to 0 (docs/fixed-point.md).
@@ -18,9 +21,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from model.windows import im2col
+
 __all__ = [
     "fm_from_ddr",
     "fm_to_ddr",
+    "pack_tap_weights",
+    "pack_taps",
     "params_from_ddr",
     "params_to_ddr",
     "weights_from_ddr",
@@ -68,6 +75,43 @@ def fm_from_ddr(raw, shape: tuple[int, int, int], dtype=np.int8, group: int = 8)
     arr = np.frombuffer(bytes(raw), dtype=np.dtype(dtype).newbyteorder("<"))
     arr = arr[:groups * h * w * group].reshape(groups, h, w, group).transpose(0, 3, 1, 2)
     return arr.reshape(groups * group, h, w)[:c].astype(dtype)
+
+
+def pack_taps(x: np.ndarray, kernel: int) -> np.ndarray:
+    """The ``kernel × kernel`` 'same' neighbourhood of every pixel, as channels.
+
+    Channel ``(c·K + ky)·K + kx`` of pixel ``(y, x)`` is input channel ``c`` at
+    ``(y + ky - K//2, x + kx - K//2)``, zero outside the map (the engine's pad value, 0): the
+    rows of :func:`model.windows.im2col`, one column per pixel. A 1x1 convolution of this map
+    with :func:`pack_tap_weights` sums the same products as the ``K × K`` convolution of ``x``:
+    the first layer's 3 channels fill 27 of 32 lanes in 4 passes instead of 3 of 8 in 9.
+
+    Parameters
+    ----------
+    x : integer array, shape (C, H, W)
+    kernel : odd int ``K``
+
+    Returns
+    -------
+    array of ``x.dtype``, shape (K·K·C, H, W)
+    """
+    c, h, w = x.shape
+    return im2col(x, kernel, 1, kernel // 2).reshape(c * kernel * kernel, h, w)
+
+
+def pack_tap_weights(w: np.ndarray) -> np.ndarray:
+    """The 1x1 weights that read :func:`pack_taps`'s map as ``w`` reads the plain one.
+
+    Parameters
+    ----------
+    w : int8 array, shape (O, C, K, K)
+
+    Returns
+    -------
+    int8 array, shape (O, C·K·K, 1, 1): input channel ``(c·K + ky)·K + kx`` is ``w[:, c, ky, kx]``
+    """
+    o, c, k, _ = w.shape
+    return w.reshape(o, c * k * k, 1, 1)
 
 
 def weights_to_ddr(w: np.ndarray, p_ic: int, p_oc: int) -> bytes:

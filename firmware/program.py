@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from firmware.layout import fm_from_ddr, fm_to_ddr
+from firmware.layout import fm_from_ddr, fm_to_ddr, pack_taps
 from hdl.descriptor import EngineConfig, Pool
 
 __all__ = [
@@ -106,6 +106,10 @@ class ProgramLayer:
     input_group, output_group : int
         First channel group of the input (output) map within its segment: a route's sources sit
         side by side in one buffer, and an identity layer covers ``p_oc`` channels of its map.
+    taps_packed : bool
+        The layer reads the network input tap-packed (:func:`firmware.layout.pack_taps`) and
+        runs on the engine as a 1x1 convolution of :attr:`engine_in_shape` (``docs/engine.md``,
+        "Tap packing"); ``in_shape`` and ``kernel`` stay the darknet layer's.
     """
 
     conv_index: int | None
@@ -122,6 +126,17 @@ class ProgramLayer:
     upsample: bool = False
     input_group: int = 0
     output_group: int = 0
+    taps_packed: bool = False
+
+    @property
+    def engine_in_shape(self) -> tuple[int, int, int]:
+        """The map the engine reads: ``in_shape``, or ``K·K`` times its channels tap-packed."""
+        c, h, w = self.in_shape
+        return (c * self.kernel ** 2, h, w) if self.taps_packed else self.in_shape
+
+    def engine_input(self, x: np.ndarray) -> np.ndarray:
+        """The map the engine reads for the layer's input ``x`` (C, H, W): ``x``, or tap-packed."""
+        return pack_taps(x, self.kernel) if self.taps_packed else x
 
     @property
     def output_index(self) -> int:
@@ -227,7 +242,7 @@ class Program:
         if len(mem) < seg.end:
             raise ValueError(f"write_input: the memory has {len(mem)} bytes, the input segment "
                              f"'{seg.name}' ends at {seg.end}")
-        mem[seg.addr:seg.end] = fm_to_ddr(x_q, self.config.p_ic)
+        mem[seg.addr:seg.end] = fm_to_ddr(self.layers[0].engine_input(x_q), self.config.p_ic)
 
     def read_output(self, mem, index: int) -> np.ndarray:
         """Layer ``index``'s output from ``mem``: int8 or int32 array ``layers[index].out_shape``.
@@ -253,11 +268,15 @@ class Program:
 
     def read_input(self, mem, index: int) -> np.ndarray:
         """The int8 map layer ``index`` reads from ``mem``, shape ``layers[index].in_shape``: the
-        network input, a previous layer's output, or a route's concatenation."""
+        network input, a previous layer's output, or a route's concatenation. Of a tap-packed
+        input, the centre tap: the input itself."""
         layer = self.layers[index]
         seg = self.segments[layer.input_segment]
-        addr = map_addr(seg, layer.input_group, layer.in_shape, self.config.p_ic, np.int8)
-        return fm_from_ddr(mem[addr:seg.end], layer.in_shape, np.int8, self.config.p_ic)
+        shape = layer.engine_in_shape
+        addr = map_addr(seg, layer.input_group, shape, self.config.p_ic, np.int8)
+        x = fm_from_ddr(mem[addr:seg.end], shape, np.int8, self.config.p_ic)
+        taps = layer.kernel ** 2 if layer.taps_packed else 1
+        return x[taps // 2::taps]  # channel c's centre tap is channel c·taps + taps // 2
 
     @property
     def outputs(self) -> list[int]:

@@ -55,6 +55,10 @@ def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ddr-bandwidth", type=_bandwidth, metavar="BYTES",
                         help="DDR read bytes per cycle, at most one 64-bit beat (default: 8, or "
                              "the --board memory's at the clock)")
+    parser.add_argument("--no-pack-taps", dest="pack_taps", action="store_false",
+                        help="run a first 3x3 layer of 3 channels as 9 passes of 3 lanes, not "
+                             "tap-packed as 4 passes of 27 (docs/engine.md, \"Tap packing\"): "
+                             "its input map is then 4x smaller")
 
 
 def register_cli(subparsers) -> None:
@@ -126,6 +130,7 @@ def cmd_sim(args) -> int:
         sim=args.sim, waves=args.waves,
         ddr_latency=args.ddr_latency, ddr_bytes_per_cycle=args.ddr_bandwidth or 8.0,
         backpressure=args.backpressure, seed=args.seed, reuse=not args.no_reuse,
+        pack_taps=args.pack_taps,
         thresh=args.thresh,
         clock_mhz=engine_clock_mhz(args.clock_mhz)[0], outdir=args.outdir,
         run_name="cosim-full" if args.full else "cosim")
@@ -169,7 +174,7 @@ def cmd_perf(args) -> int:
     bandwidth = args.ddr_bandwidth or board.bytes_per_cycle(clock)
     perf = PerfConfig(clock_mhz=clock, ddr_bytes_per_cycle=bandwidth,
                       ddr_latency=args.ddr_latency)
-    program = compile_network(qnet, cfg)
+    program = compile_network(qnet, cfg, pack_taps=args.pack_taps)
     layers = predict_program(program, perf)
     peak = cfg.p_ic * cfg.p_oc
     print(f"engine P_ic={cfg.p_ic} x P_oc={cfg.p_oc} ({peak} MAC/cycle) at {clock:g} MHz "
@@ -203,5 +208,13 @@ def cmd_perf(args) -> int:
           f"minimum {minimum}")
     print(f"fps: compute-bound {hz / compute:.2f}, memory-bound {hz / memory:.2f}, roofline "
           f"{hz / roofline:.2f}; the model is {cycles / roofline - 1:+.1%} above the roofline")
+    # Packing trades the first layer's passes for 4x its input bytes: which wins depends on the
+    # memory, so say what the other choice would give on this one.
+    other = compile_network(qnet, cfg, pack_taps=not args.pack_taps)
+    if other.layers[0].taps_packed != program.layers[0].taps_packed:
+        alt = program_cycles(predict_program(other, perf), cfg, perf)
+        flag = "--no-pack-taps" if args.pack_taps else "without --no-pack-taps"
+        print(f"tap packing: first layer {'' if args.pack_taps else 'not '}packed; {flag}: "
+              f"{hz / alt:.2f} fps ({'faster' if alt < cycles else 'slower'} on {board.name})")
     print(f"perf: projected {hz / cycles:.2f} fps at {clock:g} MHz on {board.name}")
     return 0

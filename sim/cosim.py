@@ -322,6 +322,7 @@ class CosimOptions:
     backpressure: float = 0.0
     seed: int = 0
     reuse: bool = True
+    pack_taps: bool = True
     thresh: float = DETECTION_THRESH
     clock_mhz: float | None = None
     outdir: Path = BUILD_ROOT
@@ -523,7 +524,7 @@ def run_cosim(opts=None, *, log=print):
     cfg = EngineConfig(p_oc=opts.p_oc)
     qnet, x, image_size, image = load_model(opts)
     x_q = quantize_input(x)
-    program = compile_network(qnet, cfg, reuse=opts.reuse, x_q=x_q)
+    program = compile_network(qnet, cfg, reuse=opts.reuse, x_q=x_q, pack_taps=opts.pack_taps)
     golden = forward_int(qnet, x_q)
     expected = [golden[layer.output_index][program.output_channels(i)]
                 for i, layer in enumerate(program.layers)]

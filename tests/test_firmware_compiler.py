@@ -7,9 +7,11 @@ import pytest
 
 from firmware.compiler import CompileError, allocate, compile_network
 from firmware.executor import descriptors
+from firmware.layout import fm_to_ddr, pack_tap_weights, pack_taps
 from firmware.program import HOST_BEFORE, SegmentKind
 from hdl.descriptor import EngineConfig, Pool
 from model.darknet import parse_cfg
+from model.golden import conv2d_int_naive
 from model.quant import QuantConv, QuantizedNetwork, QuantMaxpool
 from model.zoo import TINY_YOLO_VOC_CFG
 
@@ -154,7 +156,7 @@ def test_descriptor_extents_are_the_segments(reference_quantized, voc_geometry):
                 }
                 for index, (addr, size) in extents.items():
                     assert (segs[index].addr, segs[index].size) == (addr, size)
-                c, h, w = layer.in_shape
+                c, h, w = layer.engine_in_shape  # the descriptor's: tap-packed or not
                 o = layer.out_shape[0]
                 assert segs[layer.weight_segment].size == \
                     -(-o // cfg.p_oc) * cfg.p_oc * -(-c // cfg.p_ic) * cfg.p_ic * k2
@@ -195,3 +197,72 @@ def test_refuses_what_the_engine_cannot_run(reference_quantized):
                                            f"{footprint - 1}"):
         compile_network(qnet, CFG, memory_size=footprint - 1)
     assert compile_network(qnet, CFG, memory_size=footprint).footprint == footprint
+
+
+def test_pack_taps_is_each_pixels_neighbourhood():
+    """Naive loops: channel (c·3 + ky)·3 + kx of pixel (y, x) is x[c, y + ky - 1, x + kx - 1],
+    0 outside the map."""
+    rng = np.random.default_rng(5)
+    x = rng.integers(-128, 128, (3, 4, 5), dtype=np.int8)
+    packed = pack_taps(x, 3)
+    assert packed.shape == (27, 4, 5) and packed.dtype == np.int8
+    for c in range(3):
+        for ky in range(3):
+            for kx in range(3):
+                for y in range(4):
+                    for xx in range(5):
+                        yy, xs = y + ky - 1, xx + kx - 1
+                        inside = 0 <= yy < 4 and 0 <= xs < 5
+                        assert packed[(c * 3 + ky) * 3 + kx, y, xx] == (
+                            x[c, yy, xs] if inside else 0), (c, ky, kx, y, xx)
+
+
+def test_a_1x1_convolution_of_packed_taps_is_the_3x3_convolution():
+    rng = np.random.default_rng(6)
+    x = rng.integers(-128, 128, (3, 6, 7), dtype=np.int8)
+    w = rng.integers(-127, 128, (5, 3, 3, 3), dtype=np.int8)
+    bias = rng.integers(-1000, 1000, 5, dtype=np.int32)
+    np.testing.assert_array_equal(
+        conv2d_int_naive(pack_taps(x, 3), pack_tap_weights(w), bias, 1, 0),
+        conv2d_int_naive(x, w, bias, 1, 1))
+
+
+def test_the_first_3_channel_layer_runs_tap_packed(reference_quantized):
+    qnet, x_q = reference_quantized
+    packed = compile_network(qnet, CFG, x_q=x_q)
+    plain = compile_network(qnet, CFG, x_q=x_q, pack_taps=False)
+    assert [layer.taps_packed for layer in packed.layers] == \
+        [True] + [False] * (len(packed.layers) - 1)
+    assert not any(layer.taps_packed for layer in plain.layers)
+    first = packed.layers[0]
+    assert (first.in_shape, first.kernel, first.engine_in_shape) == \
+        ((3, 96, 96), 3, (27, 96, 96))
+    # The engine runs 1x1 over 4 channel groups (27 channels) instead of 3x3 over one.
+    d, d_plain = descriptors(packed)[0], descriptors(plain)[0]
+    assert (d["kernel3"], d["in_groups"]) == (0, 4)
+    assert (d_plain["kernel3"], d_plain["in_groups"]) == (1, 1)
+    # The input segment holds the packed map; its centre tap reads back as the input.
+    seg = packed.segments[first.input_segment]
+    assert seg.data == fm_to_ddr(pack_taps(x_q, 3)) and seg.size == 4 * 96 * 96 * 8
+    mem = packed.ddr_image()
+    np.testing.assert_array_equal(packed.read_input(mem, 0), x_q)
+    mem[seg.addr:seg.end] = bytes(seg.size)
+    packed.write_input(mem, x_q)
+    assert bytes(mem[seg.addr:seg.end]) == seg.data
+    # Weights: the 1x1 form, 27 input channels padded to 32.
+    w_seg = packed.segments[first.weight_segment]
+    assert w_seg.size == 16 * 32 * 1
+    assert plain.segments[plain.layers[0].input_segment].size == 96 * 96 * 8
+
+
+def test_layers_that_packing_would_not_shorten_stay_plain(reference_quantized):
+    """8 channels fill a group: 9 passes packed or not; a 1x1 first layer has one tap."""
+    qnet = reference_quantized[0]
+    first = qnet.layers[0]
+    for in_channels, size in ((8, 3), (3, 1)):
+        o = first.out_shape[0]
+        conv = type(first)(**{**vars(first), "in_shape": (in_channels, 96, 96), "size": size,
+                              "padding": size // 2,
+                              "weight": np.ones((o, in_channels, size, size), np.int8)})
+        net = QuantizedNetwork((in_channels, 96, 96), qnet.input_scale, [conv, *qnet.layers[1:]])
+        assert not compile_network(net, CFG).layers[0].taps_packed, (in_channels, size)

@@ -131,9 +131,9 @@ def test_refuses_wrong_magic(program_file):
 
 def test_refuses_other_version(program_file):
     _, path = program_file
-    _patch(path, "version", 2)
+    _patch(path, "version", 1)  # version 1: layer entries without taps_packed
     with pytest.raises(ProgramFormatError,
-                       match=f"{path}: format version 2, this Owlet reads version 1"):
+                       match=f"{path}: format version 1, this Owlet reads version 2"):
         load_program(path, CFG)
 
 
