@@ -25,7 +25,7 @@ multiplexer is enough. The owner is a register, so no master output depends comb
 slave input through the mux.
 """
 
-from amaranth import Array, Cat, Const, Module, Mux, Signal
+from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import Flow, In, Out, connect
 
@@ -42,8 +42,10 @@ WATCHDOG_RESET = 1 << 24
 
 #: :class:`hdl.axi.WishboneRegisterSlice` stages between the sequencer and the engine's CSRs,
 #: which sit far apart on the chip: with one, the engine's ACK to the stage's clock enables and
-#: the stage's data to the sequencer's record were 12–12.5 ns of routing (routed at 80 MHz).
-CSR_SLICES = 2
+#: the stage's data to the sequencer's record were 12–12.5 ns of routing (routed at 80 MHz); with
+#: two, the sequencer's request into the first stage was the worst path of three routed runs
+#: (13.8–16.3 ns, 4 cells).
+CSR_SLICES = 3
 
 #: 32-bit words per performance record (one 64-byte, 8-beat burst per layer).
 RECORD_WORDS = 16
@@ -112,8 +114,11 @@ class _Registers:
         self.rec_addr = Signal(cfg.addr_width)  # this layer's record
         self.remaining = Signal(range(desc_beats + 1))  # descriptor beats not yet requested
         self.received = Signal(range(desc_beats + 1))
-        self.desc = Array(Signal(32, name=f"desc{i}") for i in range(desc_beats * words_per_beat))
-        self.record = Array(Signal(32, name=f"rec{i}") for i in range(RECORD_WORDS))
+        # shift registers: descriptor beats shift in and words out to the engine; counters
+        # shift in and record beats out
+        self.desc = [Signal(32, name=f"desc{i}") for i in range(desc_beats * words_per_beat)]
+        self.record = [Signal(32, name=f"rec{i}") for i in range(RECORD_WORDS)]
+        self.status = Signal(12)  # the record's STATUS word while the flags are read
         self.idx = Signal(range(max(DESCRIPTOR_WORDS, len(COUNTERS) + 1, record_beats) + 1))
         self.layer_cycles = Signal(32)
 
@@ -235,9 +240,13 @@ class Sequencer(wiring.Component):
                     m.next = "R"
             with m.State("R"):
                 with m.If(r_fire):
-                    for i in range(words_per_beat):
-                        m.d.sync += r.desc[r.received * words_per_beat + i].eq(
-                            own.rdata[32 * i:32 * i + 32])
+                    # the words shift in at the top, so each takes its neighbour or the beat:
+                    # no write decode from `received`
+                    n = len(r.desc)
+                    m.d.sync += [r.desc[i].eq(r.desc[i + words_per_beat])
+                                 for i in range(n - words_per_beat)]
+                    m.d.sync += [r.desc[n - words_per_beat + i].eq(own.rdata[32 * i:32 * i + 32])
+                                 for i in range(words_per_beat)]
                     m.d.sync += [r.received.eq(r.received + 1),
                                  r.error.eq(r.error | _resp_flags(own.rresp, SEQ_ERR.DESC_SLVERR,
                                                               SEQ_ERR.DESC_DECERR))]
@@ -354,18 +363,23 @@ class Sequencer(wiring.Component):
                 wb.adr.eq(Mux(r.idx == 0, CSR.ERROR,
                               Mux(r.idx == 1, CSR.STATUS, CSR.COUNTERS + r.idx - 2))),
             ]
+            # The counters shift into the record's first words in the order they are read (no
+            # write decode from idx); STATUS gathers in a register of its own.
+            counters = [r.record[RECORD.COUNTERS + k] for k in range(len(COUNTERS))]
             with m.If(wb.ack):
                 m.d.sync += r.idx.eq(r.idx + 1)
                 with m.If(r.idx == 0):
-                    m.d.sync += r.error.eq(r.error | wb.dat_r[:4])
-                    m.d.sync += r.record[RECORD.STATUS].eq(wb.dat_r[:4] << 8)
+                    m.d.sync += [r.error.eq(r.error | wb.dat_r[:4]),
+                                 r.status.eq(wb.dat_r[:4] << 8)]
                 with m.Elif(r.idx == 1):
-                    m.d.sync += r.record[RECORD.STATUS].eq(r.record[RECORD.STATUS]
-                                                         | wb.dat_r[:3])
+                    m.d.sync += r.status.eq(r.status | wb.dat_r[:3])
                 with m.Else():
-                    m.d.sync += r.record[RECORD.COUNTERS + r.idx - 2].eq(wb.dat_r)
+                    m.d.sync += [*(counters[k].eq(counters[k + 1])
+                                   for k in range(len(counters) - 1)),
+                                 counters[-1].eq(wb.dat_r)]
                 with m.If(r.idx == len(COUNTERS) + 1):
                     m.d.sync += [r.record[RECORD.LAYER].eq(r.layer),
+                                 r.record[RECORD.STATUS].eq(r.status),
                                  r.record[RECORD.SEQ_CYCLES].eq(r.layer_cycles), r.idx.eq(0)]
                     m.next = "AW"
         with m.State("AW"):  # the 64-byte record at PERF_ADDR + 64 * layer: one burst
@@ -373,11 +387,15 @@ class Sequencer(wiring.Component):
             with m.If(own.awready):
                 m.next = "W"
         with m.State("W"):
-            beat = Cat(*(r.record[r.idx * words_per_beat + i] for i in range(words_per_beat)))
-            m.d.comb += [own.wvalid.eq(1), own.wdata.eq(beat),
+            # The record shifts out a beat at a time (no select by idx), zeros entering at the
+            # top: after the burst it is all zero, as its unused words must be for the next.
+            n = len(r.record)
+            m.d.comb += [own.wvalid.eq(1), own.wdata.eq(Cat(*r.record[:words_per_beat])),
                          own.wlast.eq(r.idx == record_beats - 1)]
             with m.If(own.wready):
                 m.d.sync += r.idx.eq(r.idx + 1)
+                m.d.sync += [r.record[i].eq(r.record[i + words_per_beat] if i + words_per_beat < n
+                                            else 0) for i in range(n)]
                 with m.If(r.idx == record_beats - 1):
                     m.next = "B"
         with m.State("B"):
