@@ -7,7 +7,11 @@ from amaranth.lib.wiring import In, Out
 
 from hdl.descriptor import Pool
 
-__all__ = ["PoolMax", "PoolWalker"]
+__all__ = ["POOL_LATENCY", "PoolMax", "PoolWalker"]
+
+#: Cycles from a window position into :class:`PoolMax` to its window's ``out_valid``: the
+#: position registered, then the running max.
+POOL_LATENCY = 2
 
 
 class PoolWalker(wiring.Component):
@@ -137,8 +141,12 @@ class PoolWalker(wiring.Component):
 
 class PoolMax(wiring.Component):
     """Running max of int8 lanes over one window: positions with ``pos`` low contribute -128,
-    which never wins since every window holds a real position. ``out`` (combinational) is valid
-    with ``out_valid`` on the window's ``last`` position."""
+    which never wins since every window holds a real position. ``out`` and ``out_valid`` are
+    registers, :data:`POOL_LATENCY` cycles after the window's ``last`` position.
+
+    The position (its lanes or -128) is registered before the running max, so each cycle holds
+    one compare and one select: with the position select and the drain's int32/int8 select
+    behind them in one cycle, this was an 11-cell, 12.5 ns routed path."""
 
     def __init__(self, lanes):
         layout = data.ArrayLayout(signed(8), lanes)
@@ -150,12 +158,15 @@ class PoolMax(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        best = Signal(data.ArrayLayout(signed(8), self.lanes))
-        for i in range(self.lanes):
-            cand = Mux(self.pos, self.y[i], -128)
-            m.d.comb += self.out[i].eq(Mux(self.first, cand,
-                                           Mux(cand > best[i], cand, best[i])))
-        with m.If(self.valid):
-            m.d.sync += best.eq(self.out)
-        m.d.comb += self.out_valid.eq(self.valid & self.last)
+        layout = data.ArrayLayout(signed(8), self.lanes)
+        cand = Signal(layout, reset_less=True)  # the registered position
+        c_valid, c_first, c_last = Signal(), Signal(), Signal()
+        m.d.sync += [c_valid.eq(self.valid), c_first.eq(self.first), c_last.eq(self.last),
+                     cand.eq(Cat(Mux(self.pos, self.y[i], -128) for i in range(self.lanes)))]
+        best = Signal(layout, reset_less=True)
+        with m.If(c_valid):
+            for i in range(self.lanes):
+                m.d.sync += best[i].eq(Mux(c_first | (cand[i] > best[i]), cand[i], best[i]))
+        m.d.sync += self.out_valid.eq(c_valid & c_last)
+        m.d.comb += self.out.eq(best)
         return m

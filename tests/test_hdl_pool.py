@@ -6,7 +6,7 @@ from amaranth import Module
 from amaranth.sim import Simulator
 
 from hdl.descriptor import Pool
-from hdl.pool import PoolMax, PoolWalker
+from hdl.pool import POOL_LATENCY, PoolMax, PoolWalker
 from model.golden import maxpool_int
 
 LANES, N_SUB = 8, 2
@@ -52,6 +52,11 @@ def _drain(y, pool, p0, rows, out_w, out_int32=False, upsample=False, subs=N_SUB
             await ctx.tick()
             if done:
                 break
+        ctx.set(pm.valid, 0)
+        for _ in range(POOL_LATENCY):  # the last window's max
+            if ctx.get(pm.out_valid):
+                beats.append([ctx.get(pm.out[i]) for i in range(LANES)])
+            await ctx.tick()
 
     sim = Simulator(m)
     sim.add_clock(1e-6)

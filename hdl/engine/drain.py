@@ -8,16 +8,16 @@ from hdl.bram import BRAM_READ_LATENCY
 from hdl.descriptor import Descriptor, last_index, unit_descriptor
 from hdl.engine.loader import min_of
 from hdl.fanout import Replicated
-from hdl.pool import PoolMax, PoolWalker
+from hdl.pool import POOL_LATENCY, PoolMax, PoolWalker
 from hdl.requant import REQUANT_LATENCY, RequantLane, RequantUnit
 
 __all__ = ["DRAIN_FLUSH", "DRAIN_LATENCY", "Drain"]
 
 #: Cycles from a walker step to its output FIFO write: the registered bank address, the bank
 #: read (:data:`~hdl.bram.BRAM_READ_LATENCY`), the drained bank's word registered, the
-#: sub-group's lanes and parameters registered, the requantization, then the FIFO's write
-#: registered.
-DRAIN_LATENCY = 1 + BRAM_READ_LATENCY + 1 + 1 + REQUANT_LATENCY + 1
+#: sub-group's lanes and parameters registered, the requantization, the window max, then the
+#: FIFO's write registered.
+DRAIN_LATENCY = 1 + BRAM_READ_LATENCY + 1 + 1 + REQUANT_LATENCY + POOL_LATENCY + 1
 #: Cycles the drain waits after a bank's last read before freeing it: every read has landed.
 DRAIN_FLUSH = DRAIN_LATENCY + 2
 
@@ -200,6 +200,12 @@ class Drain(wiring.Component):
             wide_q, tags_q = Signal.like(wide, reset_less=True), Signal.like(tags)
             m.d.sync += [wide_q.eq(wide), tags_q.eq(tags)]
             wide, tags = wide_q, tags_q
+        # the int32 beats wait beside the window max
+        wide_valid = rq.valid_o
+        for _ in range(POOL_LATENCY):
+            wide_q, valid_q = Signal.like(wide, reset_less=True), Signal()
+            m.d.sync += [wide_q.eq(wide), valid_q.eq(wide_valid)]
+            wide, wide_valid = wide_q, valid_q
         m.submodules.pool_max = pm = PoolMax(p_ic)
         m.d.comb += [
             pm.valid.eq(rq.valid_o), pm.pos.eq(tags[0]), pm.first.eq(tags[1]),
@@ -208,4 +214,4 @@ class Drain(wiring.Component):
         # the FIFO's write, registered: the pooling compares and the int32 select end here, and
         # the FIFO's block RAMs may sit far away
         m.d.sync += [ofifo.w_data.eq(Mux(d.out_int32, wide, pm.out)),
-                     ofifo.w_en.eq(Mux(d.out_int32, rq.valid_o, pm.out_valid))]
+                     ofifo.w_en.eq(Mux(d.out_int32, wide_valid, pm.out_valid))]
