@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from hdl.descriptor import Descriptor, Pool, last_index, unit_descriptor
 from hdl.engine.accum import ACC_READ_LEAD, AccBeat, ReadAhead
-from hdl.engine.loader import IBUF_READ_LATENCY, min_of
+from hdl.engine.loader import IBUF_READ_LATENCY, advanced, min_of
 from hdl.engine.mac import MacArray, mac_latency
 from hdl.fanout import Replicated
 from hdl.window import WindowGen
@@ -99,6 +99,7 @@ class Compute(wiring.Component):
         ctrl.d.sync += [c1t.eq(c0w + d.tile_pix),
                         c1w.eq(c1t + Mux(d.pool == Pool.P2S1, d.width, 0)),
                         c1c.eq(min_of(c1w, d.in_plane)), npix.eq(c1c - c0w)]
+        c0_next = advanced(m, c0, d.tile_conv_rows)  # c0w's is c1t
         start = Signal()  # the next pass starts
         base, input_ok = self._input(ctrl, d, start, c0, c0w, c1w, islot, ig, lastk, last_ig)
         shadow_valid = Signal()
@@ -150,8 +151,8 @@ class Compute(wiring.Component):
                     with ctrl.If(last_ig):
                         ctrl.d.sync += [ig.eq(0), og.eq(og + 1), bslot.eq(~bslot)]
                         with ctrl.If(last_og):
-                            ctrl.d.sync += [og.eq(0), c0.eq(c0 + d.tile_conv_rows),
-                                            c0w.eq(c0w + d.tile_pix), islot.eq(~islot)]
+                            ctrl.d.sync += [og.eq(0), c0.eq(c0_next), c0w.eq(c1t),
+                                            islot.eq(~islot)]
         self._datapath(m, ctrl, d, wg, mac, r_first, r_lastog, r_bslot)
         return m
 

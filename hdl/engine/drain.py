@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from hdl.bram import BRAM_READ_LATENCY
 from hdl.descriptor import Descriptor, last_index, unit_descriptor
-from hdl.engine.loader import min_of
+from hdl.engine.loader import advanced, min_of
 from hdl.fanout import Replicated
 from hdl.pool import POOL_LATENCY, PoolMax, PoolWalker
 from hdl.requant import REQUANT_LATENCY, RequantLane, RequantUnit
@@ -95,6 +95,7 @@ class Drain(wiring.Component):
         slot = Signal()
         flush = Signal(range(DRAIN_FLUSH))
         og_last = last_index(m, self.desc.og_passes, name="og_last")
+        p0_next, c0_next = advanced(m, p0, d.tile_rows), advanced(m, c0, d.tile_conv_rows)
         # Output rows of this tile, registered: p0 changes at the end of FLUSH and the walker
         # takes `rows` in START, three cycles later at the earliest (it needs its inputs a
         # cycle before: PREP).
@@ -144,8 +145,7 @@ class Drain(wiring.Component):
                     m.d.comb += self.free.eq(Mux(slot, 0b10, 0b01))
                     m.d.sync += [slot.eq(~slot), og.eq(og + 1)]
                     with m.If(og == og_last):
-                        m.d.sync += [og.eq(0), p0.eq(p0 + d.tile_rows),
-                                     c0.eq(c0 + d.tile_conv_rows)]
+                        m.d.sync += [og.eq(0), p0.eq(p0_next), c0.eq(c0_next)]
                     m.next = "WAIT"
         self._datapath(m, d, pw, slot, ofifo)
         return m

@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 from hdl.axi import BurstPlanner, ReadRequestSignature
 from hdl.bram import BRAM_READ_LATENCY, BlockRAM
 from hdl.descriptor import Descriptor, last_index, unit_descriptor
-from hdl.engine.loader import ReadBeat
+from hdl.engine.loader import ReadBeat, advanced
 
 __all__ = ["WEIGHT_STORE_LATENCY", "ParamBeat", "WeightLoader", "WeightStore"]
 
@@ -149,6 +149,7 @@ class WeightLoader(wiring.Component):
         m.d.sync += credits.eq(credits - take + pop)
 
         c0w = Signal(24)
+        c0w_next = advanced(m, c0w, d.tile_pix)
         og = Signal(8)
         og_last = last_index(m, self.desc.og_passes, name="og_last")
         slot = Signal()
@@ -197,7 +198,7 @@ class WeightLoader(wiring.Component):
                         m.d.sync += [rem.eq(d.og_weight_beats), tables.eq(0)]
                         m.next = "WPLAN1"
                         with m.If(d.weights_resident & ~first_tile):  # replayed from the store
-                            self._advance(m, d, og, og_last, slot, c0w)
+                            self._advance(m, og, og_last, slot, c0w, c0w_next)
                             m.next = "NEXT"
             with m.State("WPLAN1"):
                 m.next = "WPLAN2"
@@ -212,7 +213,7 @@ class WeightLoader(wiring.Component):
                 with m.If(self.req.ready):
                     m.next = "WPLAN1"
                     with m.If(last):
-                        self._advance(m, d, og, og_last, slot, c0w)
+                        self._advance(m, og, og_last, slot, c0w, c0w_next)
                         with m.If(first_tile & (og == og_last)):
                             m.d.sync += complete.eq(1)
                         m.next = "NEXT"
@@ -236,8 +237,8 @@ class WeightLoader(wiring.Component):
         return m
 
     @staticmethod
-    def _advance(m, d, og, og_last, slot, c0w):
+    def _advance(m, og, og_last, slot, c0w, c0w_next):
         """The next (tile, output group) and its parameter slot."""
         m.d.sync += [slot.eq(~slot), og.eq(og + 1)]
         with m.If(og == og_last):
-            m.d.sync += [og.eq(0), c0w.eq(c0w + d.tile_pix)]
+            m.d.sync += [og.eq(0), c0w.eq(c0w_next)]
