@@ -30,7 +30,6 @@ from hdl.engine.drain import Drain
 from hdl.engine.loader import InputLoader
 from hdl.engine.weights import WeightLoader
 from hdl.engine.writer import Writer
-from hdl.fanout import Replicated
 
 __all__ = ["COUNTERS", "CSR", "ERR", "Engine", "EngineCore"]
 
@@ -160,24 +159,24 @@ class EngineCore(wiring.Component):
         params = Signal(data.ArrayLayout(cfg.data_width, 2 * param_beats), reset_less=True)
         # The tables are 2·param_beats words of flip-flops read across the drain and the banks:
         # a table beat takes two registers on its way there (R beat → table was 19.7 ns of
-        # routing alone in the routed 128-MAC build). Each slot's words are a shift register
-        # that its beats enter at the top, so a beat goes to one word, not to all 64 (p_data
-        # into 64 words was 12–14 ns of routing), and every word has its own copy of its slot's
-        # shift enable (the enables drive 64 clock enables each). Its group's first pass needs
-        # the bias no earlier than its weights, which follow the table in the same burst order
-        # and then pass the weight store.
+        # routing alone in the routed 128-MAC build), the second beside each word's write
+        # enable, decoded from the first (the decode into 64 × 64 clock enables was 12.5 ns
+        # once the block RAMs' output registers were absorbed, 11.5 ns from the loader's tag
+        # FIFO). Its group's first pass needs the bias no earlier than its weights, which
+        # follow the table in the same burst order and then pass the weight store.
         p_beat = Signal.like(lw.params.p, reset_less=True)
         p_valid = Signal()
         m.d.sync += [p_beat.eq(lw.params.p), p_valid.eq(lw.params.valid)]
+        # (Copies of p_data, each for a quarter of the words, made routing worse: a word's
+        # loads are the drain's lanes and the banks, all over the chip, whatever its index.)
         p_data = Signal(cfg.data_width, reset_less=True)
-        m.d.sync += p_data.eq(p_beat.data)
-        m.submodules.p_shift = p_shift = Replicated(param_beats, width=2)
-        m.d.comb += p_shift.i.eq(Cat(p_valid & ~p_beat.slot, p_valid & p_beat.slot))
-        for s in range(2):
-            for k in range(param_beats):
-                w = s * param_beats + k
-                with top.If(p_shift.o[k][s]):  # data registers: not reset
-                    top.d.sync += params[w].eq(p_data if k == param_beats - 1 else params[w + 1])
+        p_we = Signal(2 * param_beats)  # one-hot: the word the beat in p_data goes to
+        word = Cat(p_beat.index, p_beat.slot)
+        m.d.sync += [p_data.eq(p_beat.data),
+                     p_we.eq(Cat(p_valid & (word == k) for k in range(len(p_we))))]
+        for k in range(len(p_we)):
+            with top.If(p_we[k]):  # data registers: not reset
+                top.d.sync += params[k].eq(p_data)
 
         # ---- compute → accumulator banks → drain ------------------------------------------
         m.submodules.compute = comp = Compute(cfg)

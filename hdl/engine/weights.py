@@ -17,11 +17,10 @@ WEIGHT_STORE_LATENCY = 1 + BRAM_READ_LATENCY
 
 
 class ParamBeat(data.StructLayout):
-    """One requant-table beat for the parameter registers of ``slot``. A slot's ``2 · p_oc``
-    beats come in table order, one table at a time (the registers shift them in)."""
+    """One requant-table beat for the parameter registers: word ``index`` of ``slot``."""
 
-    def __init__(self, data_width):
-        super().__init__({"data": data_width, "slot": 1})
+    def __init__(self, data_width, p_oc):
+        super().__init__({"data": data_width, "slot": 1, "index": range(2 * p_oc)})
 
 
 class WeightStore(wiring.Component):
@@ -123,7 +122,8 @@ class WeightLoader(wiring.Component):
             "desc": In(Descriptor), "run": In(1),
             "req": Out(ReadRequestSignature(cfg.addr_width)),
             "r": In(stream.Signature(ReadBeat(cfg.data_width), always_ready=True)),
-            "params": Out(stream.Signature(ParamBeat(cfg.data_width), always_ready=True)),
+            "params": Out(stream.Signature(ParamBeat(cfg.data_width, cfg.p_oc),
+                                           always_ready=True)),
             "release": In(2), "params_ready": Out(2),
             "weights": Out(stream.Signature(cfg.data_width)),
         })
@@ -217,7 +217,7 @@ class WeightLoader(wiring.Component):
                         with m.If(first_tile & (og == og_last)):
                             m.d.sync += complete.eq(1)
                         m.next = "NEXT"
-        # Receive: table beats out with their slot (r_idx counts them), weights into the FIFO.
+        # Receive: table beats out with their slot and index, weights into the FIFO.
         r_slot = Signal()
         r_idx = Signal(range(param_beats))
         table = tags.r_data[0]
@@ -225,7 +225,7 @@ class WeightLoader(wiring.Component):
             tags.r_en.eq(self.r.valid & self.r.p.last),
             store.w_data.eq(self.r.p.data), store.w_en.eq(self.r.valid & ~table),
             self.params.valid.eq(self.r.valid & table), self.params.p.data.eq(self.r.p.data),
-            self.params.p.slot.eq(r_slot),
+            self.params.p.slot.eq(r_slot), self.params.p.index.eq(r_idx),
         ]
         filled = Signal(2)
         m.d.sync += self.params_ready.eq((self.params_ready | filled) & ~self.release)
