@@ -155,7 +155,7 @@ def sequencer_overhead(cfg: EngineConfig, perf: PerfConfig) -> int:
     error, status and counter reads on the engine's Wishbone port (three cycles per write, four
     per read: the engine registers the request, a read's group and the ACK; plus the
     sequencer's ``CSR_SLICES`` register stages in front of it), the record burst and its write
-    response, two state transitions and the registered start (222 cycles per layer at the
+    response, two state transitions and the registered start (268 cycles per layer at the
     default latencies, plus one per run).
     """
     beats = cfg.data_width // 32
