@@ -295,8 +295,9 @@ def _place(qnet: QuantizedNetwork, steps: list[_Step],
         Darknet index (-1: the input) -> (index into ``buffers``, first channel group).
     """
     layers = qnet.layers
-    packed = [step.engine_conv.in_shape for step in steps if step.taps_packed]
-    every = [_Buffer(-1, packed[0] if packed else qnet.input_shape, 1)]
+    first = steps[0]  # the only step that may read the input tap-packed (_packs_taps)
+    every = [_Buffer(-1, first.engine_conv.in_shape if first.taps_packed else qnet.input_shape,
+                     1)]
     views = {-1: (0, 0)}
     for step in steps:
         if step.out_index not in views:

@@ -61,24 +61,24 @@ class PoolWalker(wiring.Component):
         cols_m1, rows_m1 = Signal(16), Signal(16)
         last_sub = Signal(range(self.n_sub))
         is_pool = self.pool != Pool.NONE
+        is_s2 = self.pool == Pool.P2S2
+        s_in = Mux(is_s2, 2, 1)
+        w_s, h_s, h_s1 = Signal(signed(17)), Signal(signed(17)), Signal(signed(17))
         with m.If(self.start):
             m.d.sync += [
                 last_sub.eq(self.last_sub),
-                pooled.eq(is_pool), step2.eq(self.pool == Pool.P2S2), up.eq(self.upsample),
+                pooled.eq(is_pool), step2.eq(is_s2), up.eq(self.upsample),
                 j_last.eq(Mux(is_pool | self.out_int32, 3, Mux(self.upsample, 1, 0))),
                 width.eq(self.width), height.eq(self.height), c0.eq(self.c0),
                 cols_m1.eq(self.out_width - 1), rows_m1.eq(self.rows - 1),
+                # The next window's in-map tests compare the current column or row against
+                # these (cx + s < width is cx < width - s), so no adder precedes a compare (an
+                # add, a compare and the counters' select in one cycle were 10.7 ns routed).
+                # Signed: a one-pixel map gives width - 2 = -1, which no column is below.
+                w_s.eq(self.width - s_in), h_s.eq(self.height - s_in),
+                h_s1.eq(self.height - s_in - 1),
             ]
         stride = Mux(step2, 2, 1)
-        # The next window's in-map tests compare the current column or row against bounds
-        # latched at start (cx + s < width is cx < width - s), so no adder precedes a compare
-        # (an add, a compare and the counters' select in one cycle were 10.7 ns routed).
-        # Signed: a one-pixel map gives width - 2 = -1, which no column is below.
-        w_s, h_s, h_s1 = Signal(signed(17)), Signal(signed(17)), Signal(signed(17))
-        with m.If(self.start):
-            s_in = Mux(self.pool == Pool.P2S2, 2, 1)
-            m.d.sync += [w_s.eq(self.width - s_in), h_s.eq(self.height - s_in),
-                         h_s1.eq(self.height - s_in - 1)]
         # Counters: columns and rows left (counting down to the "last" flags), the conv column
         # and row a window starts at (cx, cy) with their in-map flags (bit d: cx + d < width,
         # cy + d < height), cx + 1, and the bank addresses of conv rows cy and cy + 1.

@@ -191,25 +191,23 @@ class Drain(wiring.Component):
                 sel[i].m_neg.eq(param(1)[16:32]),
             ]
         m.d.comb += rq.lane.eq(sel)
-        # int32 output: beat j carries channels 2j, 2j+1; delayed to line up with requant.
+        # int32 output: beat j carries channels 2j, 2j+1. The beats and their tags wait beside
+        # the requantization (the tags then go to the window max) and the window max.
         wide = Signal(cfg.data_width)
         m.d.comb += wide.eq(Cat(lane.acc for lane in sel).word_select(e_sel.j, cfg.data_width))
-        tags = Signal(3)
-        m.d.comb += tags.eq(Cat(e_sel.pos, e_sel.first, e_sel.last))
-        for _ in range(REQUANT_LATENCY):
+        tags = Signal(data.StructLayout({"valid": 1, "pos": 1, "first": 1, "last": 1}))
+        m.d.comb += tags.eq(Cat(e_sel.valid, e_sel.pos, e_sel.first, e_sel.last))
+        delayed = [tags]
+        for _ in range(REQUANT_LATENCY + POOL_LATENCY):
             wide_q, tags_q = Signal.like(wide, reset_less=True), Signal.like(tags)
-            m.d.sync += [wide_q.eq(wide), tags_q.eq(tags)]
-            wide, tags = wide_q, tags_q
-        # the int32 beats wait beside the window max
-        wide_valid = rq.valid_o
-        for _ in range(POOL_LATENCY):
-            wide_q, valid_q = Signal.like(wide, reset_less=True), Signal()
-            m.d.sync += [wide_q.eq(wide), valid_q.eq(wide_valid)]
-            wide, wide_valid = wide_q, valid_q
+            m.d.sync += [wide_q.eq(wide), tags_q.eq(delayed[-1])]
+            wide = wide_q
+            delayed.append(tags_q)
+        at_max, wide_valid = delayed[REQUANT_LATENCY], delayed[-1].valid
         m.submodules.pool_max = pm = PoolMax(p_ic)
         m.d.comb += [
-            pm.valid.eq(rq.valid_o), pm.pos.eq(tags[0]), pm.first.eq(tags[1]),
-            pm.last.eq(tags[2]), pm.y.eq(rq.y),
+            pm.valid.eq(rq.valid_o), pm.pos.eq(at_max.pos), pm.first.eq(at_max.first),
+            pm.last.eq(at_max.last), pm.y.eq(rq.y),
         ]
         # the FIFO's write, registered: the pooling compares and the int32 select end here, and
         # the FIFO's block RAMs may sit far away
