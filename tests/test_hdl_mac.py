@@ -34,8 +34,9 @@ def _stream(dut, inputs, latency, outputs):
 
 @pytest.mark.parametrize("p_ic, p_oc", [(8, 16), (3, 2), (1, 1)])
 def test_mac_array_matches_naive_dot_products(p_ic, p_oc):
-    """Each cycle's ``x`` times the weights of the last ``w_load`` cycle up to it (that cycle
-    included); ``w`` carries junk in the other cycles, which must be ignored."""
+    """Each cycle's ``x`` times the weights of the last ``w_load`` cycle up to the cycle after it
+    (the operands pass a register first, the weights do not); ``w`` carries junk in the other
+    cycles, which must be ignored."""
     rng = np.random.default_rng(p_ic * 100 + p_oc)
     n = 60
     x = rng.integers(-128, 128, size=(n, p_ic))
@@ -43,21 +44,20 @@ def test_mac_array_matches_naive_dot_products(p_ic, p_oc):
     load = rng.random(n) < 0.3
     load[0] = load[1] = load[2] = True
     load[3] = False  # weights kept over a cycle whose w is junk
-    x[0], w[0] = -128, -128  # the largest product, on every lane
-    x[1], w[1] = -128, 127
+    x[0], w[1] = -128, -128  # the largest product, on every lane (x meets the next cycle's load)
+    x[1], w[2] = -128, 127
     dut = MacArray(p_ic, p_oc)
     inputs = [[(dut.x, [int(v) for v in x[k]]), (dut.w_load, [int(load[k])] * p_oc),
                (dut.w, [[int(v) for v in row] for row in w[k]])] for k in range(n)]
     got = _stream(dut, inputs, mac_latency(p_ic),
                   lambda ctx: [int(ctx.get(dut.sums[o])) for o in range(p_oc)])
-    held = None
-    for k in range(n):
-        held = w[k] if load[k] else held
+    for k in range(n - 1):
+        taken = max(j for j in range(k + 2) if load[j])
         for o in range(p_oc):
-            expected = sum(int(held[o, i]) * int(x[k, i]) for i in range(p_ic))
+            expected = sum(int(w[taken, o, i]) * int(x[k, i]) for i in range(p_ic))
             assert got[k][o] == expected, (
-                f"cycle {k} (weights of cycle {k if load[k] else 'before'}), output channel "
-                f"{o}: expected {expected}, got {got[k][o]}")
+                f"cycle {k} (weights of cycle {taken}), output channel {o}: expected "
+                f"{expected}, got {got[k][o]}")
 
 
 def test_multiplier_on_ecp5_is_one_fully_registered_mult18x18d():

@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 from hdl.descriptor import Descriptor, Pool, last_index, unit_descriptor
 from hdl.engine.accum import ACC_READ_LEAD, AccBeat, ReadAhead
 from hdl.engine.loader import IBUF_READ_LATENCY, advanced, min_of
-from hdl.engine.mac import MacArray, mac_latency
+from hdl.engine.mac import OPERAND_LATENCY, MacArray, mac_latency
 from hdl.fanout import Replicated
 from hdl.window import WindowGen
 
@@ -28,7 +28,8 @@ class Compute(wiring.Component):
     registered: the pad value or the buffer word) → the MAC array
     (:func:`mac_latency`) → the ``acc`` beat; ``read`` names the same pixel
     :data:`~hdl.engine.accum.ACC_READ_LEAD` cycles earlier. The weights of a pass wait in the
-    shadow register until its first pixel is at X; the MAC array then takes them into the
+    shadow register until its first pixel is in the MAC array's operand copies
+    (:data:`~hdl.engine.mac.OPERAND_LATENCY` after X); the MAC array then takes them into the
     multipliers' own registers (``w_load``) and the shadow refills from the stream.
 
     The data registers are never reset; ``clear`` (a layer start) resets the sequencing.
@@ -222,14 +223,17 @@ class Compute(wiring.Component):
 
     def _weights(self, m, ctrl, start, shadow_valid, mac):
         """Shadow register: ``p_oc`` beats of the stream, held until the MAC array takes them
-        with the pass's first pixel at X (``load``: the start delayed by A, the
-        :data:`~hdl.engine.loader.IBUF_READ_LATENCY` cycles of the buffer read and X); it
-        refills from that cycle on. Returns "a start is still handing its weights over"."""
+        with the pass's first pixel in its operand copies (``load``: the start delayed by A, the
+        :data:`~hdl.engine.loader.IBUF_READ_LATENCY` cycles of the buffer read, X and the
+        copies); it refills from that cycle on. Returns "a start is still handing its weights
+        over"."""
         p_ic, p_oc = self.cfg.p_ic, self.cfg.p_oc
         w_layout = data.ArrayLayout(data.ArrayLayout(signed(8), p_ic), p_oc)
         shadow = Signal(w_layout, reset_less=True)
         fill = Signal(range(p_oc))
-        started = Signal(2 + IBUF_READ_LATENCY)  # the start, delayed by 1, 2, ... cycles
+        # the start, delayed by 1, 2, ... cycles: A, the buffer read, X, the MAC array's operand
+        # copies (the weights load with the first pixel's operands at the multipliers)
+        started = Signal(2 + IBUF_READ_LATENCY + OPERAND_LATENCY)
         ctrl.d.sync += started.eq(Cat(start, started[:-1]))
         load = started[-1]
         # the load drives the clock enables of all p_ic · p_oc multipliers: a copy per channel
@@ -237,8 +241,18 @@ class Compute(wiring.Component):
         m.d.comb += [load_copies.i.eq(started[-2]), mac.w.eq(shadow),
                      mac.w_load.eq(load_copies.o), self.weights.ready.eq(~shadow_valid | load)]
         pop = self.weights.valid & self.weights.ready
-        with m.If(pop):
-            m.d.sync += shadow.as_value().word_select(fill, p_ic * 8).eq(self.weights.payload)
+        # A beat reaches the shadow through a registered copy per pair of channels, which sit
+        # side by side in one DSP row (hdl.floorplan): one net from the weight store to the
+        # 1,024 shadow bits over three DSP rows was 12-13.5 ns routed. The word lands a cycle
+        # after its pop; a load comes at least six cycles after the last pop (the start waits
+        # for shadow_valid, then A, the buffer read, X and the operand copies).
+        pairs = max(1, p_oc // 2)
+        m.submodules.beat = beat = Replicated(pairs, width=p_ic * 8 + 1 + len(fill))
+        m.d.comb += beat.i.eq(Cat(self.weights.payload, pop, fill))
+        for o in range(p_oc):
+            copy = beat.o[o * pairs // p_oc]
+            with m.If(copy[p_ic * 8] & (copy[p_ic * 8 + 1:] == o)):
+                m.d.sync += shadow[o].eq(copy[:p_ic * 8])
         with ctrl.If(load):
             ctrl.d.sync += shadow_valid.eq(0)
         with ctrl.If(pop):

@@ -195,9 +195,15 @@ class EngineCore(wiring.Component):
             drain.full.eq(banks.full), banks.drained.eq(drain.free), lw.release.eq(drain.free),
             banks.drain_addr.eq(drain.bank_addr), drain.bank_data.eq(banks.drain_data),
         ]
+        # The banks take the biases from a register of their own, a cycle behind the table: the
+        # table's words then sit by the drain, their only other reader (with the banks pulling
+        # them too, the table beat into them was 15-17 ns routed). A group's first pass needs
+        # its bias no earlier than its weights, which come after the table (above).
+        bias = Signal(data.ArrayLayout(data.ArrayLayout(32, p_oc), 2), reset_less=True)
         for b in range(2):
             for o in range(p_oc):  # bias of channel o of bank b's group: params word 2·o of b
-                top.d.comb += banks.bias[b][o].eq(params[b * param_beats + 2 * o][:32])
+                top.d.sync += bias[b][o].eq(params[b * param_beats + 2 * o][:32])
+                top.d.comb += banks.bias[b][o].eq(bias[b][o])
 
         # ---- writer ------------------------------------------------------------------------
         m.submodules.writer = writer = Writer(cfg)
