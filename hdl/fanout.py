@@ -29,7 +29,8 @@ class Replicated(wiring.Component):
     Parameters
     ----------
     copies : int
-    width : int
+    width : int or data.Layout
+        Bits of the value, or its layout (the copies are then views with its fields).
 
     Attributes
     ----------
@@ -39,6 +40,8 @@ class Replicated(wiring.Component):
 
     def __init__(self, copies, *, width=1):
         for name, value in (("copies", copies), ("width", width)):
+            if isinstance(value, data.Layout) and name == "width":
+                continue
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, not {value!r}")
         self.copies, self.width = copies, width
@@ -48,7 +51,7 @@ class Replicated(wiring.Component):
         m = Module()
         ecp5 = getattr(platform, "family", None) == "ecp5"
         for k in range(self.copies):
-            if ecp5 and self.width == 1:
+            if ecp5 and isinstance(self.width, int) and self.width == 1:
                 m.submodules[f"ff{k}"] = self._flip_flop(self.i, self.o[k])
                 continue
             copy = Signal(self.width, name=f"copy{k}", reset_less=True)

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from amaranth import Elaboratable, Module, Mux, Signal
 from amaranth.back import rtlil
+from amaranth.lib import data
 from amaranth.sim import Simulator
 
 from hdl.ecp5 import ECP5Target
@@ -33,7 +34,7 @@ def test_every_copy_is_the_input_of_the_previous_cycle(width):
         assert copies == [value] * 3, f"cycle {k}: input {value}, copies {copies}"
 
 
-@pytest.mark.parametrize("width", [1, 4])
+@pytest.mark.parametrize("width", [1, 4, data.StructLayout({"addr": 3, "en": 1})])
 def test_on_ecp5_each_copy_has_a_flip_flop_instance_of_its_own(width):
     """A bit's copy is the instance; a wider copy's instance is its clock enable."""
     text = rtlil.convert(Replicated(6, width=width), platform=ECP5Target())

@@ -247,12 +247,14 @@ class Compute(wiring.Component):
         # after its pop; a load comes at least six cycles after the last pop (the start waits
         # for shadow_valid, then A, the buffer read, X and the operand copies).
         pairs = max(1, p_oc // 2)
-        m.submodules.beat = beat = Replicated(pairs, width=p_ic * 8 + 1 + len(fill))
-        m.d.comb += beat.i.eq(Cat(self.weights.payload, pop, fill))
+        m.submodules.beat = beat = Replicated(pairs, width=data.StructLayout({
+            "data": p_ic * 8, "pop": 1, "fill": len(fill)}))
+        m.d.comb += [beat.i.data.eq(self.weights.payload), beat.i.pop.eq(pop),
+                     beat.i.fill.eq(fill)]
         for o in range(p_oc):
             copy = beat.o[o * pairs // p_oc]
-            with m.If(copy[p_ic * 8] & (copy[p_ic * 8 + 1:] == o)):
-                m.d.sync += shadow[o].eq(copy[:p_ic * 8])
+            with m.If(copy.pop & (copy.fill == o)):
+                m.d.sync += shadow[o].eq(copy.data)
         with ctrl.If(load):
             ctrl.d.sync += shadow_valid.eq(0)
         with ctrl.If(pop):

@@ -167,9 +167,10 @@ class Drain(wiring.Component):
         m.d.sync += [e[k + 1].eq(e[k]) for k in range(len(e) - 1)]
         arrive, e_word, e_sel = e[BRAM_READ_LATENCY:]
         m.submodules.slot1 = slot1 = Replicated(cfg.p_oc)
-        m.submodules.lane_sel = lane_sel = Replicated(p_ic, width=1 + len(arrive.sub))
+        m.submodules.lane_sel = lane_sel = Replicated(p_ic, width=data.StructLayout({
+            "slot": 1, "sub": len(arrive.sub)}))
         m.d.comb += [slot1.i.eq(e[BRAM_READ_LATENCY - 1].slot),
-                     lane_sel.i.eq(Cat(arrive.slot, arrive.sub))]
+                     lane_sel.i.slot.eq(arrive.slot), lane_sel.i.sub.eq(arrive.sub)]
         word = Signal(data.ArrayLayout(signed(32), cfg.p_oc), reset_less=True)
         for o in range(cfg.p_oc):
             m.d.sync += word[o].eq(Mux(slot1.o[o], self.bank_data[1][o], self.bank_data[0][o]))
@@ -178,7 +179,7 @@ class Drain(wiring.Component):
         param_beats = 2 * cfg.p_oc
         sel = Signal(data.ArrayLayout(RequantLane, p_ic), reset_less=True)  # E4
         for i in range(p_ic):
-            slot2, sub = lane_sel.o[i][0], lane_sel.o[i][1:]  # lane i's copy of E3's selects
+            slot2, sub = lane_sel.o[i].slot, lane_sel.o[i].sub  # lane i's copy of E3's selects
 
             def param(w, i=i, slot2=slot2, sub=sub):  # word `w` of channel sub·p_ic + i
                 return Mux(slot2, *(

@@ -111,15 +111,15 @@ class InputBuffer(wiring.Component):
         m.d.sync += [w_addr.eq(self.wr_addr), w_data.eq(self.wr_data),
                      w_en.eq(Cat(self.wr_en & (self.wr_addr[low:] == base >> low)
                                  for (base, _), low in zip(banks, lows, strict=True)))]
-        m.submodules.wr_addr = lane_write = Replicated(lanes, width=len(w_addr) + len(w_en))
+        m.submodules.wr_addr = lane_write = Replicated(lanes, width=data.StructLayout({
+            "addr": len(w_addr), "en": len(w_en)}))
         lane_data = Signal.like(w_data, name="lane_wr_data", reset_less=True)
-        m.d.comb += lane_write.i.eq(Cat(w_addr, w_en))
+        m.d.comb += [lane_write.i.addr.eq(w_addr), lane_write.i.en.eq(w_en)]
         m.d.sync += lane_data.eq(w_data)
         for lane in range(lanes):
             byte = slice(8 * lane, 8 * lane + 8)
             lane_addr = addr.o[lane]
-            lane_w_addr, lane_w_en = (lane_write.o[lane][:len(w_addr)],
-                                      lane_write.o[lane][len(w_addr):])
+            lane_w_addr, lane_w_en = lane_write.o[lane].addr, lane_write.o[lane].en
             words, index = [], 0  # the lane's byte in each bank; the addressed bank
             for i, ((base, size), low) in enumerate(zip(banks, lows, strict=True)):
                 m.submodules[f"bank{i}_lane{lane}"] = mem = BlockRAM(8, size)
